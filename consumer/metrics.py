@@ -82,6 +82,13 @@ CONCURRENCY_LIMIT = Gauge(
     registry=REGISTRY,
 )
 
+UNKNOWN_FIELDS = Counter(
+    "engagement_unknown_fields",
+    "Unknown event fields ignored (not sent), by attribute type.",
+    ["type"],
+    registry=REGISTRY,
+)
+
 
 def exported_names() -> set[str]:
     """Return every sample name this daemon exports (for alert and dashboard checks)."""

@@ -1,0 +1,252 @@
+"""The daemon's lifecycle: start-up, the main loop, shutdown with a deadline (in the manner of uvicorn).
+
+Signal handlers only set an Event; the async code does the work: stop fetching, drain in-flight
+requests and dead letters within SHUTDOWN_DRAIN_S, commit the done prefix, close the consumer,
+flush the dead-letter producer, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+
+import structlog
+from confluent_kafka import KafkaError, Message
+
+from consumer import metrics
+from consumer.config import Settings
+from consumer.deadletter import DeadLetters, Verdict
+from consumer.dispatch import Dispatcher
+from consumer.errors import InvalidEvent
+from consumer.events import parse_event
+from consumer.halt import AuthGate
+from consumer.health import HealthServer
+from consumer.limiter import ConcurrencyLimiter
+from consumer.liveperson.client import EngagementClient
+from consumer.offsets import OffsetTracker
+from consumer.records import Record, TopicPartition
+from consumer.source import KafkaSource
+
+log = structlog.get_logger("consumer.app")
+
+STORE_INTERVAL_S = 0.2
+FLOW_INTERVAL_S = 0.05
+LIVENESS_STALE_S = 30.0
+
+
+class App:
+    """Wires source -> events -> dispatcher -> client -> policy -> dead letters, and runs them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tracker = OffsetTracker()
+        self.client = EngagementClient(settings)
+        self.stopping = asyncio.Event()
+        self.counts: Counter[str] = Counter()
+        self._topics = settings.topics
+        self._paused: set[TopicPartition] = set()
+        self._overloaded = False
+        self._loop_tick = time.monotonic()
+        self._started = time.monotonic()
+        self._signals = 0
+        self.health: HealthServer | None = None
+        self.source: KafkaSource | None = None
+        self.gate: AuthGate | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.dead_letters: DeadLetters | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Start, serve until a stop signal (or a fatal source error), shut down; return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        await self.startup(loop)
+        tasks = [asyncio.create_task(c) for c in (self._store_loop(), self._flow_loop(), self._tick_loop())]
+        try:
+            await self.stopping.wait()
+        finally:
+            code = await self.shutdown()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return code
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.error("second_signal_exit_now", signal=sig.name, note="uncommitted events will be redelivered")
+            os._exit(130)
+        log.info("stop_requested", signal=sig.name)
+        self.stopping.set()
+
+    async def startup(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the HTTP session, the health server, the dead-letter producer and the consumer."""
+        s = self.settings
+        log.info("starting", config=s.masked())
+        limiter = ConcurrencyLimiter(s.max_in_flight, s.adaptive_concurrency)
+        self.gate = AuthGate(s.halt_backoff_initial_s, s.halt_backoff_max_s, self.client.reload_credentials,
+                             self._on_halt_change)
+        self.dispatcher = Dispatcher(s, self.client, limiter, self.tracker, self.gate)
+        self.dead_letters = DeadLetters(s.producer_config(), s.dlq_topic, loop, self._dead_lettered,
+                                        self.dispatcher.is_current)
+        self.dispatcher.dead_letters = self.dead_letters
+        await self.client.start()
+        self.health = HealthServer(s.http_port, self.liveness, self.readiness)
+        await self.health.start()
+        self.dead_letters.start()
+        self.source = KafkaSource(s.consumer_config(), list(self._topics), self, loop, s.revoke_drain_s)
+        self.source.start()
+        log.info("started", topics=list(self._topics), dlq_topic=s.dlq_topic, http_port=self.health.port)
+
+    async def shutdown(self) -> int:
+        """Stop fetching, drain within the deadline, commit, close the consumer, flush dead letters."""
+        assert self.source and self.dispatcher and self.dead_letters
+        deadline = time.monotonic() + self.settings.shutdown_drain_s
+        log.info("shutting_down", drain_deadline_s=self.settings.shutdown_drain_s)
+        self.source.pause(self.tracker.partitions())
+        clean = await self.dispatcher.drain(max(0.5, deadline - time.monotonic() - 3.0))
+        final = {tp: o for tp in self.tracker.partitions() if (o := self.tracker.position(tp)) is not None}
+        await self.source.close(final, max(2.0, deadline - time.monotonic()))
+        await self.dead_letters.close()
+        await self.client.close()
+        if self.health:
+            await self.health.stop()
+        log.info(
+            "stopped",
+            drained=clean,
+            uncommitted=self.tracker.pending_total,
+            uptime_s=round(time.monotonic() - self._started, 1),
+            **dict(self.counts),
+        )
+        return 1 if self.source.fatal else 0
+
+    # ---- probes --------------------------------------------------------------------------------
+    def liveness(self) -> tuple[bool, str]:
+        """Live while the event loop and the poll thread both ticked recently."""
+        now = time.monotonic()
+        if self.source and self.source.fatal:
+            return False, f"kafka: {self.source.fatal}"
+        if now - self._loop_tick > LIVENESS_STALE_S:
+            return False, "event loop stalled"
+        if self.source and now - self.source.last_poll > LIVENESS_STALE_S:
+            return False, "poll thread stalled"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when joined to the group, the HTTP session is open, and not halted or stopping."""
+        if self.stopping.is_set():
+            return False, "stopping"
+        if self.gate and self.gate.halted:
+            return False, f"halted on auth ({self.gate.reason})"
+        if not self.client.is_open:
+            return False, "http session closed"
+        if not (self.source and self.source.joined):
+            return False, "not joined to the consumer group yet"
+        return True, "ok"
+
+    # ---- SourceHandler (on the loop) ---------------------------------------------------------
+    def on_messages(self, messages: list[Message]) -> None:
+        """Parse each message; dead-letter invalid ones; queue valid ones on their visit's lane."""
+        assert self.dispatcher is not None
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume_error", error=err.str(), topic=m.topic(), partition=m.partition())
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            if topic is None or partition is None or offset is None:
+                continue
+            tp = (topic, partition)
+            generation = self.tracker.generation(tp)
+            if generation is None or not self.tracker.add(tp, offset):
+                continue  # not (or no longer) ours: the owner will fetch it
+            kind = self._topics[topic]
+            ts_type, ts = m.timestamp()
+            headers = m.headers()
+            record = Record(topic, partition, offset, generation, m.key(), m.value(),
+                            headers if isinstance(headers, list) else None, ts if ts_type else None)
+            metrics.EVENTS_CONSUMED.labels(topic, kind).inc()
+            self.counts["consumed"] += 1
+            try:
+                record.event = parse_event(record.value, kind)
+            except InvalidEvent as exc:
+                metrics.INVALID_EVENTS.labels(exc.kind).inc()
+                self.counts["invalid"] += 1
+                self.dispatcher.dead_letter([record], Verdict("invalid_event", str(exc)))
+                continue
+            if record.event.unknown_fields:
+                metrics.UNKNOWN_FIELDS.labels(kind).inc(len(record.event.unknown_fields))
+            self.dispatcher.submit(record)
+
+    def on_assigned(self, tps: list[TopicPartition]) -> None:
+        """Track newly assigned partitions (they start unpaused in librdkafka)."""
+        for tp in tps:
+            self.tracker.assign(tp)
+            self._paused.discard(tp)
+
+    async def on_revoked(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Drain the revoked partitions (bounded) and return their done prefix to commit."""
+        assert self.dispatcher is not None
+        self._paused.difference_update(tps)
+        return await self.dispatcher.revoke(tps)
+
+    def on_lost(self, tps: list[TopicPartition]) -> None:
+        """Drop state of lost partitions; commit nothing."""
+        assert self.dispatcher is not None
+        self._paused.difference_update(tps)
+        self.dispatcher.lose(tps)
+
+    # ---- outcomes and background work ----------------------------------------------------------
+    def _dead_lettered(self, record: Record) -> None:
+        assert self.dispatcher is not None
+        self.counts["dead_lettered"] += 1
+        self.dispatcher.complete(record)
+
+    def _on_halt_change(self, halted: bool) -> None:
+        self._flow()
+
+    async def _store_loop(self) -> None:
+        assert self.source is not None
+        while True:
+            await asyncio.sleep(STORE_INTERVAL_S)
+            self.source.store(self.tracker.to_commit())
+
+    async def _flow_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLOW_INTERVAL_S)
+            self._flow()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self._loop_tick = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def _flow(self) -> None:
+        """Backpressure: pause partitions whose pending window is full (or all, when halted/overloaded)."""
+        if self.source is None or self.gate is None:
+            return
+        s, tracker = self.settings, self.tracker
+        assigned = tracker.partitions()
+        total = tracker.pending_total
+        if total >= s.max_pending_events:
+            self._overloaded = True
+        elif total <= s.max_pending_events // 2:
+            self._overloaded = False
+        if self.gate.halted or self.stopping.is_set() or self._overloaded:
+            want = set(assigned)
+        else:
+            high, low = s.max_pending_per_partition, s.max_pending_per_partition // 2
+            want = {tp for tp in assigned
+                    if tracker.pending(tp) >= high or (tp in self._paused and tracker.pending(tp) > low)}
+        pause, resume = want - self._paused, self._paused - want
+        if pause or resume:
+            self.source.pause(sorted(pause))
+            self.source.resume(sorted(resume))
+            self._paused = want
+            log.info("flow_changed", paused=len(want), assigned=len(assigned), pending=total,
+                     halted=self.gate.halted, overloaded=self._overloaded)

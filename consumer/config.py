@@ -1,0 +1,268 @@
+"""Typed settings from the environment: `*_FILE` secrets, `KAFKA_*` pass-through, one line per problem."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from consumer.errors import ConfigError
+from consumer.liveperson.oauth import Credentials
+from consumer.policy import StatusPolicy, parse_status_policy
+
+CommaList = Annotated[list[str], NoDecode]
+
+SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp_access_token_secret")
+
+# KAFKA_* variables that are ours, not librdkafka properties.
+_OWN_KAFKA = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_GROUP_ID"}
+# librdkafka properties whose values are secrets (masked when printed).
+_SECRET_HINTS = ("password", "secret", "key", "token")
+# Consumer-only librdkafka properties not passed to the dead-letter producer.
+_CONSUMER_ONLY = (
+    "group.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "partition.assignment.strategy",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "check.crcs",
+    "enable.partition.eof",
+)
+
+
+class Settings(BaseSettings):
+    """Everything the daemon reads at start; names are the environment variables, lower-cased."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+
+    kafka_bootstrap_servers: str | None = None
+    kafka_group_id: str = "engagement-attributes"
+    kafka_properties: dict[str, str] = Field(default_factory=dict)
+    lead_topics: CommaList = ["engagement.leads"]
+    service_topics: CommaList = ["engagement.services"]
+    dlq_topic: str = "engagement.dlq"
+
+    lp_base_url: str | None = None
+    lp_domain: str | None = None
+    lp_domain_api_url: str = "https://api.liveperson.net"
+    lp_scheme: Literal["https", "http"] = "https"
+    lp_domain_cache_ttl_s: float = Field(3600.0, gt=0)
+    lp_consumer_key: SecretStr | None = None
+    lp_consumer_secret: SecretStr | None = None
+    lp_access_token: SecretStr | None = None
+    lp_access_token_secret: SecretStr | None = None
+    credential_files: dict[str, str] = Field(default_factory=dict)
+
+    max_in_flight: int = Field(64, ge=1, le=4096)
+    adaptive_concurrency: bool = True
+    max_batch_attributes: int = Field(50, ge=1, le=1000)
+    max_pending_events: int = Field(20000, ge=10)
+    max_pending_per_partition: int = Field(5000, ge=1)
+    http_timeout_s: float = Field(10.0, gt=0)
+    retry_initial_s: float = Field(5.0, gt=0)
+    retry_max_backoff_s: float = Field(60.0, gt=0)
+    retry_max_elapsed_s: float = Field(900.0, gt=0)
+    not_found_retries: int = Field(2, ge=0)
+    not_found_backoff_s: float = Field(2.0, ge=0)
+    halt_backoff_initial_s: float = Field(5.0, gt=0)
+    halt_backoff_max_s: float = Field(300.0, gt=0)
+    invalid_account_ttl_s: float = Field(600.0, ge=0)
+    status_policy: str = ""
+    shutdown_drain_s: float = Field(20.0, gt=0)
+    revoke_drain_s: float = Field(10.0, gt=0)
+    stats_interval_ms: int = Field(5000, ge=0)
+
+    http_port: int = Field(9102, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read only what `load_settings` hands over, so a given mapping is the whole truth."""
+        return (init_settings,)
+
+    @field_validator("lead_topics", "service_topics", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Map each subscribed topic to the attribute type it carries."""
+        out = dict.fromkeys(self.lead_topics, "lead")
+        out.update(dict.fromkeys(self.service_topics, "service"))
+        return out
+
+    @property
+    def policy(self) -> StatusPolicy:
+        """The status -> action table (defaults overridden by STATUS_POLICY)."""
+        return parse_status_policy(self.status_policy)
+
+    def credentials(self) -> Credentials:
+        """Current OAuth credentials, re-read from their `*_FILE`s when those are set (rotation)."""
+        values: dict[str, str] = {}
+        for name in SECRET_FIELDS:
+            path = self.credential_files.get(name)
+            if path:
+                values[name] = Path(path).read_text(encoding="utf-8").strip()
+            else:
+                secret = getattr(self, name)
+                values[name] = secret.get_secret_value() if secret else ""
+        return Credentials(
+            consumer_key=values["lp_consumer_key"],
+            consumer_secret=values["lp_consumer_secret"],
+            access_token=values["lp_access_token"],
+            access_token_secret=values["lp_access_token_secret"],
+        )
+
+    def consumer_config(self) -> dict[str, Any]:
+        """librdkafka configuration of the source consumer."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "group.id": self.kafka_group_id,
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "statistics.interval.ms": self.stats_interval_ms,
+        }
+        conf.update(self.kafka_properties)
+        return conf
+
+    def producer_config(self) -> dict[str, Any]:
+        """librdkafka configuration of the dead-letter producer (connection settings shared)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": 30000,
+        }
+        conf.update({k: v for k, v in self.kafka_properties.items() if not k.startswith(_CONSUMER_ONLY)})
+        return conf
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with every secret replaced by `***` (for logs and check-config)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS:
+                value = "***" if (value or name in self.credential_files) else None
+            elif name == "kafka_properties":
+                value = {k: ("***" if _is_secret(k) else v) for k, v in value.items()}
+            out[name] = value
+        return out
+
+
+def _is_secret(prop: str) -> bool:
+    return any(h in prop for h in _SECRET_HINTS) and not prop.endswith((".location", ".mechanism"))
+
+
+def _read_file(var: str, path: str, problems: list[str]) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        problems.append(f"{var}: cannot read {path}: {exc.strerror or exc}")
+        return None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, require_kafka: bool = True) -> Settings:
+    """Build Settings from an environment mapping; raise ConfigError with one line per problem."""
+    env = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    files: dict[str, str] = {}
+    kafka: dict[str, str] = {}
+    fields = Settings.model_fields
+    for var, raw in env.items():
+        upper = var.upper()
+        if upper.startswith("KAFKA_") and upper not in _OWN_KAFKA and not upper.endswith("_FILE"):
+            kafka[upper[6:].lower().replace("_", ".")] = raw
+            continue
+        if upper.endswith("_FILE") and upper.startswith(("LP_", "KAFKA_")):
+            base = upper[:-5]
+            if base.lower() in SECRET_FIELDS:
+                files[base.lower()] = raw
+                content = _read_file(var, raw, problems)
+            elif base.startswith("KAFKA_") and base not in _OWN_KAFKA:
+                content = _read_file(var, raw, problems)
+                if content is not None:
+                    kafka[base[6:].lower().replace("_", ".")] = content
+                continue
+            else:
+                continue
+            if content is not None:
+                values[base.lower()] = content
+            continue
+        name = var.lower()
+        if name in fields and name not in ("kafka_properties", "credential_files"):
+            values.setdefault(name, raw)
+    values["kafka_properties"] = kafka
+    values["credential_files"] = files
+    settings: Settings | None = None
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = str(err["loc"][0]) if err["loc"] else "?"
+            shown = "" if loc in SECRET_FIELDS else f" (got {err.get('input')!r})"
+            problems.append(f"{loc.upper()}: {err['msg']}{shown}")
+    if settings is not None:
+        problems.extend(_semantic_problems(settings, require_kafka))
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None
+    return settings
+
+
+def _semantic_problems(s: Settings, require_kafka: bool) -> list[str]:
+    problems: list[str] = []
+    if require_kafka and not s.kafka_bootstrap_servers:
+        problems.append("KAFKA_BOOTSTRAP_SERVERS: required (comma-separated host:port list)")
+    for name in SECRET_FIELDS:
+        if getattr(s, name) is None or not getattr(s, name).get_secret_value():
+            problems.append(f"{name.upper()}: required (set it or {name.upper()}_FILE)")
+    if not s.lead_topics and not s.service_topics:
+        problems.append("LEAD_TOPICS/SERVICE_TOPICS: at least one topic is required")
+    both = set(s.lead_topics) & set(s.service_topics)
+    if both:
+        problems.append(f"LEAD_TOPICS/SERVICE_TOPICS: a topic cannot be both: {', '.join(sorted(both))}")
+    if s.dlq_topic in s.topics:
+        problems.append("DLQ_TOPIC: must differ from the lead and service topics")
+    if s.lp_base_url and s.lp_domain:
+        problems.append("LP_BASE_URL/LP_DOMAIN: set one of them, not both")
+    if s.lp_base_url and not s.lp_base_url.startswith(("http://", "https://")):
+        problems.append(f"LP_BASE_URL: must start with https:// (got {s.lp_base_url!r})")
+    if s.retry_max_backoff_s < s.retry_initial_s:
+        problems.append("RETRY_MAX_BACKOFF_S: must be >= RETRY_INITIAL_S")
+    try:
+        parse_status_policy(s.status_policy)
+    except ValueError as exc:
+        problems.append(f"STATUS_POLICY: {exc}")
+    return problems

@@ -1,0 +1,314 @@
+"""Per-visit dispatcher: one lane per visit, coalescing, ordering, concurrency, and every outcome.
+
+A lane holds the waiting records of one visit (account, visitor, sid) in consumption order and
+runs at most one request at a time, so a visit's attributes reach the API in order, retries
+included. When a request slot is granted the lane takes up to MAX_BATCH_ATTRIBUTES waiting
+records as one attribute array. A lane waiting out a backoff holds no slot: only its own visit
+waits. Every reply maps to an action of the status policy; every record ends delivered or
+dead-lettered, or stays pending (never committed) when we stop or lose its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+
+import structlog
+
+from consumer import metrics
+from consumer.config import Settings
+from consumer.deadletter import DeadLetters, Verdict
+from consumer.events import Visit, encode_attributes
+from consumer.halt import AuthGate
+from consumer.limiter import ConcurrencyLimiter
+from consumer.liveperson.client import EngagementClient, Reply
+from consumer.offsets import OffsetTracker
+from consumer.policy import Action, Backoff, parse_retry_after, throttle_delay
+from consumer.records import Record, TopicPartition
+
+log = structlog.get_logger("consumer.dispatch")
+
+BACKPRESSURE_STATUSES = frozenset({429, 503})
+
+
+class Lane:
+    """The waiting records of one visit and the task that sends them."""
+
+    __slots__ = ("queue", "task", "visit")
+
+    def __init__(self, visit: Visit) -> None:
+        self.visit = visit
+        self.queue: deque[Record] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+
+class Dispatcher:
+    """Turns valid records into requests and requests into outcomes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: EngagementClient,
+        limiter: ConcurrencyLimiter,
+        tracker: OffsetTracker,
+        gate: AuthGate,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._s = settings
+        self._client = client
+        self._limiter = limiter
+        self._tracker = tracker
+        self._gate = gate
+        self._rng = rng or random.Random()
+        self._policy = settings.policy
+        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_backoff_s, settings.retry_max_elapsed_s)
+        self._lanes: dict[Visit, Lane] = {}
+        self._revoking: set[TopicPartition] = set()
+        self._inflight_by_tp: Counter[TopicPartition] = Counter()
+        self._invalid_accounts: dict[str, float] = {}
+        self._stop = asyncio.Event()
+        self._closing = False
+        self.dead_letters: DeadLetters | None = None
+
+    # ---- intake ------------------------------------------------------------------------------
+    def submit(self, record: Record) -> None:
+        """Queue a valid record on its visit's lane; start the lane if idle."""
+        assert record.event is not None
+        visit = record.event.visit
+        lane = self._lanes.get(visit)
+        if lane is None:
+            lane = self._lanes[visit] = Lane(visit)
+        lane.queue.append(record)
+        if lane.task is None and not self._closing:
+            lane.task = asyncio.create_task(self._run_lane(lane))
+
+    def dead_letter(self, records: Iterable[Record], verdict: Verdict) -> None:
+        """Hand records to the dead-letter producer; they are done when the broker acknowledges."""
+        assert self.dead_letters is not None
+        for record in records:
+            self.dead_letters.send(record, verdict)
+
+    def complete(self, record: Record) -> None:
+        """Mark a record done (delivered, or its dead letter acknowledged)."""
+        self._tracker.done(record.tp, record.offset, record.generation)
+
+    def is_current(self, record: Record) -> bool:
+        """True while the record's partition is still ours, in the same assignment, not being revoked."""
+        return record.tp not in self._revoking and self._tracker.owns(record.tp, record.generation)
+
+    @property
+    def lanes(self) -> int:
+        """Visits with waiting or in-flight work."""
+        return len(self._lanes)
+
+    # ---- lanes -------------------------------------------------------------------------------
+    async def _run_lane(self, lane: Lane) -> None:
+        try:
+            while lane.queue and not self._closing:
+                await self._limiter.acquire()
+                batch = self._take(lane)
+                if not batch or self._closing:
+                    self._limiter.release()
+                    continue
+                await self._deliver(lane.visit, batch, slot=True)
+        finally:
+            lane.task = None
+            if not lane.queue and self._lanes.get(lane.visit) is lane:
+                del self._lanes[lane.visit]
+            elif lane.queue and not self._closing:
+                lane.task = asyncio.create_task(self._run_lane(lane))
+
+    def _take(self, lane: Lane) -> list[Record]:
+        batch: list[Record] = []
+        limit = self._s.max_batch_attributes
+        while lane.queue and len(batch) < limit:
+            record = lane.queue.popleft()
+            if self.is_current(record):
+                batch.append(record)
+        return batch
+
+    async def _pause(self, delay: float) -> None:
+        """Wait out a backoff, or until stop."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), delay)
+        except TimeoutError:
+            pass
+
+    async def _deliver(self, visit: Visit, batch: list[Record], slot: bool) -> None:
+        """Send one attribute array until it has an outcome (or we stop / lose its partitions)."""
+        attempts = retries = not_found = 0
+        started = time.monotonic()
+        probe = False
+        try:
+            while True:
+                batch = [r for r in batch if self.is_current(r)]
+                if not batch or self._stop.is_set():
+                    return
+                if self._invalid_accounts.get(visit.account, 0.0) > time.monotonic():
+                    self.dead_letter(batch, Verdict("http_422", "account remembered as invalid (422)", 422, attempts))
+                    return
+                if not probe and self._gate.halted:
+                    if slot:
+                        self._limiter.release()
+                        slot = False
+                    admitted = await self._gate.admit(self._stop)
+                    if admitted is None:
+                        return
+                    probe = admitted
+                    continue  # re-check ownership after waiting
+                if not slot:
+                    await self._limiter.acquire()
+                    slot = True
+                attempts += 1
+                reply = await self._send(visit, batch)
+                self._limiter.release()
+                slot = False
+                action = self._policy.action(reply.status) if reply.status is not None else Action.RETRY
+                if reply.status is not None and action is not Action.HALT:
+                    self._gate.accepted(probe)
+                    probe = False
+                if action is Action.SUCCESS:
+                    self._delivered(batch)
+                    return
+                if action is Action.SPLIT:
+                    if len(batch) == 1:
+                        self.dead_letter(batch, self._verdict("http_400", reply, attempts))
+                        return
+                    metrics.RETRIES.labels("split_400").inc()
+                    mid = len(batch) // 2
+                    await self._deliver(visit, batch[:mid], slot=False)
+                    await self._deliver(visit, batch[mid:], slot=False)
+                    return
+                if action is Action.HALT:
+                    assert reply.status is not None
+                    self._gate.halt(reply.status, reply.detail)
+                    if not probe:
+                        admitted = await self._gate.admit(self._stop)
+                        if admitted is None:
+                            return
+                        probe = admitted
+                    if probe:
+                        await self._gate.wait_step(reply.status, self._stop)
+                    continue
+                if action is Action.RETRY_THEN_DEAD_LETTER:
+                    if not_found < self._s.not_found_retries:
+                        not_found += 1
+                        metrics.RETRIES.labels(reply.label).inc()
+                        await self._pause(self._rng.uniform(0.5, 1.0) * self._s.not_found_backoff_s * not_found)
+                        continue
+                    self.dead_letter(batch, self._verdict(f"http_{reply.status}", reply, attempts))
+                    return
+                if action is Action.INVALID_ACCOUNT:
+                    self._invalid_accounts[visit.account] = time.monotonic() + self._s.invalid_account_ttl_s
+                    log.warning("account_invalid", account=visit.account, remember_s=self._s.invalid_account_ttl_s)
+                    self.dead_letter(batch, self._verdict(f"http_{reply.status}", reply, attempts))
+                    return
+                if action is Action.DEAD_LETTER:
+                    self.dead_letter(batch, self._verdict(f"http_{reply.status}", reply, attempts))
+                    return
+                # RETRY and THROTTLE: backoff (Retry-After for throttling) within the maximum elapsed time.
+                if action is Action.THROTTLE:
+                    after = parse_retry_after(reply.retry_after, time.time())
+                    delay = throttle_delay(reply.status, after, retries, self._backoff, self._rng)
+                else:
+                    delay = self._backoff.delay(retries, self._rng)
+                if self._backoff.exhausted(time.monotonic() - started, delay):
+                    self.dead_letter(batch, self._verdict("retries_exhausted", reply, attempts))
+                    return
+                retries += 1
+                metrics.RETRIES.labels(reply.label).inc()
+                log.info("retry_scheduled", visit=_visit(visit), outcome=reply.label, attempt=attempts,
+                         retry_in_s=round(delay, 3), attributes=len(batch))
+                await self._pause(delay)
+        except Exception:
+            log.exception("lane_failed", visit=_visit(visit), attributes=len(batch))
+            raise
+        finally:
+            if slot:
+                self._limiter.release()
+            self._gate.give_up_probe(probe)
+
+    async def _send(self, visit: Visit, batch: list[Record]) -> Reply:
+        body = encode_attributes([r.event.attribute for r in batch if r.event is not None])
+        tps = {r.tp for r in batch}
+        self._inflight_by_tp.update(tps)
+        try:
+            reply = await self._client.send(visit, body)
+        finally:
+            self._inflight_by_tp.subtract(tps)
+        backpressure = reply.status in BACKPRESSURE_STATUSES or reply.error == "timeout"
+        self._limiter.observe(reply.duration, backpressure)
+        return reply
+
+    def _delivered(self, batch: list[Record]) -> None:
+        metrics.BATCH_ATTRIBUTES.observe(len(batch))
+        for record in batch:
+            assert record.event is not None
+            metrics.ATTRIBUTES_DELIVERED.labels(record.event.type).inc()
+            self.complete(record)
+
+    @staticmethod
+    def _verdict(reason: str, reply: Reply, attempts: int) -> Verdict:
+        error = reply.detail or reply.error or f"HTTP {reply.status}"
+        return Verdict(reason, error, reply.status, attempts)
+
+    # ---- rebalance and shutdown ------------------------------------------------------------
+    def _forget(self, tps: set[TopicPartition]) -> None:
+        for lane in self._lanes.values():
+            if any(r.tp in tps for r in lane.queue):
+                lane.queue = deque(r for r in lane.queue if r.tp not in tps)
+
+    async def revoke(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Stop dispatching these partitions, wait (bounded) for their in-flight work, return their done prefix."""
+        gone = set(tps)
+        self._revoking |= gone
+        self._forget(gone)
+        deadline = time.monotonic() + self._s.revoke_drain_s
+        while time.monotonic() < deadline and self._busy(gone):
+            await asyncio.sleep(0.01)
+        offsets: dict[TopicPartition, int] = {}
+        for tp in tps:
+            position = self._tracker.position(tp)
+            if position is not None:
+                offsets[tp] = position
+            self._tracker.drop(tp)
+        self._revoking -= gone
+        log.info("revoke_drained", partitions=len(tps), still_busy=self._busy(gone), commit=_fmt(offsets))
+        return offsets
+
+    def lose(self, tps: list[TopicPartition]) -> None:
+        """Partitions lost without a clean revoke: drop their state, commit nothing."""
+        for tp in tps:
+            self._tracker.drop(tp)
+        self._forget(set(tps))
+
+    def _busy(self, tps: set[TopicPartition] | None = None) -> bool:
+        dlq = self.dead_letters.pending_by_tp if self.dead_letters else Counter()
+        if tps is None:
+            return self._limiter.in_flight > 0 or (self.dead_letters is not None and self.dead_letters.pending > 0)
+        return any(self._inflight_by_tp[tp] > 0 or dlq[tp] > 0 for tp in tps)
+
+    async def drain(self, timeout: float) -> bool:
+        """Shutdown: start nothing new, let in-flight requests and dead letters finish (bounded)."""
+        self._closing = True
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._busy():
+            await asyncio.sleep(0.01)
+        clean = not self._busy()
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return clean
+
+
+def _visit(visit: Visit) -> str:
+    return f"{visit.account}/{visit.visitor}/{visit.sid}"
+
+
+def _fmt(offsets: dict[TopicPartition, int]) -> dict[str, int]:
+    return {f"{t}[{p}]": o for (t, p), o in offsets.items()}

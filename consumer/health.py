@@ -1,0 +1,55 @@
+"""The operations server on HTTP_PORT: /metrics (Prometheus), /healthz (live), /readyz (ready)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.metrics import REGISTRY
+
+Probe = Callable[[], tuple[bool, str]]
+
+
+class HealthServer:
+    """Serves metrics and the two probes; each probe answers 200 or 503 with the reason."""
+
+    def __init__(self, port: int, live: Probe, ready: Probe, host: str = "0.0.0.0") -> None:
+        self._port = port
+        self._host = host
+        self._live = live
+        self._ready = ready
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._probe(self._live))
+        app.router.add_get("/readyz", self._probe(self._ready))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @staticmethod
+    def _probe(check: Probe) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            ok, why = check()
+            return web.json_response({"ok": ok, "reason": why}, status=200 if ok else 503)
+
+        return handler

@@ -1,0 +1,68 @@
+"""Domain lookup: the base URI of an account's `smt` service via LivePerson's Domain API, cached."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import orjson
+import structlog
+from yarl import URL
+
+from consumer.errors import RetryableError
+
+log = structlog.get_logger("consumer.domain")
+
+
+class DomainResolver:
+    """Find `https://{baseURI}` for an account; cache it for `ttl_s`; concurrent look-ups share one call."""
+
+    def __init__(self, api_url: str, ttl_s: float, scheme: str = "https") -> None:
+        self._api_url = api_url.rstrip("/")
+        self._ttl = ttl_s
+        self._scheme = scheme
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._inflight: dict[str, asyncio.Future[str]] = {}
+
+    def lookup_url(self, account: str) -> str:
+        """The Domain API URL for an account's `smt` service."""
+        return f"{self._api_url}/api/account/{URL.build(path=account).raw_path}/service/smt/baseURI.json?version=1.0"
+
+    async def base_url(self, session: aiohttp.ClientSession, account: str) -> str:
+        """The API base for an account; raise RetryableError when the Domain API fails."""
+        hit = self._cache.get(account)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        pending = self._inflight.get(account)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._inflight[account] = fut
+        try:
+            base = await self._fetch(session, account)
+            self._cache[account] = (base, time.monotonic() + self._ttl)
+            fut.set_result(base)
+            return base
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it, nobody is left unobserved
+            raise
+        finally:
+            del self._inflight[account]
+
+    async def _fetch(self, session: aiohttp.ClientSession, account: str) -> str:
+        url = self.lookup_url(account)
+        try:
+            async with session.get(URL(url, encoded=True), allow_redirects=False) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise RetryableError("domain_lookup", f"Domain API answered {resp.status} for {account}")
+            base_uri = orjson.loads(body).get("baseURI")
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, AttributeError) as exc:
+            raise RetryableError("domain_lookup", f"Domain API failed for {account}: {exc!r}") from exc
+        if not isinstance(base_uri, str) or not base_uri:
+            raise RetryableError("domain_lookup", f"Domain API gave no baseURI for {account}")
+        base = base_uri if "://" in base_uri else f"{self._scheme}://{base_uri}"
+        log.info("domain_resolved", account=account, base_url=base)
+        return base.rstrip("/")

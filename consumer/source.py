@@ -1,0 +1,268 @@
+"""Kafka source: a dedicated poll thread with the sync Consumer, handing batches to the event loop.
+
+All calls on the Consumer happen on this thread. The loop talks to it with commands (store
+offsets, pause, resume, final commit) through a thread-safe queue, applied between polls; the
+thread keeps polling while partitions are paused so the group never drops the member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import TopicPartition as KafkaTP
+
+from consumer import metrics
+from consumer.offsets import TopicPartition
+
+log = structlog.get_logger("consumer.source")
+
+POLL_TIMEOUT_S = 0.1
+BATCH_SIZE = 500
+
+
+class SourceHandler(Protocol):
+    """What the loop side provides; every method runs on the event loop thread."""
+
+    def on_messages(self, messages: list[Message]) -> None:
+        """Take a batch of polled messages."""
+
+    def on_assigned(self, tps: list[TopicPartition]) -> None:
+        """Start tracking newly assigned partitions."""
+
+    def on_revoked(self, tps: list[TopicPartition]) -> Awaitable[dict[TopicPartition, int]]:
+        """Drain (bounded) and return the done-prefix offsets to commit for revoked partitions."""
+
+    def on_lost(self, tps: list[TopicPartition]) -> None:
+        """Drop state of partitions lost without a clean revoke (commit nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    kind: str  # store | pause | resume
+    tps: dict[TopicPartition, int] | list[TopicPartition]
+
+
+class KafkaSource:
+    """Owns the Consumer and its thread: subscribe, poll, rebalance callbacks, commits, close."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: list[str],
+        handler: SourceHandler,
+        loop: asyncio.AbstractEventLoop,
+        revoke_timeout_s: float,
+    ) -> None:
+        self._config = dict(config)
+        self._topics = topics
+        self._handler = handler
+        self._loop = loop
+        self._revoke_timeout_s = revoke_timeout_s
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._final: dict[TopicPartition, int] | None = None
+        self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self.last_poll = time.monotonic()
+        self.assignment: set[TopicPartition] = set()
+        self.joined = False
+        self.fatal: str | None = None
+
+    # ---- loop side -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the poll thread."""
+        self._thread.start()
+
+    def store(self, offsets: dict[TopicPartition, int]) -> None:
+        """Store done-prefix offsets; librdkafka's auto-commit commits what was stored."""
+        if offsets:
+            self._commands.put(_Command("store", offsets))
+
+    def pause(self, tps: list[TopicPartition]) -> None:
+        """Stop fetching these partitions (the thread keeps polling)."""
+        if tps:
+            self._commands.put(_Command("pause", tps))
+
+    def resume(self, tps: list[TopicPartition]) -> None:
+        """Fetch these partitions again."""
+        if tps:
+            self._commands.put(_Command("resume", tps))
+
+    async def close(self, final: dict[TopicPartition, int], timeout: float) -> None:
+        """Commit `final` synchronously, leave the group and close the consumer."""
+        self._final = final
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._closed), timeout)
+        except TimeoutError:
+            log.error("consumer_close_timeout", timeout_s=timeout)
+
+    # ---- thread side -----------------------------------------------------------------------
+    def _run(self) -> None:
+        consumer: Consumer | None = None
+        try:
+            conf = dict(self._config)
+            conf["error_cb"] = self._on_error
+            conf["on_commit"] = self._on_commit
+            if conf.get("statistics.interval.ms"):
+                conf["stats_cb"] = self._on_stats
+            consumer = Consumer(conf)
+            consumer.subscribe(
+                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            while not self._stop.is_set():
+                self._apply(consumer)
+                messages = consumer.consume(BATCH_SIZE, POLL_TIMEOUT_S)
+                self.last_poll = time.monotonic()
+                if messages:
+                    self._loop.call_soon_threadsafe(self._handler.on_messages, messages)
+            self._apply(consumer)
+            self._commit_final(consumer)
+        except Exception as exc:  # the thread must never die silently
+            self.fatal = f"{type(exc).__name__}: {exc}"
+            log.exception("source_thread_failed")
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close()
+                except Exception:
+                    log.exception("consumer_close_failed")
+            self._loop.call_soon_threadsafe(self._set_closed)
+
+    def _set_closed(self) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _apply(self, consumer: Consumer) -> None:
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if cmd.kind == "store":
+                    assert isinstance(cmd.tps, dict)
+                    owned = [KafkaTP(t, p, o) for (t, p), o in cmd.tps.items() if (t, p) in self.assignment]
+                    if owned:
+                        consumer.store_offsets(offsets=owned)
+                elif cmd.kind == "pause":
+                    tps = [KafkaTP(t, p) for t, p in cmd.tps if (t, p) in self.assignment]
+                    if tps:
+                        consumer.pause(tps)
+                elif cmd.kind == "resume":
+                    tps = [KafkaTP(t, p) for t, p in cmd.tps if (t, p) in self.assignment]
+                    if tps:
+                        consumer.resume(tps)
+            except KafkaException as exc:  # e.g. _STATE after a revoke: the partition is gone
+                log.warning("source_command_failed", command=cmd.kind, error=str(exc))
+
+    def _commit_final(self, consumer: Consumer) -> None:
+        final = {tp: o for tp, o in (self._final or {}).items() if tp in self.assignment}
+        if not final:
+            return
+        try:
+            consumer.commit(offsets=[KafkaTP(t, p, o) for (t, p), o in final.items()], asynchronous=False)
+            log.info("final_commit", partitions=len(final))
+        except KafkaException as exc:
+            log.error("final_commit_failed", error=str(exc))
+
+    def _call_loop(self, fn: Callable[[], Any]) -> None:
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        done.wait(self._revoke_timeout_s)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self.assignment.update(tps)
+        self.joined = True
+        log.info("partitions_assigned", partitions=_fmt(tps))
+        self._call_loop(lambda: self._handler.on_assigned(tps))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        log.info("partitions_revoked", partitions=_fmt(tps))
+        offsets: dict[TopicPartition, int] = {}
+        fut = asyncio.run_coroutine_threadsafe(_as_coro(self._handler.on_revoked(tps)), self._loop)
+        try:
+            offsets = fut.result(self._revoke_timeout_s + 5.0)
+        except Exception as exc:
+            log.error("revoke_drain_failed", error=repr(exc))
+        if offsets:
+            try:
+                consumer.commit(
+                    offsets=[KafkaTP(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+                )
+            except KafkaException as exc:
+                log.error("revoke_commit_failed", error=str(exc))
+        self.assignment.difference_update(tps)
+        for t, p in tps:
+            _forget_partition_metrics(t, p)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        log.warning("partitions_lost", partitions=_fmt(tps))
+        self.assignment.difference_update(tps)
+        self._call_loop(lambda: self._handler.on_lost(tps))
+        for t, p in tps:
+            _forget_partition_metrics(t, p)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err.str()
+            log.error("kafka_fatal_error", error=err.str(), code=err.name())
+            self._stop.set()
+        else:
+            log.warning("kafka_error", error=err.str(), code=err.name())
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[KafkaTP]) -> None:
+        if err is not None:
+            log.warning("commit_failed", error=str(err))
+            return
+        for p in partitions:
+            if p.error is None and p.offset >= 0:
+                metrics.COMMITTED_OFFSET.labels(p.topic, str(p.partition)).set(p.offset)
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = json.loads(stats_json)
+            for topic, tstats in stats.get("topics", {}).items():
+                for pid, pstats in tstats.get("partitions", {}).items():
+                    if pid == "-1" or (topic, int(pid)) not in self.assignment:
+                        continue
+                    lag = pstats.get("consumer_lag", -1)
+                    if lag >= 0:
+                        metrics.CONSUMER_LAG.labels(topic, pid).set(lag)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.debug("stats_unreadable", error=str(exc))
+
+
+async def _as_coro(aw: Awaitable[dict[TopicPartition, int]]) -> dict[TopicPartition, int]:
+    return await aw
+
+
+def _fmt(tps: list[TopicPartition]) -> list[str]:
+    return [f"{t}[{p}]" for t, p in tps]
+
+
+def _forget_partition_metrics(topic: str, partition: int) -> None:
+    for gauge in (metrics.CONSUMER_LAG, metrics.COMMITTED_OFFSET):
+        try:
+            gauge.remove(topic, str(partition))
+        except KeyError:
+            pass

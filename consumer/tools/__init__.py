@@ -1,0 +1,9 @@
+"""Sub-commands of the CLI; each module has `add_parser(subparsers)` that sets `handler`."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from consumer.tools import check_config, run
+
+COMMANDS: list[ModuleType] = [run, check_config]

@@ -1,0 +1,37 @@
+"""`engagement-consumer check-config`: validate the environment and print the effective configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from consumer.errors import ConfigError
+
+
+def add_parser(sub: Any) -> None:
+    """Register `check-config`."""
+    p = sub.add_parser(
+        "check-config",
+        help="validate the environment; print the effective configuration with secrets masked",
+        description="Exit 0 and print the effective configuration (secrets masked), "
+        "or exit 1 with one line per problem.",
+    )
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the masked configuration, or one line per problem and exit 1."""
+    from consumer.config import load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 1
+    out = settings.masked()
+    out["status_policy_effective"] = settings.policy.describe()
+    print(json.dumps(out, indent=2, sort_keys=True, default=str))
+    return 0
