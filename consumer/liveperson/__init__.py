@@ -1,0 +1,1 @@
+"""LivePerson Engagement Attributes client pieces: request URLs and OAuth 1.0 signing."""

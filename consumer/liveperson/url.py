@@ -1,0 +1,56 @@
+"""Engagement Attributes request URLs, percent-encoded once, and their OAuth signature base URI.
+
+The URL returned by `events_url` is final: every path segment and the `sid` query value are
+percent-encoded per RFC 3986 (`quote(..., safe="")`: `+` -> `%2B`, `=` -> `%3D`, `/` -> `%2F`,
+space -> `%20`, non-ASCII as UTF-8 bytes; only the unreserved `-._~` stay as they are).
+
+The OAuth 1.0 signature covers exactly this string, so it must reach the wire unchanged.
+aiohttp (through yarl) re-quotes URLs given as `str`, which may normalise escapes; always send
+it as ``yarl.URL(url, encoded=True)`` so that the URL sent is byte-for-byte the URL signed.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def events_url(base_url: str, account: str, visitor: str, sid: str) -> str:
+    """The encoded `.../visits/current/events?v=1&sid=...` URL of one visit under `base_url`."""
+    base = base_url[:-1] if base_url.endswith("/") else base_url
+    return (
+        f"{base}/api/account/{_seg(account)}/monitoring/visitors/{_seg(visitor)}"
+        f"/visits/current/events?v=1&sid={_seg(sid)}"
+    )
+
+
+def signature_base_url(url: str) -> str:
+    """`scheme://host[:port]/path` of `url` as RFC 5849 3.4.1.2 signs it (no query, default port dropped)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        raise ValueError(f"not an absolute URL: {url!r}")
+    scheme = scheme.lower()
+    cut = len(rest)
+    for ch in "?#":
+        i = rest.find(ch, 0, cut)
+        if i >= 0:
+            cut = i
+    rest = rest[:cut]
+    slash = rest.find("/")
+    if slash < 0:
+        netloc, path = rest, "/"
+    else:
+        netloc, path = rest[:slash], rest[slash:]
+    netloc = netloc.rpartition("@")[2].lower()  # userinfo never signs
+    if not netloc:
+        raise ValueError(f"missing host: {url!r}")
+    host, colon, port = netloc.rpartition(":")
+    if colon and "]" not in port:  # a port, not the inside of an IPv6 literal
+        number = int(port) if port else None
+        netloc = host if number is None or number == _DEFAULT_PORTS.get(scheme) else f"{host}:{number}"
+    return f"{scheme}://{netloc}{path}".replace(" ", "%20")

@@ -1,0 +1,1 @@
+"""Local stand-ins used by tests, the benchmark and `demo`: the LivePerson API sandbox."""

@@ -1,0 +1,366 @@
+"""Stand-in for LivePerson's Engagement Attributes API (and its Domain API) on a loopback port.
+
+Used by the integration tests, the reliability suite, the benchmark and the `demo` command.
+`POST /api/account/{account}/monitoring/visitors/{visitor}/visits/current/events?v=1&sid=...`
+is checked like the real service would: OAuth 1.0 (oauthlib's `SignatureOnlyEndpoint`, over the
+URL exactly as received; a reused nonce is refused; `oauth_body_hash`, when sent, must match the
+body) -> 401; query (exactly `v=1` and a non-empty `sid`), headers (`Content-Type:
+application/json`, `x-http-method-override: PUT`) and body (a JSON array of 1+ lead/service
+attributes) -> 400; then the scripted outcome (see `consumer.sandbox.script`), 200 `{}` by default.
+
+`GET /api/account/{account}/service/smt/baseURI.json?version=1.0` answers
+`{"baseURI": "127.0.0.1:PORT"}`: this same server, as a bare domain like LivePerson's. The daemon
+builds `https://{domain}`, so a test that uses the Domain API must also override the scheme to
+`http` in the daemon's configuration; `.domain` is that host:port, `.base_url` the full base.
+
+Run by hand: ``python -m consumer.sandbox.api --port 8089`` (default sandbox credentials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from aiohttp import web
+from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
+
+from consumer.liveperson.oauth import Credentials
+from consumer.sandbox.script import Attribute, Received, Reply, Scripting, VisitKey
+
+DEFAULT_CREDENTIALS = Credentials(
+    consumer_key="sandbox-consumer-key",
+    consumer_secret="sandbox-consumer-secret",
+    access_token="sandbox-access-token",
+    access_token_secret="sandbox-token-secret",
+)
+_NONCE_MEMORY = 200_000  # replays are detected among this many most recent accepted requests
+_ATTRIBUTE_TYPES = ("lead", "service")
+
+
+class _Validator(RequestValidator):  # type: ignore[misc]
+    """Knows the sandbox's current credentials; any nonce/timestamp format, no nonce twice."""
+
+    def __init__(self, api: SandboxAPI) -> None:
+        super().__init__()
+        self._api = api
+
+    enforce_ssl = False
+    timestamp_lifetime = 10**10  # accept any timestamp
+    allowed_signature_methods = ("HMAC-SHA1",)
+    dummy_client = "sandbox-dummy-client"
+    dummy_access_token = "sandbox-dummy-token"
+
+    def check_client_key(self, client_key: str) -> bool:
+        return bool(client_key)
+
+    def check_nonce(self, nonce: str) -> bool:
+        return bool(nonce)
+
+    def validate_client_key(self, client_key: str, request: Any) -> bool:
+        return client_key == self._api.credentials.consumer_key
+
+    def get_client_secret(self, client_key: str, request: Any) -> str:
+        creds = self._api.credentials
+        return creds.consumer_secret if client_key == creds.consumer_key else "dummy-secret"
+
+    def get_access_token_secret(self, client_key: str, token: str, request: Any) -> str:
+        creds = self._api.credentials
+        return creds.access_token_secret if token == creds.access_token else "dummy-secret"
+
+    def validate_timestamp_and_nonce(
+        self, client_key: str, timestamp: str, nonce: str, request: Any, **_: Any
+    ) -> bool:
+        return (client_key, nonce) not in self._api._nonces
+
+
+def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(payload).encode(), headers=headers, content_type="application/json"
+    )
+
+
+def _parse_attributes(body: bytes) -> tuple[list[Attribute], str]:
+    """The attribute array of a request body, and what is wrong with it ("" if nothing)."""
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        return [], f"body is not JSON: {exc}"
+    if not isinstance(value, list) or not value:
+        return [], "body must be a non-empty JSON array"
+    attrs = [a for a in value if isinstance(a, dict)]
+    for i, attr in enumerate(value):
+        if not isinstance(attr, dict):
+            return attrs, f"attribute {i} is not an object"
+        kind = attr.get("type")
+        if kind not in _ATTRIBUTE_TYPES:
+            return attrs, f"attribute {i}: type must be lead or service, not {kind!r}"
+        if not isinstance(attr.get(kind), dict):
+            return attrs, f"attribute {i}: missing the {kind!r} object"
+    return attrs, ""
+
+
+def _request_problem(query: list[tuple[str, str]], headers: Mapping[str, str]) -> str:
+    """What is wrong with the query or headers of an events request ("" if nothing)."""
+    names = [name for name, _ in query]
+    params = dict(query)
+    if sorted(names) != ["sid", "v"] or params["v"] != "1" or not params["sid"]:
+        return f"query must be exactly v=1&sid=<non-empty>, got {query!r}"
+    if headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+        return "Content-Type must be application/json"
+    if headers.get("x-http-method-override", "").upper() != "PUT":
+        return "x-http-method-override: PUT is required"
+    return ""
+
+
+class SandboxAPI(Scripting):
+    """An aiohttp server imitating the Engagement Attributes API; scriptable and recording."""
+
+    def __init__(
+        self, credentials: Credentials = DEFAULT_CREDENTIALS, *, seed: int = 0, verify_signatures: bool = True
+    ) -> None:
+        super().__init__(seed)
+        self.credentials = credentials
+        self.verify_signatures = verify_signatures
+        self.received: list[Received] = []
+        self.domain_lookups: list[str] = []
+        self.domain_fail_times = 0
+        self.domain_fail_status = 503
+        self.in_flight: Counter[VisitKey] = Counter()
+        self.max_in_flight_per_visit = 0
+        self.max_in_flight = 0
+        self.base_url = ""
+        self.domain = ""
+        self._nonces: set[tuple[str, str]] = set()
+        self._nonce_order: deque[tuple[str, str]] = deque()
+        self._endpoint = SignatureOnlyEndpoint(_Validator(self))
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+
+    def set_credentials(self, credentials: Credentials) -> None:
+        """Accept these credentials from now on (and no longer the previous ones)."""
+        self.credentials = credentials
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Bind and serve; `.base_url` and `.domain` then name the bound address."""
+        self._closing = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a request the client gave up on (timeout) stops being in flight.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.domain = f"{bound_host}:{bound_port}"
+        self.base_url = f"http://{self.domain}"
+
+    async def stop(self) -> None:
+        """Release hanging requests (their connections are closed) and stop serving."""
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> SandboxAPI:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- what was received ------------------------------------------------------------------
+
+    def delivered(self) -> list[tuple[VisitKey, Attribute]]:
+        """(visit, attribute) of every attribute answered 2xx, in arrival order."""
+        return [(r.visit, a) for r in self.received if 200 <= r.status < 300 for a in r.attributes]
+
+    def requests_by_status(self) -> Counter[int]:
+        """How many events requests got each status (0: no answer)."""
+        return Counter(r.status for r in self.received)
+
+    async def wait_for(
+        self,
+        predicate: Callable[[SandboxAPI], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline, reported with a summary
+    ) -> None:
+        """Poll every 10 ms until `predicate(self)` holds; TimeoutError (with a summary) after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() >= deadline:
+                last = [(r.visit, r.status, r.detail) for r in self.received[-5:]]
+                raise TimeoutError(
+                    f"sandbox: condition not met within {timeout}s; {len(self.received)} requests, "
+                    f"by status {dict(self.requests_by_status())}, {len(self.delivered())} attributes "
+                    f"delivered, last: {last}"
+                )
+            await asyncio.sleep(0.01)
+
+    # -- serving ----------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        seg = raw_path.split("/")
+        if (
+            len(seg) == 10
+            and seg[1:3] == ["api", "account"]
+            and seg[4:6] == ["monitoring", "visitors"]
+            and seg[7:] == ["visits", "current", "events"]
+            and seg[3]
+            and seg[6]
+        ):
+            if request.method != "POST":
+                return _json(405, {"error": "method not allowed"}, {"Allow": "POST"})
+            return await self._events(request, unquote(seg[3]), unquote(seg[6]), raw_query)
+        if (
+            len(seg) == 7
+            and seg[1:3] == ["api", "account"]
+            and seg[4] == "service"
+            and seg[6] == "baseURI.json"
+        ):
+            return self._domain_api(unquote(seg[3]), unquote(seg[5]), raw_query)
+        return _json(404, {"error": "not found"})
+
+    def _domain_api(self, account: str, service: str, raw_query: str) -> web.Response:
+        self.domain_lookups.append(account)
+        if dict(parse_qsl(raw_query)).get("version") != "1.0":
+            return _json(400, {"error": "version=1.0 is required"})
+        if self.domain_fail_times > 0:
+            self.domain_fail_times -= 1
+            return _json(self.domain_fail_status, {"error": "scripted domain API failure"})
+        if service != "smt":
+            return _json(404, {"error": f"unknown service {service}"})
+        return _json(200, {"service": service, "account": account, "baseURI": self.domain})
+
+    async def _events(
+        self, request: web.Request, account: str, visitor: str, raw_query: str
+    ) -> web.StreamResponse:
+        arrived = time.monotonic()
+        body = await request.read()
+        raw_url = f"{request.scheme}://{request.host}{request.raw_path}"
+        query = parse_qsl(raw_query, keep_blank_values=True)
+        attributes, body_problem = _parse_attributes(body)
+        auth_problem = self._verify(raw_url, body, request.headers) if self.verify_signatures else ""
+        received = Received(
+            account, visitor, dict(query).get("sid", ""), attributes, 0, arrived, raw_url, not auth_problem
+        )
+        if auth_problem:
+            return self._answer(received, Reply(401, body=json.dumps({"error": auth_problem}).encode()))
+        problem = _request_problem(query, request.headers) or body_problem
+        if problem:
+            return self._answer(received, Reply(400, body=json.dumps({"error": problem}).encode()))
+        visit = received.visit
+        self.in_flight[visit] += 1
+        self.max_in_flight_per_visit = max(self.max_in_flight_per_visit, self.in_flight[visit])
+        self.max_in_flight = max(self.max_in_flight, sum(self.in_flight.values()))
+        try:
+            reply = self.decide(received)
+            if reply.action != "answer":
+                self.received.append(replace(received, detail=reply.action))
+                if reply.action == "hang":
+                    await self._closing.wait()  # or cancelled when the client gives up
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response()
+            pause = self.delay()
+            if pause > 0:
+                try:
+                    await asyncio.sleep(pause)
+                except asyncio.CancelledError:
+                    self.received.append(replace(received, detail="client disconnected before the answer"))
+                    raise
+            return self._answer(received, reply)
+        finally:
+            self.in_flight[visit] -= 1
+            if not self.in_flight[visit]:
+                del self.in_flight[visit]
+
+    def _answer(self, received: Received, reply: Reply) -> web.Response:
+        detail = ""
+        body = reply.body
+        if body is None:
+            body = b"{}" if 200 <= reply.status < 300 else b'{"error":"scripted"}'
+        if reply.status >= 300:
+            detail = body.decode("utf-8", "replace")
+        self.received.append(replace(received, status=reply.status, detail=detail))
+        return web.Response(
+            status=reply.status, body=body, headers=reply.headers, content_type="application/json"
+        )
+
+    def _verify(self, raw_url: str, body: bytes, headers: Mapping[str, str]) -> str:
+        """Why the OAuth 1.0 signature of this request is refused ("" if it is accepted)."""
+        authorization = headers.get("Authorization")
+        if not authorization:
+            return "missing Authorization header"
+        try:
+            valid, oauth_request = self._endpoint.validate_request(
+                raw_url,
+                http_method="POST",
+                body=body.decode("utf-8", "replace"),
+                headers={"Authorization": authorization, "Content-Type": headers.get("Content-Type", "")},
+            )
+        except ValueError as exc:
+            return f"unverifiable request: {exc}"
+        creds = self.credentials
+        if oauth_request is None:
+            return "malformed OAuth parameters"
+        nonce = (oauth_request.client_key, oauth_request.nonce)
+        if not valid:
+            if nonce in self._nonces:
+                return "nonce already used"
+            if oauth_request.client_key != creds.consumer_key:
+                return "unknown consumer key"
+            return "invalid OAuth signature"
+        if oauth_request.resource_owner_key != creds.access_token:
+            return "unknown access token"
+        sent_hash = oauth_request.oauth_params.get("oauth_body_hash")
+        if sent_hash is not None and sent_hash != base64.b64encode(hashlib.sha1(body).digest()).decode():
+            return "oauth_body_hash does not match the body"
+        self._nonces.add(nonce)
+        self._nonce_order.append(nonce)
+        if len(self._nonce_order) > _NONCE_MEMORY:
+            self._nonces.discard(self._nonce_order.popleft())
+        return ""
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    creds = Credentials(args.consumer_key, args.consumer_secret, args.access_token, args.access_token_secret)
+    api = SandboxAPI(creds, seed=args.seed)
+    api.latency = args.latency
+    await api.start(args.host, args.port)
+    print(f"sandbox LivePerson API on {api.base_url} (consumer key {creds.consumer_key})", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await api.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m consumer.sandbox.api`: serve the sandbox until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--consumer-key", default=DEFAULT_CREDENTIALS.consumer_key)
+    parser.add_argument("--consumer-secret", default=DEFAULT_CREDENTIALS.consumer_secret)
+    parser.add_argument("--access-token", default=DEFAULT_CREDENTIALS.access_token)
+    parser.add_argument("--access-token-secret", default=DEFAULT_CREDENTIALS.access_token_secret)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
