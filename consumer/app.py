@@ -78,7 +78,9 @@ class App:
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
         if self._signals > 1:
-            log.error("second_signal_exit_now", signal=sig.name, note="uncommitted events will be redelivered")
+            log.error(
+                "second_signal_exit_now", signal=sig.name, note="uncommitted events will be redelivered"
+            )
             os._exit(130)
         log.info("stop_requested", signal=sig.name)
         self.stopping.set()
@@ -88,11 +90,16 @@ class App:
         s = self.settings
         log.info("starting", config=s.masked())
         limiter = ConcurrencyLimiter(s.max_in_flight, s.adaptive_concurrency)
-        self.gate = AuthGate(s.halt_backoff_initial_s, s.halt_backoff_max_s, self.client.reload_credentials,
-                             self._on_halt_change)
+        self.gate = AuthGate(
+            s.halt_backoff_initial_s,
+            s.halt_backoff_max_s,
+            self.client.reload_credentials,
+            self._on_halt_change,
+        )
         self.dispatcher = Dispatcher(s, self.client, limiter, self.tracker, self.gate)
-        self.dead_letters = DeadLetters(s.producer_config(), s.dlq_topic, loop, self._dead_lettered,
-                                        self.dispatcher.is_current)
+        self.dead_letters = DeadLetters(
+            s.producer_config(), s.dlq_topic, loop, self._dead_lettered, self.dispatcher.is_current
+        )
         self.dispatcher.dead_letters = self.dead_letters
         await self.client.start()
         self.health = HealthServer(s.http_port, self.liveness, self.readiness)
@@ -168,8 +175,16 @@ class App:
             kind = self._topics[topic]
             ts_type, ts = m.timestamp()
             headers = m.headers()
-            record = Record(topic, partition, offset, generation, m.key(), m.value(),
-                            headers if isinstance(headers, list) else None, ts if ts_type else None)
+            record = Record(
+                topic,
+                partition,
+                offset,
+                generation,
+                m.key(),
+                m.value(),
+                headers if isinstance(headers, list) else None,
+                ts if ts_type else None,
+            )
             metrics.EVENTS_CONSUMED.labels(topic, kind).inc()
             self.counts["consumed"] += 1
             try:
@@ -241,12 +256,21 @@ class App:
             want = set(assigned)
         else:
             high, low = s.max_pending_per_partition, s.max_pending_per_partition // 2
-            want = {tp for tp in assigned
-                    if tracker.pending(tp) >= high or (tp in self._paused and tracker.pending(tp) > low)}
+            want = {
+                tp
+                for tp in assigned
+                if tracker.pending(tp) >= high or (tp in self._paused and tracker.pending(tp) > low)
+            }
         pause, resume = want - self._paused, self._paused - want
         if pause or resume:
             self.source.pause(sorted(pause))
             self.source.resume(sorted(resume))
             self._paused = want
-            log.info("flow_changed", paused=len(want), assigned=len(assigned), pending=total,
-                     halted=self.gate.halted, overloaded=self._overloaded)
+            log.info(
+                "flow_changed",
+                paused=len(want),
+                assigned=len(assigned),
+                pending=total,
+                halted=self.gate.halted,
+                overloaded=self._overloaded,
+            )

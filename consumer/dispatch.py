@@ -64,7 +64,9 @@ class Dispatcher:
         self._gate = gate
         self._rng = rng or random.Random()
         self._policy = settings.policy
-        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_backoff_s, settings.retry_max_elapsed_s)
+        self._backoff = Backoff(
+            settings.retry_initial_s, settings.retry_max_backoff_s, settings.retry_max_elapsed_s
+        )
         self._lanes: dict[Visit, Lane] = {}
         self._revoking: set[TopicPartition] = set()
         self._inflight_by_tp: Counter[TopicPartition] = Counter()
@@ -148,7 +150,9 @@ class Dispatcher:
                 if not batch or self._stop.is_set():
                     return
                 if self._invalid_accounts.get(visit.account, 0.0) > time.monotonic():
-                    self.dead_letter(batch, Verdict("http_422", "account remembered as invalid (422)", 422, attempts))
+                    self.dead_letter(
+                        batch, Verdict("http_422", "account remembered as invalid (422)", 422, attempts)
+                    )
                     return
                 if not probe and self._gate.halted:
                     if slot:
@@ -197,13 +201,17 @@ class Dispatcher:
                     if not_found < self._s.not_found_retries:
                         not_found += 1
                         metrics.RETRIES.labels(reply.label).inc()
-                        await self._pause(self._rng.uniform(0.5, 1.0) * self._s.not_found_backoff_s * not_found)
+                        await self._pause(
+                            self._rng.uniform(0.5, 1.0) * self._s.not_found_backoff_s * not_found
+                        )
                         continue
                     self.dead_letter(batch, self._verdict(f"http_{reply.status}", reply, attempts))
                     return
                 if action is Action.INVALID_ACCOUNT:
                     self._invalid_accounts[visit.account] = time.monotonic() + self._s.invalid_account_ttl_s
-                    log.warning("account_invalid", account=visit.account, remember_s=self._s.invalid_account_ttl_s)
+                    log.warning(
+                        "account_invalid", account=visit.account, remember_s=self._s.invalid_account_ttl_s
+                    )
                     self.dead_letter(batch, self._verdict(f"http_{reply.status}", reply, attempts))
                     return
                 if action is Action.DEAD_LETTER:
@@ -220,8 +228,14 @@ class Dispatcher:
                     return
                 retries += 1
                 metrics.RETRIES.labels(reply.label).inc()
-                log.info("retry_scheduled", visit=_visit(visit), outcome=reply.label, attempt=attempts,
-                         retry_in_s=round(delay, 3), attributes=len(batch))
+                log.info(
+                    "retry_scheduled",
+                    visit=_visit(visit),
+                    outcome=reply.label,
+                    attempt=attempts,
+                    retry_in_s=round(delay, 3),
+                    attributes=len(batch),
+                )
                 await self._pause(delay)
         except Exception:
             log.exception("lane_failed", visit=_visit(visit), attributes=len(batch))
@@ -288,7 +302,9 @@ class Dispatcher:
     def _busy(self, tps: set[TopicPartition] | None = None) -> bool:
         dlq = self.dead_letters.pending_by_tp if self.dead_letters else Counter()
         if tps is None:
-            return self._limiter.in_flight > 0 or (self.dead_letters is not None and self.dead_letters.pending > 0)
+            return self._limiter.in_flight > 0 or (
+                self.dead_letters is not None and self.dead_letters.pending > 0
+            )
         return any(self._inflight_by_tp[tp] > 0 or dlq[tp] > 0 for tp in tps)
 
     async def drain(self, timeout: float) -> bool:

@@ -1,8 +1,8 @@
 """Status policy table, Retry-After, backoff with full jitter."""
 
 import random
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 

@@ -1,0 +1,266 @@
+"""Test harness: the real broker, the stand-in API in a thread, the daemon as a subprocess, helpers.
+
+Factory fixtures clean up after themselves (arq style): every daemon started is stopped, every
+API server closed. Nothing here sleeps to synchronise: `wait_until` polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from consumer.liveperson.oauth import Credentials
+from consumer.sandbox.api import SandboxAPI
+from consumer.sandbox.broker import LocalBroker, free_port
+
+__all__ = ["CREDS", "Daemon", "LocalBroker", "ThreadedAPI", "Topics", "free_port", "next_id"]
+
+CREDS = Credentials("test-consumer-key", "test-consumer-secret", "test-token", "test-token-secret")
+_ids = itertools.count(1)
+
+
+def next_id() -> int:
+    """A number unique in this test session."""
+    return next(_ids)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Poll `predicate` until it returns something truthy, or fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Topics:
+    """A test's own topics and consumer group."""
+
+    leads: str
+    services: str
+    dlq: str
+    group: str
+    partitions: int
+
+    def env(self) -> dict[str, str]:
+        """The daemon's environment for these topics."""
+        return {
+            "LEAD_TOPICS": self.leads,
+            "SERVICE_TOPICS": self.services,
+            "DLQ_TOPIC": self.dlq,
+            "KAFKA_GROUP_ID": self.group,
+        }
+
+
+@dataclass
+class Produced:
+    """What a test produced: per message its topic, partition, offset (from delivery reports)."""
+
+    records: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        """One past the last produced offset per partition."""
+        out: dict[tuple[str, int], int] = {}
+        for t, p, o in self.records:
+            out[(t, p)] = max(out.get((t, p), 0), o + 1)
+        return out
+
+
+def produce(broker: LocalBroker, messages: list[tuple[str, bytes | None, bytes | None]]) -> Produced:
+    """Produce (topic, key, value) messages; wait for every delivery report; records in produce order."""
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    slots: list[tuple[str, int, int] | None] = [None] * len(messages)
+    errors: list[str] = []
+
+    def reporter(i: int) -> Callable[[Any, Any], None]:
+        def report(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                slots[i] = (msg.topic(), msg.partition(), msg.offset())
+
+        return report
+
+    for i, (topic, key, value) in enumerate(messages):
+        producer.produce(topic, key=key, value=value, on_delivery=reporter(i))
+        producer.poll(0)
+    assert producer.flush(30) == 0, "produce did not finish"
+    assert not errors, errors
+    assert all(s is not None for s in slots)
+    return Produced([s for s in slots if s is not None])
+
+
+def event(account: str, visitor: str, sid: str = "sid-1", **fields: Any) -> bytes:
+    """An event message value."""
+    return json.dumps({"account": account, "visitor": visitor, "sid": sid, **fields}).encode()
+
+
+def read_topic(broker: LocalBroker, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
+    """Read `count` messages from the start of a topic (fails if fewer arrive in time)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": f"reader-{next(_ids)}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.2):
+                if m.error() is None:
+                    out.append(m)
+    finally:
+        consumer.close()
+    assert len(out) >= count, f"{topic}: {len(out)} of {count} messages within {timeout}s"
+    return out
+
+
+def committed(
+    broker: LocalBroker, group: str, partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The group's committed offsets."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        got = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
+    finally:
+        consumer.close()
+    return {(tp.topic, tp.partition): tp.offset for tp in got}
+
+
+class Daemon:
+    """The real daemon (`python -m consumer run`) as a subprocess with its log in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.http_port = int(env["HTTP_PORT"])
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def get(self, path: str) -> tuple[int, str]:
+        """GET a path of the operations server: (status, body); (0, error) when not reachable."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError as e:
+            return 0, str(e)
+
+    def wait_ready(self, timeout: float = 40.0) -> None:
+        """Wait until /readyz answers 200 (joined, session open, not halted)."""
+
+        def ready() -> bool:
+            assert self.proc.poll() is None, f"daemon exited early:\n{self.logs()[-3000:]}"
+            return self.get("/readyz")[0] == 200
+
+        wait_until(ready, timeout, "daemon ready")
+
+    def logs(self) -> str:
+        """Everything the daemon logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """The JSON log lines, parsed."""
+        out = []
+        for line in self.logs().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics (0 when absent)."""
+        status, body = self.get("/metrics")
+        assert status == 200
+        want = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+        )
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            if _norm(key) == want:
+                total += float(value)
+        return total
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
+        """Send a signal and wait for the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _norm(key: str) -> str:
+    if "{" not in key:
+        return key
+    name, _, rest = key.partition("{")
+    pairs = sorted(p for p in rest.rstrip("}").split(",") if p)
+    return name + "{" + ",".join(pairs) + "}"
+
+
+class ThreadedAPI:
+    """The stand-in API served from its own thread and loop, so sync tests can drive a subprocess."""
+
+    def __init__(self, credentials: Credentials = CREDS) -> None:
+        self.api = SandboxAPI(credentials)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sandbox-api", daemon=True)
+
+    def start(self) -> ThreadedAPI:
+        """Serve on 127.0.0.1 (random port)."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.api.start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and end the thread."""
+        asyncio.run_coroutine_threadsafe(self.api.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
+
+    def wait_delivered(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until at least `count` attributes were answered 2xx."""
+        wait_until(
+            lambda: len(self.api.delivered()) >= count,
+            timeout,
+            f"{count} attributes delivered (have {len(self.api.delivered())}, "
+            f"statuses {dict(self.api.requests_by_status())})",
+        )
