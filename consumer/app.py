@@ -98,7 +98,12 @@ class App:
         )
         self.dispatcher = Dispatcher(s, self.client, limiter, self.tracker, self.gate)
         self.dead_letters = DeadLetters(
-            s.producer_config(), s.dlq_topic, loop, self._dead_lettered, self.dispatcher.is_current
+            s.producer_config(),
+            s.dlq_topic,
+            loop,
+            self._dead_lettered,
+            self.dispatcher.is_current,
+            self.dispatcher.settled,
         )
         self.dispatcher.dead_letters = self.dead_letters
         await self.client.start()

@@ -41,7 +41,7 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 def dead_letter_headers(record: Record, verdict: Verdict, now: datetime | None = None) -> Headers:
-    """The DLQ headers of DESIGN.md (origin, reason, status, attempts, error, timestamp), then the originals."""
+    """The DLQ headers of DESIGN.md (origin, reason, status, attempts, error, time), then the originals."""
     when = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     error = " ".join(verdict.error.split())[:1000]
     headers: Headers = [
@@ -69,12 +69,14 @@ class DeadLetters:
         loop: asyncio.AbstractEventLoop,
         on_done: Callable[[Record], None],
         is_current: Callable[[Record], bool],
+        on_settled: Callable[[], None] = lambda: None,
     ) -> None:
         self._producer = Producer({**config, "error_cb": self._on_error})
         self._topic = topic
         self._loop = loop
         self._on_done = on_done
         self._is_current = is_current
+        self._on_settled = on_settled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="dlq-producer", daemon=True)
         self.pending_by_tp: Counter[TopicPartition] = Counter()
@@ -136,6 +138,7 @@ class DeadLetters:
         self.pending_by_tp[record.tp] -= 1
         if self.pending_by_tp[record.tp] <= 0:
             del self.pending_by_tp[record.tp]
+        self._on_settled()
 
     def _failed(self, record: Record, verdict: Verdict, attempt: int, error: str) -> None:
         delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2**attempt)
@@ -158,13 +161,6 @@ class DeadLetters:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.1)
-
-    async def flush(self, timeout: float) -> int:
-        """Wait (bounded) for outstanding dead letters to be acknowledged; return how many remain."""
-        deadline = self._loop.time() + timeout
-        while self.pending and self._loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        return self.pending
 
     async def close(self) -> None:
         """Stop the delivery-report thread and flush what librdkafka still holds."""

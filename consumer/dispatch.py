@@ -11,10 +11,11 @@ dead-lettered, or stays pending (never committed) when we stop or lose its parti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -72,6 +73,7 @@ class Dispatcher:
         self._inflight_by_tp: Counter[TopicPartition] = Counter()
         self._invalid_accounts: dict[str, float] = {}
         self._stop = asyncio.Event()
+        self._settled = asyncio.Event()  # set whenever a request or a dead letter finishes
         self._closing = False
         self.dead_letters: DeadLetters | None = None
 
@@ -134,10 +136,8 @@ class Dispatcher:
 
     async def _pause(self, delay: float) -> None:
         """Wait out a backoff, or until stop."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay)
-        except TimeoutError:
-            pass
 
     async def _deliver(self, visit: Visit, batch: list[Record], slot: bool) -> None:
         """Send one attribute array until it has an outcome (or we stop / lose its partitions)."""
@@ -253,6 +253,7 @@ class Dispatcher:
             reply = await self._client.send(visit, body)
         finally:
             self._inflight_by_tp.subtract(tps)
+            self._settled.set()
         backpressure = reply.status in BACKPRESSURE_STATUSES or reply.error == "timeout"
         self._limiter.observe(reply.duration, backpressure)
         return reply
@@ -276,13 +277,11 @@ class Dispatcher:
                 lane.queue = deque(r for r in lane.queue if r.tp not in tps)
 
     async def revoke(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Stop dispatching these partitions, wait (bounded) for their in-flight work, return their done prefix."""
+        """Stop dispatching these partitions, wait (bounded) for in-flight work; return the done prefix."""
         gone = set(tps)
         self._revoking |= gone
         self._forget(gone)
-        deadline = time.monotonic() + self._s.revoke_drain_s
-        while time.monotonic() < deadline and self._busy(gone):
-            await asyncio.sleep(0.01)
+        await self._quiet(lambda: not self._busy(gone), self._s.revoke_drain_s)
         offsets: dict[TopicPartition, int] = {}
         for tp in tps:
             position = self._tracker.position(tp)
@@ -307,13 +306,25 @@ class Dispatcher:
             )
         return any(self._inflight_by_tp[tp] > 0 or dlq[tp] > 0 for tp in tps)
 
-    async def drain(self, timeout: float) -> bool:
+    def settled(self) -> None:
+        """Something finished (a request, a dead letter): wake whoever waits for quiet."""
+        self._settled.set()
+
+    async def _quiet(self, done: Callable[[], bool], within_s: float) -> None:
+        deadline = time.monotonic() + within_s
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), remaining)
+
+    async def drain(self, within_s: float) -> bool:
         """Shutdown: start nothing new, let in-flight requests and dead letters finish (bounded)."""
         self._closing = True
         self._stop.set()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._busy():
-            await asyncio.sleep(0.01)
+        await self._quiet(lambda: not self._busy(), within_s)
         clean = not self._busy()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for task in tasks:

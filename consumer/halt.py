@@ -9,6 +9,7 @@ waiting lane goes on. Nothing is dead-lettered on an auth failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import structlog
@@ -71,10 +72,8 @@ class AuthGate:
         self._step += 1
         metrics.RETRIES.labels("auth").inc()
         log.error("auth_still_failing", status=status, step=self._step, retry_in_s=delay)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            pass
         try:
             self._reload()
         except OSError as exc:

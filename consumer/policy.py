@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
-
 _RNG = random.Random()
 
 
@@ -114,10 +113,7 @@ def throttle_delay(
 ) -> float:
     """Pause after a 408/429: `Retry-After` if given (plus up to 10% jitter), else backoff; >= 1 s on 429."""
     r = rng or _RNG
-    if retry_after is not None:
-        delay = retry_after * (1.0 + 0.1 * r.random())
-    else:
-        delay = backoff.delay(attempt, r)
+    delay = retry_after * (1.0 + 0.1 * r.random()) if retry_after is not None else backoff.delay(attempt, r)
     if status == 429:
         delay = max(delay, 1.0)
     return delay

@@ -8,6 +8,7 @@ thread keeps polling while partitions are paused so the group never drops the me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import threading
@@ -97,14 +98,14 @@ class KafkaSource:
         if tps:
             self._commands.put(_Command("resume", tps))
 
-    async def close(self, final: dict[TopicPartition, int], timeout: float) -> None:
+    async def close(self, final: dict[TopicPartition, int], within_s: float) -> None:
         """Commit `final` synchronously, leave the group and close the consumer."""
         self._final = final
         self._stop.set()
         try:
-            await asyncio.wait_for(asyncio.shield(self._closed), timeout)
+            await asyncio.wait_for(asyncio.shield(self._closed), within_s)
         except TimeoutError:
-            log.error("consumer_close_timeout", timeout_s=timeout)
+            log.error("consumer_close_timeout", timeout_s=within_s)
 
     # ---- thread side -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -262,7 +263,5 @@ def _fmt(tps: list[TopicPartition]) -> list[str]:
 
 def _forget_partition_metrics(topic: str, partition: int) -> None:
     for gauge in (metrics.CONSUMER_LAG, metrics.COMMITTED_OFFSET):
-        try:
+        with contextlib.suppress(KeyError):
             gauge.remove(topic, str(partition))
-        except KeyError:
-            pass

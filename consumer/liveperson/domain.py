@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -27,7 +28,8 @@ class DomainResolver:
 
     def lookup_url(self, account: str) -> str:
         """The Domain API URL for an account's `smt` service."""
-        return f"{self._api_url}/api/account/{URL.build(path=account).raw_path}/service/smt/baseURI.json?version=1.0"
+        account_segment = quote(account, safe="")
+        return f"{self._api_url}/api/account/{account_segment}/service/smt/baseURI.json?version=1.0"
 
     async def base_url(self, session: aiohttp.ClientSession, account: str) -> str:
         """The API base for an account; raise RetryableError when the Domain API fails."""
