@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         conf.update({k: v for k, v in self.kafka_properties.items() if not k.startswith(_CONSUMER_ONLY)})
         return conf
 
+    def __repr__(self) -> str:
+        return f"Settings({self.masked()!r})"
+
+    __str__ = __repr__
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret replaced by `***` (for logs and check-config)."""
         out: dict[str, Any] = {}
@@ -233,11 +238,18 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_kafka: bo
             loc = str(err["loc"][0]) if err["loc"] else "?"
             shown = "" if loc in SECRET_FIELDS else f" (got {err.get('input')!r})"
             problems.append(f"{loc.upper()}: {err['msg']}{shown}")
-    if settings is not None:
-        problems.extend(_semantic_problems(settings, require_kafka))
+            values.pop(loc, None)
+        # Check the rest too, so every problem is reported in one go, not one per restart.
+        try:
+            rest = Settings(**values)
+        except ValidationError:
+            rest = None
+        if rest is not None:
+            problems.extend(_semantic_problems(rest, require_kafka))
+        raise ConfigError(problems) from None
+    problems.extend(_semantic_problems(settings, require_kafka))
     if problems:
         raise ConfigError(problems)
-    assert settings is not None
     return settings
 
 
@@ -246,6 +258,8 @@ def _semantic_problems(s: Settings, require_kafka: bool) -> list[str]:
     if require_kafka and not s.kafka_bootstrap_servers:
         problems.append("KAFKA_BOOTSTRAP_SERVERS: required (comma-separated host:port list)")
     for name in SECRET_FIELDS:
+        if name in s.credential_files:
+            continue  # an unreadable file is reported where it is read
         if getattr(s, name) is None or not getattr(s, name).get_secret_value():
             problems.append(f"{name.upper()}: required (set it or {name.upper()}_FILE)")
     if not s.lead_topics and not s.service_topics:

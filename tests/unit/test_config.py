@@ -1,0 +1,127 @@
+"""Configuration: typed settings, `*_FILE` secrets, KAFKA_* pass-through, one line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumer.config import Settings, load_settings
+from consumer.errors import ConfigError
+from consumer.policy import DEFAULT_POLICY
+
+pytestmark = pytest.mark.timeout(10)
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE = {
+    "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+    "LP_CONSUMER_KEY": "ck-value",
+    "LP_CONSUMER_SECRET": "cs-value-SECRET",
+    "LP_ACCESS_TOKEN": "tok-value",
+    "LP_ACCESS_TOKEN_SECRET": "ts-value-SECRET",
+}
+
+
+def test_defaults_and_kafka_pass_through() -> None:
+    s = load_settings({**BASE, "KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_SASL_MECHANISM": "PLAIN"})
+    assert s.kafka_group_id == "engagement-attributes"
+    assert s.topics == {"engagement.leads": "lead", "engagement.services": "service"}
+    conf = s.consumer_config()
+    assert conf["session.timeout.ms"] == "6000" and conf["sasl.mechanism"] == "PLAIN"
+    assert conf["enable.auto.offset.store"] is False
+    producer = s.producer_config()
+    assert "session.timeout.ms" not in producer and producer["sasl.mechanism"] == "PLAIN"
+    assert "group.id" not in producer
+
+
+def test_topics_are_comma_separated() -> None:
+    s = load_settings({**BASE, "LEAD_TOPICS": "a, b", "SERVICE_TOPICS": "c"})
+    assert s.topics == {"a": "lead", "b": "lead", "c": "service"}
+
+
+def test_every_problem_is_one_line_and_secrets_are_never_shown(tmp_path: Path) -> None:
+    env = {
+        "LP_CONSUMER_SECRET": "cs-value-SECRET",
+        "LP_ACCESS_TOKEN_SECRET_FILE": str(tmp_path / "missing"),
+        "MAX_IN_FLIGHT": "lots",
+        "LOG_FORMAT": "xml",
+        "STATUS_POLICY": "404=explode",
+        "LEAD_TOPICS": "x",
+        "SERVICE_TOPICS": "x",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    problems = info.value.problems
+    text = "\n".join(problems)
+    for needle in (
+        "MAX_IN_FLIGHT",
+        "LOG_FORMAT",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "LP_CONSUMER_KEY",
+        "LP_ACCESS_TOKEN_SECRET_FILE",
+        "STATUS_POLICY",
+        "a topic cannot be both",
+    ):
+        assert needle in text, needle
+    assert all("\n" not in p for p in problems)
+    assert "SECRET" not in text.replace("_SECRET", "")
+
+
+def test_secret_files_are_read_and_reread_for_rotation(tmp_path: Path) -> None:
+    files = {}
+    for name in ("consumer-key", "consumer-secret", "access-token", "access-token-secret"):
+        (tmp_path / name).write_text(f"{name}-v1\n")
+        files[f"LP_{name.upper().replace('-', '_')}_FILE"] = str(tmp_path / name)
+    s = load_settings({"KAFKA_BOOTSTRAP_SERVERS": "k:9092", **files})
+    assert s.credentials().consumer_secret == "consumer-secret-v1"
+    (tmp_path / "consumer-secret").write_text("consumer-secret-v2")
+    assert s.credentials().consumer_secret == "consumer-secret-v2"
+    assert "consumer-secret-v1" not in repr(s.credentials())
+
+
+def test_masked_config_hides_every_secret() -> None:
+    s = load_settings({**BASE, "KAFKA_SASL_PASSWORD": "kafka-SECRET"})
+    text = repr(s.masked()) + repr(s)
+    assert "SECRET" not in text.replace("_SECRET", "").replace("_secret", "")
+    assert s.masked()["lp_consumer_key"] == "***"
+    assert s.masked()["kafka_properties"]["sasl.password"] == "***"
+
+
+def test_kafka_secret_from_file(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("pw-from-file\n")
+    s = load_settings({**BASE, "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "pw")})
+    assert s.consumer_config()["sasl.password"] == "pw-from-file"
+
+
+def test_run_without_kafka_is_allowed_for_tools() -> None:
+    s = load_settings({k: v for k, v in BASE.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}, require_kafka=False)
+    assert s.kafka_bootstrap_servers is None
+
+
+def test_shipped_defaults_file_matches_the_code() -> None:
+    documented: dict[str, str] = {}
+    for line in (ROOT / "config" / "defaults.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            documented[key] = value
+    for name, field in Settings.model_fields.items():
+        if name in ("kafka_properties", "credential_files"):
+            continue
+        assert name.upper() in documented, f"{name.upper()} missing from config/defaults.env"
+        default = field.default
+        if isinstance(default, list):
+            default = ",".join(default)
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        elif default is None:
+            default = ""
+        shown = documented[name.upper()]
+        if isinstance(default, float):
+            assert float(shown) == default, name
+        else:
+            assert shown == str(default), name
+
+
+def test_shipped_status_policy_file_matches_the_code() -> None:
+    text = (ROOT / "config" / "status-policy.env").read_text()
+    assert f"STATUS_POLICY_DEFAULTS={DEFAULT_POLICY}" in text
