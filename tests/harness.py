@@ -256,6 +256,12 @@ class ThreadedAPI:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.api, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("api", "_loop", "_thread"):
+            object.__setattr__(self, name, value)
+        else:  # scripting attributes (latency, throttle_rps, ...) belong to the API itself
+            setattr(self.api, name, value)
+
     def wait_delivered(self, count: int, timeout: float = 30.0) -> None:
         """Wait until at least `count` attributes were answered 2xx."""
         wait_until(
