@@ -244,6 +244,9 @@ class App:
     async def _tick_loop(self) -> None:
         while True:
             self._loop_tick = time.monotonic()
+            if self.source is not None and self.source.fatal and not self.stopping.is_set():
+                log.error("kafka_source_failed_stopping", error=self.source.fatal)
+                self.stopping.set()
             await asyncio.sleep(1.0)
 
     def _flow(self) -> None:
