@@ -197,7 +197,9 @@ def _read_file(var: str, path: str, problems: list[str]) -> str | None:
         return None
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, require_kafka: bool = True) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, require_kafka: bool = True, require_credentials: bool = True
+) -> Settings:
     """Build Settings from an environment mapping; raise ConfigError with one line per problem."""
     env = dict(os.environ if environ is None else environ)
     problems: list[str] = []
@@ -245,19 +247,19 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_kafka: bo
         except ValidationError:
             rest = None
         if rest is not None:
-            problems.extend(_semantic_problems(rest, require_kafka))
+            problems.extend(_semantic_problems(rest, require_kafka, require_credentials))
         raise ConfigError(problems) from None
-    problems.extend(_semantic_problems(settings, require_kafka))
+    problems.extend(_semantic_problems(settings, require_kafka, require_credentials))
     if problems:
         raise ConfigError(problems)
     return settings
 
 
-def _semantic_problems(s: Settings, require_kafka: bool) -> list[str]:
+def _semantic_problems(s: Settings, require_kafka: bool, require_credentials: bool) -> list[str]:
     problems: list[str] = []
     if require_kafka and not s.kafka_bootstrap_servers:
         problems.append("KAFKA_BOOTSTRAP_SERVERS: required (comma-separated host:port list)")
-    for name in SECRET_FIELDS:
+    for name in SECRET_FIELDS if require_credentials else ():
         if name in s.credential_files:
             continue  # an unreadable file is reported where it is read
         if getattr(s, name) is None or not getattr(s, name).get_secret_value():
