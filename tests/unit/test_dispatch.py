@@ -1,0 +1,198 @@
+"""The per-visit dispatcher against a scripted in-memory client: ordering, coalescing, every outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from consumer.config import load_settings
+from consumer.deadletter import Verdict
+from consumer.dispatch import Dispatcher
+from consumer.events import Visit, parse_event
+from consumer.halt import AuthGate
+from consumer.limiter import ConcurrencyLimiter
+from consumer.liveperson.client import Reply
+from consumer.offsets import OffsetTracker
+from consumer.records import Record
+
+pytestmark = pytest.mark.timeout(20)
+TP = ("leads", 0)
+
+
+@dataclass
+class FakeClient:
+    """Answers by a script over (visit, attribute topics); records every call."""
+
+    answer: Callable[[Visit, list[str]], Reply] = lambda v, t: Reply(200)
+    calls: list[tuple[Visit, list[str]]] = field(default_factory=list)
+    in_flight: dict[Visit, int] = field(default_factory=dict)
+    max_per_visit: int = 0
+
+    async def send(self, visit: Visit, body: bytes) -> Reply:
+        topics = [a["lead"]["topic"] for a in orjson.loads(body)]
+        self.calls.append((visit, topics))
+        self.in_flight[visit] = self.in_flight.get(visit, 0) + 1
+        self.max_per_visit = max(self.max_per_visit, self.in_flight[visit])
+        await asyncio.sleep(0)
+        self.in_flight[visit] -= 1
+        return self.answer(visit, topics)
+
+
+@dataclass
+class FakeDeadLetters:
+    """Acknowledges every dead letter at once."""
+
+    dispatcher: Dispatcher | None = None
+    letters: list[tuple[str, Verdict]] = field(default_factory=list)
+    pending: int = 0
+    pending_by_tp: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def send(self, record: Record, verdict: Verdict) -> None:
+        assert record.event is not None
+        self.letters.append((record.event.attribute["lead"]["topic"], verdict))
+        assert self.dispatcher is not None
+        self.dispatcher.complete(record)
+
+
+def build(
+    answer: Callable[[Visit, list[str]], Reply], **env: str
+) -> tuple[Dispatcher, FakeClient, FakeDeadLetters, OffsetTracker]:
+    settings = load_settings(
+        {
+            "LP_CONSUMER_KEY": "k",
+            "LP_CONSUMER_SECRET": "s",
+            "LP_ACCESS_TOKEN": "t",
+            "LP_ACCESS_TOKEN_SECRET": "ts",
+            "RETRY_INITIAL_S": "0.001",
+            "RETRY_MAX_BACKOFF_S": "0.002",
+            "NOT_FOUND_BACKOFF_S": "0.001",
+            "HALT_BACKOFF_INITIAL_S": "0.001",
+            "HALT_BACKOFF_MAX_S": "0.002",
+            **env,
+        },
+        require_kafka=False,
+    )
+    client = FakeClient(answer)
+    tracker = OffsetTracker()
+    gate = AuthGate(0.001, 0.002, lambda: None, lambda halted: None)
+    d = Dispatcher(
+        settings,
+        client,
+        ConcurrencyLimiter(8, adaptive=False),
+        tracker,
+        gate,  # type: ignore[arg-type]
+        random.Random(1),
+    )
+    dl = FakeDeadLetters(d)
+    d.dead_letters = dl  # type: ignore[assignment]
+    return d, client, dl, tracker
+
+
+def submit(d: Dispatcher, tracker: OffsetTracker, items: list[tuple[str, str]], account: str = "1") -> None:
+    gen = tracker.assign(TP)
+    for offset, (visitor, topic) in enumerate(items, start=tracker.position(TP) or 0):
+        value = orjson.dumps({"account": account, "visitor": visitor, "sid": "s", "topic": topic})
+        tracker.add(TP, offset)
+        r = Record("leads", 0, offset, gen, visitor.encode(), value, None, None, parse_event(value, "lead"))
+        d.submit(r)
+
+
+async def settle(tracker: OffsetTracker, timeout: float = 5.0) -> None:
+    async def done() -> None:
+        while tracker.pending_total:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(done(), timeout)
+
+
+async def test_coalesces_waiting_events_of_a_visit_in_order_one_request_at_a_time() -> None:
+    d, client, dl, tracker = build(lambda v, t: Reply(200), MAX_BATCH_ATTRIBUTES="3")
+    submit(d, tracker, [("a", f"a{i}") for i in range(7)] + [("b", "b0")])
+    await settle(tracker)
+    a_calls = [t for v, t in client.calls if v.visitor == "a"]
+    assert [x for batch in a_calls for x in batch] == [f"a{i}" for i in range(7)]
+    assert max(len(b) for b in a_calls) == 3 and len(a_calls) <= 4
+    assert client.max_per_visit == 1
+    assert tracker.position(TP) == 8 and not dl.letters
+
+
+async def test_400_split_isolates_the_offending_attribute_and_keeps_order() -> None:
+    d, client, dl, tracker = build(lambda v, t: Reply(400) if "bad" in t else Reply(200))
+    submit(d, tracker, [("a", "x0"), ("a", "x1"), ("a", "bad"), ("a", "x3"), ("a", "x4")])
+    await settle(tracker)
+    delivered = [x for _, t in client.calls for x in t if len(t) and "bad" not in t]
+    assert delivered == ["x0", "x1", "x3", "x4"]
+    assert [(t, v.reason) for t, v in dl.letters] == [("bad", "http_400")]
+
+
+async def test_retries_5xx_then_dead_letters_when_the_elapsed_budget_is_spent() -> None:
+    d, client, dl, tracker = build(lambda v, t: Reply(503), RETRY_MAX_ELAPSED_S="0.05")
+    submit(d, tracker, [("a", "x0")])
+    await settle(tracker)
+    assert len(client.calls) >= 2
+    assert dl.letters[0][1].reason == "retries_exhausted" and dl.letters[0][1].status == 503
+
+
+async def test_404_is_retried_a_few_times_then_dead_lettered() -> None:
+    d, client, dl, tracker = build(lambda v, t: Reply(404), NOT_FOUND_RETRIES="2")
+    submit(d, tracker, [("a", "x0")])
+    await settle(tracker)
+    assert len(client.calls) == 3
+    assert dl.letters[0][1].reason == "http_404" and dl.letters[0][1].attempts == 3
+
+
+async def test_422_remembers_the_account() -> None:
+    d, client, dl, tracker = build(lambda v, t: Reply(422))
+    submit(d, tracker, [("a", "x0")], account="bad")
+    await settle(tracker)
+    submit(d, tracker, [("b", "x1"), ("c", "x2")], account="bad")
+    await settle(tracker)
+    assert len(client.calls) == 1
+    assert [v.reason for _, v in dl.letters] == ["http_422"] * 3
+
+
+async def test_401_halts_everyone_without_dead_letters_until_accepted() -> None:
+    state = {"ok": False}
+    d, client, dl, tracker = build(lambda v, t: Reply(200) if state["ok"] else Reply(401))
+    submit(d, tracker, [(f"v{i}", f"x{i}") for i in range(20)])
+    gate = d._gate
+
+    async def probes(n: int) -> None:
+        while gate._step < n:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(probes(4), 5)
+    assert gate.halted
+    # the 8 requests in flight when the halt began (limiter of 8), then one probe per backoff step
+    assert len(client.calls) <= 8 + gate._step + 1
+    state["ok"] = True
+    await settle(tracker)
+    assert not dl.letters and not gate.halted
+    assert len({x for _, t in client.calls for x in t}) == 20
+
+
+async def test_drain_stops_new_work_and_leaves_undone_records_pending() -> None:
+    d, client, dl, tracker = build(lambda v, t: Reply(503), RETRY_INITIAL_S="10", RETRY_MAX_BACKOFF_S="10")
+    submit(d, tracker, [("a", "x0"), ("b", "x1")])
+
+    async def both_called() -> None:
+        while len(client.calls) < 2:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(both_called(), 5)
+    assert await d.drain(1.0)
+    assert tracker.pending_total == 2 and tracker.position(TP) == 0 and not dl.letters
+
+
+async def test_revoke_drops_queued_work_and_returns_the_done_prefix() -> None:
+    d, _, _, tracker = build(lambda v, t: Reply(200))
+    submit(d, tracker, [("a", "x0")])
+    await settle(tracker)
+    offsets = await d.revoke([TP])
+    assert offsets == {TP: 1} and not tracker.owns(TP, 1)
