@@ -1,0 +1,77 @@
+"""`python -m bench.run`: run the scenarios, write bench/out/*.json, render bench/RESULTS.md and the plot.
+
+python -m bench.run                 # every scenario, full size (make bench; a few minutes)
+python -m bench.run --quick         # the same, small: a smoke run
+python -m bench.run --only single   # some scenarios (comma-separated names)
+python -m bench.run --report-only   # re-render RESULTS.md from bench/out/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench import report
+from bench.driver import run_scenario
+from bench.scenarios import FULL, quick
+from consumer.sandbox.broker import LocalBroker
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return 0 (targets are reported, not enforced)."""
+    parser = argparse.ArgumentParser(description="engagement-consumer benchmark")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in about a minute")
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--out", type=Path, default=HERE / "out", help="raw figures and logs")
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--plot", type=Path, default=HERE / "throughput.png")
+    parser.add_argument("--report-only", action="store_true", help="render from the existing JSON")
+    args = parser.parse_args(argv)
+    scenarios = quick() if args.quick else list(FULL)
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",")}
+        unknown = wanted - {s.name for s in scenarios}
+        if unknown:
+            parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+        scenarios = [s for s in scenarios if s.name in wanted]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        started = time.monotonic()
+        run_id = time.strftime("%H%M%S")
+        with LocalBroker(log_path=args.out / "tansu.log") as broker:
+            for s in scenarios:
+                print(f"[bench] {s.name}: {s.title}", flush=True)
+                t0 = time.monotonic()
+                result = run_scenario(s, broker, args.out, run_id)
+                result["run"] = _machine(args.quick, time.monotonic() - t0)
+                (args.out / f"{s.name}.json").write_text(json.dumps(result, indent=1))
+                print(f"[bench] {s.name}: {report.one_line(result)}", flush=True)
+        print(f"[bench] all scenarios in {time.monotonic() - started:.0f} s", flush=True)
+    names = [s.name for s in (quick() if args.quick else FULL)]
+    results = report.load(args.out, names)
+    report.render(results, args.results, args.plot)
+    print(f"[bench] wrote {args.results} and {args.plot}", flush=True)
+    return 0
+
+
+def _machine(quick_mode: bool, seconds: float) -> dict[str, object]:
+    return {
+        "quick": quick_mode,
+        "seconds": seconds,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_end": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

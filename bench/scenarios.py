@@ -1,0 +1,134 @@
+"""The benchmark's scenarios and their targets (the issue's numbers), full and `--quick` sizes."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure of a scenario's result compared with a threshold."""
+
+    key: str
+    op: str  # ">=" or "<="
+    threshold: float
+    label: str
+
+    def met(self, value: float | None) -> bool | None:
+        """True/False, or None when the figure is missing."""
+        if value is None:
+            return None
+        compare: Callable[[float, float], bool] = operator.ge if self.op == ">=" else operator.le
+        return compare(value, self.threshold)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One run of the daemon: what is produced, how the API behaves, how the daemon is set up."""
+
+    name: str
+    title: str
+    visits: int
+    per_visit: int = 1
+    latency_s: float = 0.05
+    max_in_flight: int = 128
+    adaptive: bool = True
+    throttle_rps: float | None = None
+    verify: bool = False
+    produce_first: bool = False  # the backlog is in the topic before the daemon starts
+    pace_rps: float | None = None  # produce at this rate instead of as fast as possible
+    time_limit_s: float = 60.0  # stop measuring here even if not everything was delivered
+    warmup_s: float = 0.0  # rates are measured from the first delivery + warmup_s
+    partitions: int = 6
+    servers: int = 1
+    profile: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    targets: tuple[Target, ...] = ()
+
+    @property
+    def events(self) -> int:
+        """Events produced."""
+        return self.visits * self.per_visit
+
+
+THROTTLE_RPS = 400.0
+
+FULL: list[Scenario] = [
+    Scenario(
+        "single",
+        "20,000 single-attribute visits, 50 ms latency, MAX_IN_FLIGHT 128",
+        visits=20_000,
+        profile=True,
+        targets=(
+            Target("ratio_to_limit", ">=", 0.8, "requests/s >= 0.8 x Little's-law limit"),
+            Target("cpu_us_per_attribute", "<=", 350, "daemon CPU <= 350 us per attribute"),
+        ),
+    ),
+    Scenario(
+        "coalesce",
+        "10,000 visits of 10 attributes (coalesced), 50 ms latency, MAX_IN_FLIGHT 128",
+        visits=10_000,
+        per_visit=10,
+        targets=(Target("cpu_us_per_attribute", "<=", 60, "daemon CPU <= 60 us per attribute"),),
+    ),
+    Scenario(
+        "paced",
+        "1,000 events/s for 10 s (below capacity): produce-to-API latency, 50 ms API latency",
+        visits=10_000,
+        pace_rps=1000.0,
+    ),
+    Scenario(
+        "verified",
+        "5,000 single-attribute visits with OAuth signatures verified by the API (sanity)",
+        visits=5_000,
+        verify=True,
+        targets=(Target("share_not_2xx", "<=", 0.0, "every request accepted (signatures valid)"),),
+    ),
+    Scenario(
+        "throttled",
+        f"API throttles at R = {THROTTLE_RPS:.0f} requests/s (429 + Retry-After: 1), adaptive concurrency",
+        visits=12_000,
+        time_limit_s=20.0,
+        warmup_s=3.0,
+        throttle_rps=THROTTLE_RPS,
+        targets=(
+            Target("rate_over_throttle", ">=", 0.9, "delivered >= 0.9 R"),
+            Target("share_429", "<=", 0.05, "<= 5% of requests answered 429"),
+        ),
+    ),
+    Scenario(
+        "throttled-fixed",
+        f"same API (R = {THROTTLE_RPS:.0f}/s), adaptive concurrency off (fixed limit 128), for comparison",
+        visits=12_000,
+        time_limit_s=20.0,
+        warmup_s=3.0,
+        throttle_rps=THROTTLE_RPS,
+        adaptive=False,
+    ),
+    Scenario(
+        "backlog",
+        "1,000,000-event backlog (visits of 10), 5 ms latency, MAX_IN_FLIGHT 128: memory",
+        visits=100_000,
+        per_visit=10,
+        latency_s=0.005,
+        produce_first=True,
+        time_limit_s=150.0,
+        targets=(Target("peak_rss_mb", "<=", 200, "daemon peak RSS <= 200 MB"),),
+    ),
+]
+
+
+def quick() -> list[Scenario]:
+    """The same scenarios, small: a smoke run in well under a minute."""
+    sizes = {
+        "single": dict(visits=3_000, profile=False),
+        "coalesce": dict(visits=1_000),
+        "paced": dict(visits=2_000),
+        "verified": dict(visits=500),
+        "throttled": dict(visits=3_000, time_limit_s=6.0, warmup_s=2.0),
+        "throttled-fixed": dict(visits=3_000, time_limit_s=6.0, warmup_s=2.0),
+        "backlog": dict(visits=5_000, time_limit_s=20.0),
+    }
+    return [replace(s, **sizes.get(s.name, {})) for s in FULL]  # type: ignore[arg-type]

@@ -1,0 +1,106 @@
+"""The events a scenario produces: visits of N lead attributes, stamped with their produce time.
+
+Each message is a lead event of the contract (about 130 bytes), keyed by visitor so one visit stays
+in one partition; its `topic` field carries ``t:<time.time()>`` at produce, so the stand-in API can
+tell the produce-to-API time of every attribute. The events of one visit are produced back to back
+(what coalescing needs); visits are spread over the partitions by the key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Producer
+
+PRODUCER_CONFIG = {
+    "linger.ms": 20,
+    "batch.num.messages": 10000,
+    "batch.size": 1_000_000,
+    "queue.buffering.max.messages": 2_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "message.timeout.ms": 120_000,
+}
+
+
+@dataclass
+class ProduceReport:
+    """What producing cost: messages, seconds, failures (from delivery reports)."""
+
+    messages: int = 0
+    seconds: float = 0.0
+    failed: int = 0
+    first_error: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Messages per second."""
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+def visitor_id(i: int) -> str:
+    """A base64-looking visitor id (with `+`, `/` and `=`, which the URL must percent-encode)."""
+    return f"Vb{i:07d}+q/Z=="
+
+
+def events(visits: int, per_visit: int, first_visit: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of `visits` visits of `per_visit` lead events each; the stamp is set when produced."""
+    for v in range(first_visit, first_visit + visits):
+        visitor = visitor_id(v)
+        key = visitor.encode()
+        for k in range(per_visit):
+            yield (
+                key,
+                (
+                    f'{{"account":"1234","visitor":"{visitor}","sid":"s.{v}","topic":"t:%.6f",'
+                    f'"value":{k + 1},"currency":"USD","leadId":"L{v}.{k}"}}'
+                ).encode(),
+            )
+
+
+class BenchProducer:
+    """A confluent Producer tuned for bulk (big batches, linger), counting delivery failures."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.report = ProduceReport()
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, **PRODUCER_CONFIG, "on_delivery": self._delivered}
+        )
+
+    def _delivered(self, err: object, msg: object) -> None:
+        if err is not None:
+            self.report.failed += 1
+            self.report.first_error = self.report.first_error or str(err)
+
+    def produce(self, topic: str, items: Iterator[tuple[bytes, bytes]], rate: float | None = None) -> None:
+        """Produce every item (as fast as possible, or paced at `rate` per second); stamp each value."""
+        started = time.monotonic()
+        produce, poll = self._producer.produce, self._producer.poll
+        n = 0
+        for key, template in items:
+            if rate is not None:
+                ahead = started + n / rate - time.monotonic()
+                if ahead > 0:
+                    poll(0)
+                    time.sleep(ahead)
+            value = template.replace(b"%.6f", b"%.6f" % time.time())
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:
+                    poll(0.05)
+            n += 1
+            if not n % 1000:
+                poll(0)
+        self.flush()
+        self.report.messages += n
+        self.report.seconds += time.monotonic() - started
+
+    def flush(self, timeout: float = 120.0) -> None:
+        """Wait for every delivery report."""
+        left = self._producer.flush(timeout)
+        if left:
+            self.report.failed += left
+            self.report.first_error = self.report.first_error or f"{left} messages not acknowledged"
