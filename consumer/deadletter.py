@@ -163,7 +163,9 @@ class DeadLetters:
             self._producer.poll(0.1)
 
     async def close(self) -> None:
-        """Stop the delivery-report thread and flush what librdkafka still holds."""
+        """Flush what librdkafka still holds, stop the delivery-report thread, close the producer."""
         await asyncio.to_thread(self._producer.flush, 5.0)
         self._stop.set()
         await asyncio.to_thread(self._thread.join, 5.0)
+        if not self._thread.is_alive():  # close now, not at garbage collection: connections, threads
+            await asyncio.to_thread(self._producer.close)
