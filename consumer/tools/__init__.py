@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from consumer.tools import check_config, run
+from consumer.tools import check_config, demo, produce, replay, run
 
-COMMANDS: list[ModuleType] = [run, check_config]
+COMMANDS: list[ModuleType] = [run, check_config, produce, replay, demo]

@@ -1,0 +1,403 @@
+"""`engagement-consumer demo`: the daemon's main job, end to end, on this machine alone.
+
+Starts an embedded Kafka-protocol broker (Tansu, a child process), a local LivePerson sandbox
+(signatures checked; 30 ms +/- 20 ms latency, ~2% 429 with Retry-After, ~1% 500, a few visitors
+that are gone (404), one invalid account (422)), produces lead and service events (a few of them
+malformed) and runs the real daemon between them in this process. Shows live progress, then a
+summary; exit 0 when every produced event was delivered or dead-lettered and its offset committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import orjson
+
+from consumer.tools.produce import sample_event, visitor_id
+
+if TYPE_CHECKING:
+    from consumer.tools.progress import Summary
+
+TOPICS = {"demo.leads": 4, "demo.services": 4, "demo.dlq": 1}
+GROUP = "engagement-demo"
+ACCOUNTS = ("10001", "10002", "10003")
+BAD_ACCOUNT = "99999"  # the sandbox answers 422 to it
+MALFORMED = (
+    b"{not json",
+    b'{"account":"10001","visitor":"broken-visitor"}',
+    b'{"account":"10001","visitor":"broken-visitor","sid":"s","status":42}',
+    b'["an", "array"]',
+)
+
+
+def add_parser(sub: Any) -> None:
+    """Register `demo`."""
+    p = sub.add_parser(
+        "demo",
+        help="run the daemon end to end on an embedded broker and a local LivePerson sandbox",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog="Needs nothing but this package (with the [demo] extra): no Docker, no JVM, no network.",
+    )
+    p.add_argument("--events", type=int, default=5000, help="events to produce (default 5000)")
+    p.add_argument(
+        "--duration", type=float, default=60.0, help="give up after this many seconds (default 60)"
+    )
+    p.add_argument("--rate", type=float, default=2000.0, help="events produced per second (0: unlimited)")
+    p.add_argument("--seed", type=int, default=1, help="random seed of events and sandbox faults")
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "engagement-consumer-demo.log",
+        help="where the daemon's JSON logs go (default: %(default)s)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.set_defaults(handler=main)
+
+
+@dataclass
+class Plan:
+    """The events to produce (topic, key, value) and what they are."""
+
+    messages: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    gone_visitors: list[str] = field(default_factory=list)
+
+
+def plan_events(n: int, seed: int) -> Plan:
+    """N events over ~n/10 visits: 1.5% of visits are gone (404), ~1% on the 422 account, a few malformed."""
+    rng = random.Random(seed)
+    visits = []
+    for j in range(max(20, n // 10)):
+        account = BAD_ACCOUNT if j % 97 == 5 else rng.choice(ACCOUNTS)
+        visits.append((account, visitor_id(rng), f"sid-{j}.{rng.randrange(10**6)}"))
+    plan = Plan(gone_visitors=[v for k, (_, v, _) in enumerate(visits) if k % 67 == 3])
+    malformed = set(rng.sample(range(n), min(n, max(3, n // 500))))
+    for i in range(n):
+        account, visitor, sid = rng.choice(visits)
+        if i in malformed:
+            topic = "demo.leads" if i % 2 else "demo.services"
+            plan.messages.append((topic, visitor.encode(), MALFORMED[i % len(MALFORMED)]))
+            plan.kinds["malformed"] += 1
+            continue
+        kind, event = sample_event(i, rng, account, visitor, sid)
+        plan.messages.append((f"demo.{kind}s", visitor.encode(), orjson.dumps(event)))
+        plan.kinds[kind] += 1
+    return plan
+
+
+class Feed(threading.Thread):
+    """Produces the plan at a steady rate in its own thread; counts acknowledgements and end offsets."""
+
+    def __init__(self, bootstrap: str, messages: list[tuple[str, bytes | None, bytes]], rate: float) -> None:
+        super().__init__(name="demo-producer", daemon=True)
+        self.bootstrap, self.messages, self.rate = bootstrap, messages, rate
+        self.acked = 0
+        self.failed: list[str] = []
+        self.ends: dict[tuple[str, int], int] = {}
+        self.finished = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Produce everything (or until stopped), then flush."""
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all"})
+        started = time.monotonic()
+        try:
+            for i, (topic, key, value) in enumerate(self.messages):
+                if self.stop.is_set():
+                    break
+                if self.rate > 0:
+                    ahead = started + i / self.rate - time.monotonic()
+                    if ahead > 0:
+                        producer.poll(ahead)
+                while True:
+                    try:
+                        producer.produce(topic, value=value, key=key, on_delivery=self._report)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                producer.poll(0)
+            left = producer.flush(30)
+            if left:
+                self.failed.append(f"{left} events not acknowledged by the broker")
+        finally:
+            self.finished.set()
+
+    def _report(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed.append(err.str())
+            return
+        self.acked += 1
+        tp = (msg.topic(), msg.partition())
+        self.ends[tp] = max(self.ends.get(tp, 0), msg.offset() + 1)
+
+
+def daemon_env(bootstrap: str, base_url: str, credentials: Any, log_level: str) -> dict[str, str]:
+    """The daemon's configuration for the demo: fast retries, quick group joins."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_GROUP_ID": GROUP,
+        "KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "KAFKA_AUTO_COMMIT_INTERVAL_MS": "500",
+        "LEAD_TOPICS": "demo.leads",
+        "SERVICE_TOPICS": "demo.services",
+        "DLQ_TOPIC": "demo.dlq",
+        "LP_BASE_URL": base_url,
+        "LP_CONSUMER_KEY": credentials.consumer_key,
+        "LP_CONSUMER_SECRET": credentials.consumer_secret,
+        "LP_ACCESS_TOKEN": credentials.access_token,
+        "LP_ACCESS_TOKEN_SECRET": credentials.access_token_secret,
+        "HTTP_PORT": "0",
+        "RETRY_INITIAL_S": "0.2",
+        "RETRY_MAX_BACKOFF_S": "2",
+        "RETRY_MAX_ELAPSED_S": "20",
+        "NOT_FOUND_BACKOFF_S": "0.1",
+        "HTTP_TIMEOUT_S": "5",
+        "SHUTDOWN_DRAIN_S": "10",
+        "STATS_INTERVAL_MS": "1000",
+        "LOG_LEVEL": log_level,
+    }
+
+
+def configure_logging(stream: TextIO, level: str) -> None:
+    """The daemon's structlog JSON lines (and stdlib logging) to a file, not the demo's screen."""
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level, stream=stream, format="%(levelname)s %(name)s %(message)s", force=True)
+
+
+def samples(metric: str) -> dict[str, float]:
+    """The values of a one-label metric of the daemon's registry, by label value."""
+    from consumer.metrics import REGISTRY
+
+    out: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name == metric:
+                label = next(iter(sample.labels.values()), "")
+                out[label] = out.get(label, 0.0) + sample.value
+    return out
+
+
+class Demo:
+    """Broker, sandbox, feed and daemon together; watches until every event is accounted for."""
+
+    def __init__(self, args: argparse.Namespace, console: Any) -> None:
+        self.args, self.console = args, console
+        self.started = time.monotonic()
+        self.settled: deque[tuple[float, int]] = deque(maxlen=20)
+        self.first_consumed: float | None = None
+        self.last_settled = (0.0, 0)  # (when, how many)
+
+    async def run(self) -> int:
+        """Set everything up, run, tear down in reverse order, print the summary."""
+        from consumer.sandbox.api import DEFAULT_CREDENTIALS, SandboxAPI
+        from consumer.sandbox.broker import LocalBroker
+        from consumer.tools.progress import Display, summary_table
+
+        args = self.args
+        plan = plan_events(args.events, args.seed)
+        broker = LocalBroker(log_path=args.log_file.with_suffix(".tansu.log"))
+        api = SandboxAPI(DEFAULT_CREDENTIALS, seed=args.seed)
+        title = f"engagement-consumer demo: {args.events} events, sandbox with faults, daemon in between"
+        with Display(self.console, title) as display:
+            try:
+                display.note("starting the embedded Kafka broker (Tansu) ...")
+                try:
+                    await asyncio.to_thread(broker.start)
+                    await asyncio.to_thread(broker.create_topics, TOPICS)
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    display.note(f"cannot start the embedded broker: {exc}")
+                    return 1
+                await api.start()
+                self._script(api, plan)
+                display.note(f"broker {broker.bootstrap}, sandbox API {api.base_url}; joining the group ...")
+                summary = await self._run(broker, api, plan, display)
+            finally:
+                await api.stop()
+                await asyncio.to_thread(broker.stop)
+        self.console.print(summary_table(summary))
+        self.console.print(
+            "[bold green]OK[/]: every produced event was delivered or dead-lettered, and committed"
+            if summary.ok
+            else "[bold red]FAILED[/]: not every produced event is accounted for"
+        )
+        return 0 if summary.ok else 1
+
+    @staticmethod
+    def _script(api: Any, plan: Plan) -> None:
+        api.latency, api.jitter = 0.010, 0.040  # 30 ms +/- 20 ms
+        api.status_mix = {429: 0.02, 500: 0.01}  # 429 answers carry Retry-After: 1
+        api.account_status(BAD_ACCOUNT, 422)
+        for visitor in plan.gone_visitors:
+            api.fail_visitor(visitor, 404)
+
+    async def _run(self, broker: Any, api: Any, plan: Plan, display: Any) -> Summary:
+        from consumer.app import App
+        from consumer.config import load_settings
+        from consumer.sandbox.api import DEFAULT_CREDENTIALS
+
+        env = daemon_env(broker.bootstrap, api.base_url, DEFAULT_CREDENTIALS, self.args.log_level)
+        app = App(load_settings(env))
+        app_task = asyncio.create_task(app.run())
+        feed = Feed(broker.bootstrap, plan.messages, self.args.rate)
+        feed.start()
+        deadline = self.started + self.args.duration
+        stopped = f"--duration {self.args.duration:g}s reached before every event was settled"
+        try:
+            while not app_task.done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                snap = self._snapshot(app, feed)
+                display.update(snap)
+                if feed.finished.is_set() and self._complete(snap, feed):
+                    stopped = ""
+                    break
+            if app_task.done() or app.stopping.is_set():
+                stopped = "interrupted (the daemon was asked to stop)"
+        finally:
+            feed.stop.set()
+            app.stopping.set()
+            code = await app_task
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await asyncio.to_thread(feed.join, 35)
+        snap = self._snapshot(app, feed)
+        display.update(snap, final=True)
+        committed = await asyncio.to_thread(_committed, broker.bootstrap, list(feed.ends))
+        return self._summarize(plan, api, feed, snap, committed, stopped, code)
+
+    def _snapshot(self, app: Any, feed: Feed) -> Any:
+        from consumer.tools.progress import Snapshot
+
+        now = time.monotonic()
+        delivered = int(sum(samples("engagement_attributes_delivered_total").values()))
+        dead = samples("engagement_dead_letters_total")
+        settled = delivered + int(sum(dead.values()))
+        self.settled.append((now, settled))
+        if self.first_consumed is None and app.counts["consumed"]:
+            self.first_consumed = now
+        if settled > self.last_settled[1]:
+            self.last_settled = (now, settled)
+        then, before = self.settled[0]
+        return Snapshot(
+            elapsed=now - self.started,
+            target=len(feed.messages),
+            produced=feed.acked,
+            consumed=app.counts["consumed"],
+            delivered=delivered,
+            dead=dead,
+            retries=samples("engagement_retries_total"),
+            requests=samples("engagement_requests_total"),
+            in_flight=int(sum(samples("engagement_inflight_requests").values())),
+            pending=app.tracker.pending_total,
+            committed=int(sum(samples("engagement_committed_offset").values())),
+            rate=(settled - before) / (now - then) if now > then else 0.0,
+        )
+
+    @staticmethod
+    def _complete(snap: Any, feed: Feed) -> bool:
+        return bool(snap.settled >= feed.acked and snap.pending == 0 and snap.committed >= feed.acked)
+
+    def _summarize(
+        self,
+        plan: Plan,
+        api: Any,
+        feed: Feed,
+        snap: Any,
+        committed: dict[Any, int],
+        stopped: str,
+        code: int,
+    ) -> Summary:
+        from consumer.tools.progress import Summary
+
+        uids = Counter(
+            str((attr.get("lead") or attr.get("service") or {}).get("topic")) for _, attr in api.delivered()
+        )
+        missing = {
+            tp: (committed.get(tp), end) for tp, end in sorted(feed.ends.items()) if committed.get(tp) != end
+        }
+        detail = f"{len(feed.ends)} partitions, committed offsets = end offsets"
+        if missing:
+            detail = "behind: " + ", ".join(
+                f"{t}[{p}] {c if c is not None and c >= 0 else 'none'}/{e}"
+                for (t, p), (c, e) in missing.items()
+            )
+        notes = [f"daemon logs: {self.args.log_file}"]
+        if self.first_consumed is not None:
+            notes.append(f"first event consumed {self.first_consumed - self.started:.1f}s after start")
+        if stopped:
+            notes.append(stopped)
+        notes += [f"producer: {e}" for e in feed.failed[:3]]
+        if code:
+            notes.append(f"daemon exited with {code}")
+        summary = Summary(
+            snap=snap,
+            produced_by_kind=dict(plan.kinds),
+            sandbox_delivered=len(api.delivered()),
+            duplicates=sum(n - 1 for n in uids.values() if n > 1),
+            committed_ok=not missing and bool(feed.ends),
+            clean=code == 0 and not feed.failed,
+            committed_detail=detail,
+            accounted_ok=snap.settled == feed.acked == len(plan.messages),
+            elapsed=time.monotonic() - self.started,
+            busy_s=self.last_settled[0] - (self.first_consumed or self.last_settled[0]),
+            notes=notes,
+        )
+        return summary
+
+
+def _committed(bootstrap: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The demo group's committed offsets, asked of the broker."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP})
+    try:
+        got = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
+    finally:
+        consumer.close()
+    return {(tp.topic, tp.partition): tp.offset for tp in got}
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the demo; exit 0 when every produced event is accounted for."""
+    from rich.console import Console
+
+    from consumer.cli import run_async
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))
+    if args.events < 1 or args.duration <= 0:
+        console.print("--events must be >= 1 and --duration > 0")
+        return 2
+    args.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.log_file, "a", encoding="utf-8") as stream:
+        configure_logging(stream, args.log_level)
+        return run_async(Demo(args, console).run())
