@@ -2,7 +2,10 @@
 
 All calls on the Consumer happen on this thread. The loop talks to it with commands (store
 offsets, pause, resume, final commit) through a thread-safe queue, applied between polls; the
-thread keeps polling while partitions are paused so the group never drops the member.
+thread keeps polling while partitions are paused so the group never drops the member. At most
+MAX_BATCHES_AHEAD batches are handed to the loop and not yet taken: when the loop is behind (a big
+backlog, a busy CPU) the thread waits for it instead of piling fetched messages up in the loop's
+callback queue, where no pending-event bound would see them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ log = structlog.get_logger("consumer.source")
 
 POLL_TIMEOUT_S = 0.1
 BATCH_SIZE = 500
+MAX_BATCHES_AHEAD = 2
 
 
 class SourceHandler(Protocol):
@@ -72,6 +76,7 @@ class KafkaSource:
         self._stop = threading.Event()
         self._final: dict[TopicPartition, int] | None = None
         self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
+        self._ahead = threading.Semaphore(MAX_BATCHES_AHEAD)  # a slot per batch not yet taken by the loop
         self._closed: asyncio.Future[None] = loop.create_future()
         self.last_poll = time.monotonic()
         self.assignment: set[TopicPartition] = set()
@@ -122,10 +127,15 @@ class KafkaSource:
             )
             while not self._stop.is_set():
                 self._apply(consumer)
+                if not self._ahead.acquire(timeout=POLL_TIMEOUT_S):
+                    self.last_poll = time.monotonic()
+                    continue  # the loop has not taken the last batches yet: fetch nothing more
                 messages = consumer.consume(BATCH_SIZE, POLL_TIMEOUT_S)
                 self.last_poll = time.monotonic()
                 if messages:
-                    self._loop.call_soon_threadsafe(self._handler.on_messages, messages)
+                    self._loop.call_soon_threadsafe(self._hand_over, messages)
+                else:
+                    self._ahead.release()
             self._apply(consumer)
             self._commit_final(consumer)
         except Exception as exc:  # the thread must never die silently
@@ -138,6 +148,13 @@ class KafkaSource:
                 except Exception:
                     log.exception("consumer_close_failed")
             self._loop.call_soon_threadsafe(self._set_closed)
+
+    def _hand_over(self, messages: list[Message]) -> None:
+        """On the loop: give a batch to the handler, then let the thread fetch another."""
+        try:
+            self._handler.on_messages(messages)
+        finally:
+            self._ahead.release()
 
     def _set_closed(self) -> None:
         if not self._closed.done():
