@@ -186,6 +186,9 @@ def main(args: argparse.Namespace) -> int:
     """Read or generate events, send them, print counts per topic; exit 1 on any failure."""
     from consumer.config import load_settings
 
+    if args.sample is not None and args.file != "-":
+        print("error: give a FILE or --sample N, not both", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(require_kafka=True, require_credentials=False)
     except ConfigError as exc:

@@ -303,6 +303,7 @@ def main(args: argparse.Namespace) -> int:
             "statistics.interval.ms": 0,
         }
     )
+    conf.setdefault("fetch.wait.max.ms", 100)  # reach the end of each partition quickly
     consumer = Consumer(conf)
     producer = Producer(settings.producer_config())
     try:

@@ -1,0 +1,251 @@
+"""The operator CLI as an operator runs it: `python -m consumer ...` subprocesses against the test broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from harness import CREDS, LocalBroker, Topics, committed, next_id
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+COMMANDS = ("run", "check-config", "produce", "replay-dlq", "demo")
+SECRETS = (
+    CREDS.consumer_key,
+    CREDS.consumer_secret,
+    CREDS.access_token,
+    CREDS.access_token_secret,
+    "kafka-pass-123",
+)
+UNUSED_API = "http://127.0.0.1:9"  # produce / replay-dlq / check-config never call the API
+
+
+def cli(*args: str, env: dict[str, str], stdin: bytes | None = None, timeout: float = 60) -> Any:
+    """Run the CLI; the completed process with text stdout/stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def text(proc: Any) -> tuple[str, str]:
+    """(stdout, stderr) decoded."""
+    return proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+
+
+def kafka_only(env: dict[str, str]) -> dict[str, str]:
+    """The environment without any LivePerson setting (produce and replay-dlq must not need them)."""
+    return {k: v for k, v in env.items() if not k.startswith("LP_")}
+
+
+def read_all(broker: LocalBroker, topic: str, timeout: float = 20.0) -> list[Any]:
+    """Every message of a topic, read to the end of each partition (no group join: assign + EOF)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": f"peek-{next_id()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        out: list[Any] = []
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(partitions):
+            assert time.monotonic() < deadline, f"{topic}: end not reached in {timeout}s"
+            for m in consumer.consume(100, 0.2):
+                if m.error() is None:
+                    out.append(m)
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
+                else:
+                    raise AssertionError(m.error().str())
+        return out
+    finally:
+        consumer.close()
+
+
+def test_help_lists_every_command_and_each_has_help(daemon_env) -> None:
+    env = daemon_env(UNUSED_API)
+    top = cli("--help", env=env)
+    out, _ = text(top)
+    assert top.returncode == 0
+    for command in COMMANDS:
+        assert command in out, command
+    for command in COMMANDS:
+        proc = cli(command, "--help", env=env)
+        assert proc.returncode == 0, (command, text(proc))
+        assert f"engagement-consumer {command}" in text(proc)[0]
+
+
+def test_check_config_masks_secrets_and_lists_each_problem(daemon_env) -> None:
+    env = daemon_env(UNUSED_API, KAFKA_SASL_PASSWORD="kafka-pass-123")
+    good = cli("check-config", env=env)
+    out, err = text(good)
+    assert good.returncode == 0, err
+    shown = json.loads(out)
+    assert shown["max_in_flight"] == 64 and shown["lp_consumer_key"] == "***"
+    assert shown["kafka_properties"]["sasl.password"] == "***"
+    for secret in SECRETS:
+        assert secret not in out + err
+
+    bad_env = {k: v for k, v in env.items() if k != "LP_ACCESS_TOKEN"}
+    bad = cli("check-config", env={**bad_env, "MAX_IN_FLIGHT": "abc"})
+    out, err = text(bad)
+    assert bad.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert any("MAX_IN_FLIGHT" in line for line in lines) and any("LP_ACCESS_TOKEN" in line for line in lines)
+    for secret in SECRETS:
+        assert secret not in out + err
+
+
+def test_produce_routes_lines_to_their_topics_keyed_by_visitor(
+    broker: LocalBroker, topics: Topics, daemon_env, tmp_path: Path
+) -> None:
+    lines = [
+        {"account": "1", "visitor": "Va+/=", "sid": "s1", "topic": "lead by fields", "value": 5},
+        {"type": "service", "account": "1", "visitor": "Vb", "sid": "s2", "topic": "service by hint"},
+        {"account": "1", "visitor": "Vc", "sid": "s3", "topic": "service by fields", "status": 1},
+        {"type": "lead", "account": "1", "visitor": "Vd", "sid": "s4", "category": "lead by hint"},
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\nnot json at all\n")
+    proc = cli("produce", str(path), env=kafka_only(daemon_env(UNUSED_API)))
+    out, err = text(proc)
+    assert proc.returncode == 1, "a line that is not JSON makes the run fail"
+    assert "line 6" in err and "not JSON" in err
+    assert f"produced 2 to {topics.leads}" in out and f"produced 2 to {topics.services}" in out
+
+    # Read to the end of every partition (not just N messages): nothing else may have landed.
+    leads = {m.key().decode(): json.loads(m.value()) for m in read_all(broker, topics.leads)}
+    services = {m.key().decode(): json.loads(m.value()) for m in read_all(broker, topics.services)}
+    assert leads == {"Va+/=": lines[0], "Vd": {k: v for k, v in lines[3].items() if k != "type"}}
+    assert services == {"Vb": {k: v for k, v in lines[1].items() if k != "type"}, "Vc": lines[2]}
+
+    sample = cli("produce", "--sample", "20", "--seed", "3", env=kafka_only(daemon_env(UNUSED_API)))
+    assert sample.returncode == 0, text(sample)
+    assert "total 20 produced, 0 errors" in text(sample)[0]
+
+
+def _dead_letter(origin: str, offset: int, reason: str, when: str, visitor: str) -> dict[str, Any]:
+    return {
+        "key": visitor.encode(),
+        "value": json.dumps({"account": "1", "visitor": visitor, "sid": "s", "topic": f"o{offset}"}).encode(),
+        "headers": [
+            ("dlq.topic", origin.encode()),
+            ("dlq.partition", b"1"),
+            ("dlq.offset", str(offset).encode()),
+            ("dlq.reason", reason.encode()),
+            ("dlq.status", b"404"),
+            ("dlq.attempts", b"3"),
+            ("dlq.error", b"scripted"),
+            ("dlq.timestamp", when.encode()),
+            ("x-trace", f"trace-{offset}".encode()),
+        ],
+    }
+
+
+def _seed(broker: LocalBroker, topic: str, letters: list[dict[str, Any]]) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for letter in letters:
+        producer.produce(topic, **letter)
+    assert producer.flush(10) == 0
+
+
+def test_replay_dlq_filters_dry_runs_replays_and_does_not_duplicate(
+    broker: LocalBroker, topics: Topics, daemon_env
+) -> None:
+    env = kafka_only(daemon_env(UNUSED_API))
+    letters = [
+        _dead_letter(topics.leads, 0, "http_404", "2024-05-01T10:00:00.000Z", "old-404"),  # before --since
+        _dead_letter(topics.leads, 1, "http_404", "2024-05-02T10:00:00.000Z", "lead-404"),
+        _dead_letter(topics.services, 2, "invalid_event", "2024-05-02T11:00:00.000Z", "bad"),
+        _dead_letter(topics.services, 3, "retries_exhausted", "2024-05-02T12:00:00.000Z", "svc-500"),
+        _dead_letter(topics.leads, 4, "http_422", "2024-05-02T13:00:00.000Z", "acct-422"),
+        _dead_letter(topics.services, 5, "http_404", "2024-05-03T09:00:00.000Z", "svc-404"),
+    ]
+    _seed(broker, topics.dlq, letters)
+    selected = {"lead-404": letters[1], "svc-500": letters[3], "svc-404": letters[5]}
+    args = ("replay-dlq", "--reason", "http_404", "--reason", "retries_exhausted", "--since", "2024-05-02")
+
+    dry = cli(*args, "--dry-run", env=env)
+    out, err = text(dry)
+    assert dry.returncode == 0, err
+    assert [line.startswith("would replay ") for line in out.splitlines()].count(True) == 3, out
+    for visitor in selected:
+        assert f"key={visitor}" in out
+    assert read_all(broker, topics.leads) == [] and read_all(broker, topics.services) == []
+    group = "engagement-attributes-replay"
+    assert committed(broker, group, [(topics.dlq, 0)])[(topics.dlq, 0)] < 0, "a dry run commits nothing"
+
+    real = cli(*args, env=env)
+    out, err = text(real)
+    assert real.returncode == 0, err
+    assert "replayed 3" in out and f"{topics.dlq}[0]=6" in out
+    replayed = read_all(broker, topics.leads) + read_all(broker, topics.services)
+    got = {m.key().decode(): m for m in replayed}
+    assert sorted(got) == sorted(selected) and len(replayed) == 3
+    for visitor, letter in selected.items():
+        m = got[visitor]
+        origin = letter["headers"][0][1].decode()
+        offset = letters.index(letter)
+        assert (m.topic(), m.partition(), m.value()) == (origin, 1, letter["value"])
+        assert m.headers() == [
+            ("x-trace", f"trace-{offset}".encode()),
+            ("dlq.replayed_from", f"{topics.dlq}/0/{offset}".encode()),
+        ]
+
+    # A rerun replays only what arrived since: nothing twice.
+    _seed(broker, topics.dlq, [_dead_letter(topics.leads, 6, "http_404", "2024-05-04T00:00:00Z", "late-404")])
+    again = cli(*args, env=env)
+    out, err = text(again)
+    assert again.returncode == 0, err
+    assert "replayed 1" in out
+    keys = sorted(
+        m.key().decode() for m in read_all(broker, topics.leads) + read_all(broker, topics.services)
+    )
+    assert keys == sorted([*selected, "late-404"])
+    assert committed(broker, group, [(topics.dlq, 0)])[(topics.dlq, 0)] == 7
+
+
+def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "LP_"))}
+    started = time.monotonic()
+    proc = cli(
+        "demo",
+        "--events",
+        "300",
+        "--duration",
+        "60",
+        "--log-file",
+        str(tmp_path / "demo.log"),
+        env=env,
+        timeout=100,
+    )
+    out, err = text(proc)
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    assert "summary" in out and "OK: every produced event" in out
+    assert "delivered + dead == produced" in out and "committed == produced" in out
+    assert "events produced" in out and " 300 " in out
+    logged = [
+        json.loads(line) for line in (tmp_path / "demo.log").read_text().splitlines() if line.startswith("{")
+    ]
+    stopped = [e for e in logged if e.get("event") == "stopped"]
+    assert stopped and stopped[0]["uncommitted"] == 0
+    print(f"\ndemo --events 300: {time.monotonic() - started:.1f}s wall")
