@@ -130,13 +130,16 @@ class Replayer:
 
     def run(self, partitions: list[int]) -> Outcome:
         """Replay from the group's position up to the end offsets known at start (or until idle)."""
-        from confluent_kafka import KafkaError, TopicPartition
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         tps = [TopicPartition(self.topic, p) for p in partitions]
         # ListOffsets may under-report (Tansu); the first fetch's high watermark refines it.
         end: dict[int, int] = {}
         for tp in tps:
-            _, high = self.consumer.get_watermark_offsets(tp, timeout=10)
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=10)
+            except KafkaException:
+                high = 0  # unknown: the first fetch tells
             end[tp.partition] = high
         refined: set[int] = set()
         reached: set[int] = set()
@@ -223,7 +226,13 @@ class Replayer:
         source: str,
         acks: dict[Any, Any],
     ) -> None:
+        from confluent_kafka import KafkaException
+
         key = (m.partition(), m.offset())
+        partitions = self._partitions_of(origin)
+        if not partitions:
+            acks[key] = f"error: origin topic {origin!r} does not exist"
+            return
         acks[key] = "pending"
 
         def report(err: Any, msg: Any) -> None:
@@ -233,7 +242,7 @@ class Replayer:
 
         kwargs: dict[str, Any] = {}
         partition = _int(meta.get("dlq.partition"))
-        if partition is not None and partition < self._partitions_of(origin):
+        if partition is not None and 0 <= partition < partitions:
             kwargs["partition"] = partition
         while True:
             try:
@@ -248,6 +257,9 @@ class Replayer:
                 break
             except BufferError:
                 self.producer.poll(0.1)
+            except KafkaException as exc:  # refused up front, e.g. too large
+                acks[key] = f"error: {exc}"
+                return
         self.producer.poll(0)
 
     def _partitions_of(self, topic: str) -> int:
