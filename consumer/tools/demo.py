@@ -192,19 +192,6 @@ def configure_logging(stream: TextIO, level: str) -> None:
     logging.basicConfig(level=level, stream=stream, format="%(levelname)s %(name)s %(message)s", force=True)
 
 
-def samples(metric: str) -> dict[str, float]:
-    """The values of a one-label metric of the daemon's registry, by label value."""
-    from consumer.metrics import REGISTRY
-
-    out: dict[str, float] = {}
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name == metric:
-                label = next(iter(sample.labels.values()), "")
-                out[label] = out.get(label, 0.0) + sample.value
-    return out
-
-
 class Demo:
     """Broker, sandbox, feed and daemon together; watches until every event is accounted for."""
 
@@ -294,7 +281,7 @@ class Demo:
         return self._summarize(plan, api, feed, snap, committed, stopped, code)
 
     def _snapshot(self, app: Any, feed: Feed) -> Any:
-        from consumer.tools.progress import Snapshot
+        from consumer.tools.progress import Snapshot, samples
 
         now = time.monotonic()
         delivered = int(sum(samples("engagement_attributes_delivered_total").values()))

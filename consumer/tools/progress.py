@@ -13,6 +13,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from consumer.metrics import REGISTRY
+
 PLAIN_INTERVAL_S = 2.0
 
 
@@ -42,6 +44,17 @@ class Snapshot:
     def settled(self) -> int:
         """Events with an outcome: delivered or dead-lettered."""
         return self.delivered + self.dead_total
+
+
+def samples(metric: str) -> dict[str, float]:
+    """The values of a one-label metric of the daemon's registry, by label value."""
+    out: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name == metric:
+                label = next(iter(sample.labels.values()), "")
+                out[label] = out.get(label, 0.0) + sample.value
+    return out
 
 
 def by_key(counts: Mapping[str, float]) -> str:
