@@ -185,13 +185,8 @@ class KafkaSource:
 
     def _commit_final(self, consumer: Consumer) -> None:
         final = {tp: o for tp, o in (self._final or {}).items() if tp in self.assignment}
-        if not final:
-            return
-        try:
-            consumer.commit(offsets=[KafkaTP(t, p, o) for (t, p), o in final.items()], asynchronous=False)
+        if final and _commit(consumer, final, "final_commit"):
             log.info("final_commit", partitions=len(final))
-        except KafkaException as exc:
-            log.error("final_commit_failed", error=str(exc))
 
     def _call_loop(self, fn: Callable[[], Any]) -> None:
         done = threading.Event()
@@ -222,12 +217,7 @@ class KafkaSource:
         except Exception as exc:
             log.error("revoke_drain_failed", error=repr(exc))
         if offsets:
-            try:
-                consumer.commit(
-                    offsets=[KafkaTP(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-                )
-            except KafkaException as exc:
-                log.error("revoke_commit_failed", error=str(exc))
+            _commit(consumer, offsets, "revoke_commit")
         self.assignment.difference_update(tps)
         for t, p in tps:
             _forget_partition_metrics(t, p)
@@ -268,6 +258,24 @@ class KafkaSource:
                         metrics.CONSUMER_LAG.labels(topic, pid).set(lag)
         except (ValueError, KeyError, TypeError) as exc:
             log.debug("stats_unreadable", error=str(exc))
+
+
+def _commit(consumer: Consumer, offsets: dict[TopicPartition, int], what: str, attempts: int = 3) -> bool:
+    """Commit synchronously; retry a retriable failure (coordinator moving, request timed out) briefly."""
+    tps = [KafkaTP(t, p, o) for (t, p), o in offsets.items()]
+    for attempt in range(1, attempts + 1):
+        try:
+            consumer.commit(offsets=tps, asynchronous=False)
+            return True
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            retriable = err is not None and err.retriable() and attempt < attempts
+            if not retriable:
+                log.error("commit_failed", phase=what, error=str(exc), attempt=attempt)
+                return False
+            log.warning("commit_retry", phase=what, error=str(exc), attempt=attempt)
+            time.sleep(0.2 * attempt)
+    return False
 
 
 async def _as_coro(aw: Awaitable[dict[TopicPartition, int]]) -> dict[TopicPartition, int]:
