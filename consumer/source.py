@@ -263,6 +263,10 @@ class KafkaSource:
 def _commit(consumer: Consumer, offsets: dict[TopicPartition, int], what: str, attempts: int = 3) -> bool:
     """Commit synchronously; retry a retriable failure (coordinator moving, request timed out) briefly."""
     tps = [KafkaTP(t, p, o) for (t, p), o in offsets.items()]
+    # Store them too: auto-commit (its timer, or the commit librdkafka makes on unassign and close)
+    # sends the *stored* offsets, and an older stored offset sent after this commit rewinds the group.
+    with contextlib.suppress(KafkaException):
+        consumer.store_offsets(offsets=tps)
     for attempt in range(1, attempts + 1):
         try:
             consumer.commit(offsets=tps, asynchronous=False)
