@@ -321,10 +321,22 @@ class Dispatcher:
                 await asyncio.wait_for(self._settled.wait(), remaining)
 
     async def drain(self, within_s: float) -> bool:
-        """Shutdown: start nothing new, let in-flight requests and dead letters finish (bounded)."""
+        """Shutdown: deliver what was consumed, then start nothing new and let in-flight work finish.
+
+        Both phases share `within_s`. The first matters for duplicates: a partition's commit point is
+        its lowest undone offset, so one record left queued would make every later record of its
+        partition that other visits already delivered come again after the restart. The second
+        (up to HTTP_TIMEOUT_S, at most half the budget) lets requests started just before it end.
+        """
+        deadline = time.monotonic() + within_s
+        grace = min(self._s.http_timeout_s, within_s / 2)
+        await self._quiet(
+            lambda: self._gate.halted or (self._tracker.pending_total == 0 and not self._busy()),
+            within_s - grace,
+        )
         self._closing = True
         self._stop.set()
-        await self._quiet(lambda: not self._busy(), within_s)
+        await self._quiet(lambda: not self._busy(), max(0.0, deadline - time.monotonic()))
         clean = not self._busy()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for task in tasks:
