@@ -122,6 +122,7 @@ class App:
         self.source.pause(self.tracker.partitions())
         clean = await self.dispatcher.drain(max(0.5, deadline - time.monotonic() - 3.0))
         final = {tp: o for tp in self.tracker.partitions() if (o := self.tracker.position(tp)) is not None}
+        undone = self.tracker.pending_total  # before close(): its revoke callback empties the tracker
         await self.source.close(final, max(2.0, deadline - time.monotonic()))
         await self.dead_letters.close()
         await self.client.close()
@@ -130,7 +131,7 @@ class App:
         log.info(
             "stopped",
             drained=clean,
-            uncommitted=self.tracker.pending_total,
+            uncommitted=undone,
             uptime_s=round(time.monotonic() - self._started, 1),
             **dict(self.counts),
         )
