@@ -1,10 +1,24 @@
 """Concurrency limit on requests in flight: fixed, or adaptive (AIMD) bounded by MAX_IN_FLIGHT.
 
-The adaptive mode follows Vector's adaptive request concurrency: the limit grows by one per
-round trip while the latency stays near its baseline and the limit is in use; it shrinks by a
-factor (at most once per round trip) on back-pressure signals (429, 503, timeouts) or when the
-latency rises well above its baseline. A throttling API is then kept near its limit instead of
-flooded with 429s.
+The adaptive mode follows Vector's adaptive request concurrency, with TCP's slow start in front:
+
+- **Slow start.** From the initial limit, +1 per good response while the limit is in use, so the
+  limit doubles every round trip until the first sign of congestion or MAX_IN_FLIGHT (a backlog
+  reaches the API's capacity in a few round trips instead of one more request per round trip).
+- **Additive increase.** After that, +1 per round trip (+1/limit per good response) while the
+  latency stays near its baseline and the limit is in use.
+- **Multiplicative decrease** on back-pressure (429, 503, timeouts: to 3/4) or on a latency well
+  above the baseline (to 9/10); leaving slow start halves (the limit doubled in the round trip
+  that overshot). At most one cut per round trip: only the answer to a request sent *after* the
+  last cut can cause the next one.
+- **Refining a cut.** The answers that come back in the round trip after a cut were sent under the
+  old limit; once half a limit of them arrived, their share of back-pressure tells how far the
+  old limit overshot, and the limit drops to `old limit x (1 - share)` if that is lower (never
+  below a quarter of the old limit). A limit far above a throttle (slow start ran into a token
+  bucket's burst) so comes down in one round trip instead of a cut per round trip.
+
+A throttling API is so kept near its limit instead of flooded with 429s. The limit is exported as
+`engagement_concurrency_limit`; the requests in flight as `engagement_inflight_requests`.
 """
 
 from __future__ import annotations
@@ -17,7 +31,10 @@ from consumer import metrics
 
 INCREASE_TOLERANCE = 1.5  # latency up to this multiple of the baseline counts as stable
 DECREASE_THRESHOLD = 2.5  # latency above this multiple of the baseline is back-pressure
-DECREASE_FACTOR = 0.75
+LATENCY_DECREASE = 0.9  # cut on rising latency (Vector's default decrease ratio)
+BACKPRESSURE_DECREASE = 0.75  # cut on 429/503/timeouts: the API said so
+SLOW_START_DECREASE = 0.5  # cut leaving slow start: the limit doubled in the round trip that overshot
+REFINE_FLOOR = 0.25  # refining never goes below this share of the limit before the cut
 BASELINE_ALPHA = 0.05  # EWMA weight of a new latency sample in the baseline
 
 
@@ -29,22 +46,26 @@ class ConcurrencyLimiter:
         self.adaptive = adaptive
         start = max_limit if not adaptive else min(max_limit, initial or max(4, max_limit // 4))
         self._limit = float(start)
+        self._whole = max(1, start)  # int(self._limit), kept up to date (read on every acquire)
         self.in_flight = 0
+        self.slow_start = adaptive
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._baseline: float | None = None
-        self._last_decrease = 0.0
-        metrics.CONCURRENCY_LIMIT.set(int(self._limit))
+        self._last_decrease = float("-inf")
+        self._cut_from = self._cut_to = 0.0  # the limit before and after the last cut
+        self._stale = [0, 0]  # answers (and back-pressure answers) sent before the last cut
+        metrics.CONCURRENCY_LIMIT.set(self._whole)
+        metrics.INFLIGHT.set_function(lambda: self.in_flight)
 
     @property
     def limit(self) -> int:
         """The current whole limit."""
-        return max(1, int(self._limit))
+        return self._whole
 
     async def acquire(self) -> None:
         """Wait for a slot."""
-        if self.in_flight < self.limit and not self._waiters:
+        if self.in_flight < self._whole and not self._waiters:
             self.in_flight += 1
-            metrics.INFLIGHT.set(self.in_flight)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
@@ -60,15 +81,32 @@ class ConcurrencyLimiter:
     def release(self) -> None:
         """Give a slot back and wake waiters up to the current limit."""
         self.in_flight -= 1
-        self._wake()
-        metrics.INFLIGHT.set(self.in_flight)
+        if self._waiters:
+            self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self.in_flight < self.limit:
+        while self._waiters and self.in_flight < self._whole:
             fut = self._waiters.popleft()
             if not fut.done():
                 self.in_flight += 1
                 fut.set_result(None)
+
+    def _set(self, limit: float) -> None:
+        self._limit = limit
+        whole = max(1, int(limit))
+        if whole != self._whole:
+            self._whole = whole
+            metrics.CONCURRENCY_LIMIT.set(whole)
+
+    def _refine(self, backpressure: bool) -> None:
+        """An answer to a request sent before the last cut: how far did the old limit overshoot?"""
+        stale = self._stale
+        stale[0] += 1
+        if backpressure:
+            stale[1] += 1
+        if stale[0] >= max(4, int(self._cut_to) // 2):
+            capacity = self._cut_from * (1.0 - stale[1] / stale[0])
+            self._set(max(1.0, min(self._cut_to, max(capacity, self._cut_from * REFINE_FLOOR))))
 
     def observe(self, latency: float, backpressure: bool, now: float | None = None) -> None:
         """Feed one response: its latency, and whether it signalled back-pressure (429/503/timeout)."""
@@ -78,14 +116,26 @@ class ConcurrencyLimiter:
         baseline = self._baseline
         if baseline is None:
             self._baseline = baseline = latency
-        rtt = max(baseline, 0.001)
-        if backpressure or latency > baseline * DECREASE_THRESHOLD:
-            if now - self._last_decrease >= rtt:
-                self._limit = max(1.0, self._limit * DECREASE_FACTOR)
-                self._last_decrease = now
+        if now - latency < self._last_decrease:  # sent under the limit before the last cut
+            self._refine(backpressure)
+        elif backpressure or latency > baseline * DECREASE_THRESHOLD:
+            if self.slow_start:
+                factor = SLOW_START_DECREASE
+                self.slow_start = False
+            else:
+                factor = BACKPRESSURE_DECREASE if backpressure else LATENCY_DECREASE
+            self._cut_from = self._limit
+            self._cut_to = max(1.0, self._limit * factor)
+            self._stale = [0, 0]
+            self._set(self._cut_to)
+            self._last_decrease = now
         else:
-            if latency <= baseline * INCREASE_TOLERANCE and self.in_flight + 1 >= self.limit:
-                self._limit = min(float(self.max_limit), self._limit + 1.0 / self._limit)
+            if latency <= baseline * INCREASE_TOLERANCE and self.in_flight + 1 >= self._whole:
+                grown = self._limit + (1.0 if self.slow_start else 1.0 / self._limit)
+                if grown >= self.max_limit:  # capped: no overshoot to undo by halving later
+                    grown = float(self.max_limit)
+                    self.slow_start = False
+                self._set(grown)
             self._baseline = baseline + BASELINE_ALPHA * (latency - baseline)
-        metrics.CONCURRENCY_LIMIT.set(self.limit)
-        self._wake()
+        if self._waiters:
+            self._wake()

@@ -1,12 +1,20 @@
-"""Concurrency limiter: a resizable FIFO semaphore with AIMD adaptation."""
+"""Concurrency limiter: a resizable FIFO semaphore with AIMD adaptation (slow start, share-based cuts)."""
 
 import asyncio
+import random
 
 import pytest
 
+from consumer import metrics
 from consumer.limiter import ConcurrencyLimiter
 
 pytestmark = pytest.mark.timeout(10)
+
+RTT = 0.05
+
+
+def _gauge(gauge: object) -> float:
+    return next(iter(gauge.collect())).samples[0].value  # type: ignore[attr-defined]
 
 
 async def test_fixed_limit_bounds_in_flight_and_wakes_fifo() -> None:
@@ -32,37 +40,164 @@ async def test_fixed_limit_bounds_in_flight_and_wakes_fifo() -> None:
     assert lim.in_flight == 2
 
 
-def test_adaptive_grows_when_latency_is_stable_and_the_limit_is_used() -> None:
-    lim = ConcurrencyLimiter(64, adaptive=True, initial=4)
-    lim.in_flight = 4
-    for i in range(200):
-        lim.in_flight = lim.limit
-        lim.observe(0.05, backpressure=False, now=i * 0.1)
-    assert lim.limit >= 16  # about +1 per round trip of `limit` responses
+def test_fixed_limit_ignores_observations() -> None:
+    lim = ConcurrencyLimiter(16, adaptive=False)
+    for i in range(50):
+        lim.observe(RTT, backpressure=True, now=float(i))
+    assert lim.limit == 16
 
 
-def test_adaptive_shrinks_on_backpressure_once_per_rtt() -> None:
-    lim = ConcurrencyLimiter(64, adaptive=True, initial=40)
-    lim.observe(0.05, backpressure=False, now=0.0)
-    lim.observe(0.05, backpressure=True, now=1.0)
-    assert lim.limit == 30
-    lim.observe(0.05, backpressure=True, now=1.01)  # same round trip: no second cut
-    assert lim.limit == 30
+async def test_inflight_and_limit_are_exported_as_gauges() -> None:
+    lim = ConcurrencyLimiter(64, adaptive=True, initial=8)
+    await lim.acquire()
+    await lim.acquire()
+    assert _gauge(metrics.INFLIGHT) == 2
+    assert _gauge(metrics.CONCURRENCY_LIMIT) == 8
+    lim.release()
+    assert _gauge(metrics.INFLIGHT) == 1
+    lim.observe(RTT, backpressure=True, now=1.0)
+    assert _gauge(metrics.CONCURRENCY_LIMIT) == 4
+
+
+def test_slow_start_doubles_per_round_trip_while_the_limit_is_used() -> None:
+    lim = ConcurrencyLimiter(128, adaptive=True, initial=8)
+    now = 0.0
+    for expected in (16, 32, 64):
+        for _ in range(lim.limit):  # one round trip: a response for every request in flight
+            lim.in_flight = lim.limit
+            lim.observe(RTT, backpressure=False, now=now)
+        now += RTT
+        assert lim.limit == expected
+    assert lim.slow_start
+
+
+def test_no_growth_while_the_limit_is_not_used() -> None:
+    lim = ConcurrencyLimiter(128, adaptive=True, initial=8)
+    lim.in_flight = 2
+    for i in range(100):
+        lim.observe(RTT, backpressure=False, now=i * RTT)
+    assert lim.limit == 8
+
+
+def test_slow_start_ends_at_max_without_halving_later_on() -> None:
+    lim = ConcurrencyLimiter(40, adaptive=True, initial=32)
     for i in range(20):
-        lim.observe(0.05, backpressure=True, now=2.0 + i)
-    assert lim.limit == 1
+        lim.in_flight = lim.limit
+        lim.observe(RTT, backpressure=False, now=i * 0.001)
+    assert lim.limit == 40 and not lim.slow_start
+    lim.observe(RTT, backpressure=True, now=1.0)
+    assert lim.limit == 30  # 3/4 on back-pressure, not the half that ends slow start
 
 
-def test_adaptive_shrinks_when_latency_rises_well_above_baseline() -> None:
+def test_congestion_in_slow_start_halves_and_growth_turns_additive() -> None:
+    lim = ConcurrencyLimiter(128, adaptive=True, initial=40)
+    lim.observe(RTT, backpressure=False, now=0.0)
+    lim.observe(RTT, backpressure=True, now=1.0)
+    assert lim.limit == 20 and not lim.slow_start
+    now = 2.0
+    for _ in range(5):  # five round trips of good responses: about +1 each
+        for _ in range(lim.limit):
+            lim.in_flight = lim.limit
+            lim.observe(RTT, backpressure=False, now=now)
+        now += RTT
+    assert 24 <= lim.limit <= 26
+
+
+def test_one_cut_per_round_trip_only_news_sent_after_the_cut_counts() -> None:
+    lim = ConcurrencyLimiter(128, adaptive=True, initial=64)
+    lim.slow_start = False
+    lim.observe(RTT, backpressure=False, now=0.0)
+    lim.observe(RTT, backpressure=True, now=1.0)
+    assert lim.limit == 48  # 64 * 0.75
+    # Answers to requests sent before the cut (sent at now - latency < 1.0): no second cut.
+    for t in (1.01, 1.03, 1.049):
+        lim.observe(RTT, backpressure=True, now=t)
+    assert lim.limit == 48
+    lim.observe(RTT, backpressure=True, now=1.06)  # sent at 1.01, after the cut
+    assert lim.limit == 36
+
+
+def test_rising_latency_cuts_gently() -> None:
+    lim = ConcurrencyLimiter(128, adaptive=True, initial=100)
+    lim.slow_start = False
+    lim.observe(RTT, backpressure=False, now=0.0)
+    lim.observe(RTT * 3, backpressure=False, now=1.0)
+    assert lim.limit == 90
+
+
+def _answers_after_a_cut(rejected_share: float) -> ConcurrencyLimiter:
+    lim = ConcurrencyLimiter(128, adaptive=True, initial=100)
+    lim.slow_start = False
+    lim.observe(RTT, backpressure=False, now=0.0)
+    lim.observe(RTT, backpressure=True, now=1.0)  # the cut: 100 -> 75
+    for i in range(60):  # the rest of the old limit's round trip, all sent before the cut
+        rejected = int((i + 1) * rejected_share) > int(i * rejected_share)  # evenly spread
+        lim.observe(RTT, backpressure=rejected, now=1.0 + i * 0.0005)
+    return lim
+
+
+def test_a_cut_is_refined_by_the_share_of_back_pressure_among_answers_to_the_old_limit() -> None:
+    assert _answers_after_a_cut(0.0).limit == 75  # one 429: the old limit was just above capacity
+    assert _answers_after_a_cut(0.7).limit == 30  # 70% 429: capacity was about 30% of the old limit
+    assert _answers_after_a_cut(1.0).limit == 25  # never below a quarter of the old limit
+
+
+def test_rising_latency_shrinks_and_stable_latency_does_not() -> None:
     lim = ConcurrencyLimiter(64, adaptive=True, initial=32)
-    lim.observe(0.05, backpressure=False, now=0.0)
-    lim.observe(0.5, backpressure=False, now=1.0)
-    assert lim.limit < 32
+    lim.observe(RTT, backpressure=False, now=0.0)
+    lim.observe(RTT * 1.4, backpressure=False, now=0.5)
+    assert lim.limit == 32
+    lim.observe(RTT * 10, backpressure=False, now=1.0)
+    assert lim.limit == 16
 
 
-def test_adaptive_never_exceeds_max() -> None:
+def test_adaptive_never_exceeds_max_nor_drops_below_one() -> None:
     lim = ConcurrencyLimiter(8, adaptive=True, initial=8)
     for i in range(500):
         lim.in_flight = lim.limit
         lim.observe(0.01, backpressure=False, now=float(i))
     assert lim.limit == 8
+    for i in range(100):
+        lim.observe(0.01, backpressure=True, now=1000.0 + i)
+    assert lim.limit == 1
+
+
+async def test_raising_the_limit_wakes_waiters() -> None:
+    lim = ConcurrencyLimiter(64, adaptive=True, initial=1)
+    await lim.acquire()
+    waiter = asyncio.create_task(lim.acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    lim.observe(RTT, backpressure=False, now=0.0)  # in use: slow start grows to 2
+    await asyncio.wait_for(waiter, 1)
+    assert lim.in_flight == 2
+
+
+def _simulate(capacity_rps: float, seconds: float, seed: int = 1) -> tuple[float, float]:
+    """A closed loop against a token-bucket API (burst 1 s): (delivered / capacity, share of 429s)."""
+    rng = random.Random(seed)
+    lim = ConcurrencyLimiter(128, adaptive=True)
+    tokens, ok, rejected, now, step = capacity_rps, 0, 0, 0.0, 0.005
+    inflight: list[float] = []  # send times
+    while now < seconds:
+        tokens = min(capacity_rps, tokens + capacity_rps * step)
+        done = [t for t in inflight if now - t >= RTT]
+        inflight = [t for t in inflight if now - t < RTT]
+        for k, sent in enumerate(done):  # each answer observed before its slot is released
+            lim.in_flight = len(inflight) + len(done) - k
+            granted = tokens >= 1.0
+            tokens -= 1.0 if granted else 0.0
+            ok, rejected = ok + granted, rejected + (not granted)
+            lim.observe(now - sent + rng.uniform(0, 0.002), backpressure=not granted, now=now)
+            while len(inflight) + len(done) - k - 1 < lim.limit:  # waiting lanes take freed slots
+                inflight.append(now)
+        while len(inflight) < lim.limit:
+            inflight.append(now)
+        now += step
+    return ok / (capacity_rps * seconds), rejected / max(1, ok + rejected)
+
+
+def test_a_throttling_api_is_kept_at_its_limit_without_a_flood_of_429s() -> None:
+    delivered, share_429 = _simulate(capacity_rps=400, seconds=20)
+    assert delivered >= 0.9
+    assert share_429 <= 0.05
