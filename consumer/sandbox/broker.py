@@ -38,8 +38,11 @@ def broker_binary() -> str:
 class LocalBroker:
     """Start/stop a Tansu broker on 127.0.0.1; create topics; usable as a context manager."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None
+    ) -> None:
         self.port = port or free_port()
+        self.advertised_port = advertised_port  # e.g. a proxy's port: clients then connect through it
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -51,6 +54,7 @@ class LocalBroker:
     def start(self, timeout: float = 15.0) -> LocalBroker:
         """Start the broker and wait until it accepts connections."""
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
             [
@@ -59,7 +63,7 @@ class LocalBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],
