@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Daemon
+from harness import Daemon, LocalBroker, free_port
 from scenario import Figures
+from tcp_proxy import TcpProxy
 
 RESULTS = Path(os.environ.get("RELIABILITY_RESULTS", Path(__file__).parent / "out" / "results.json"))
 
@@ -79,3 +80,11 @@ def log_events_of() -> Callable[[Daemon, str], list[dict[str, Any]]]:
 def results_file() -> Iterator[Path]:
     """Where the figures go (tests/reliability/out/results.json unless RELIABILITY_RESULTS is set)."""
     yield RESULTS
+
+
+@pytest.fixture
+def proxied_broker(tmp_path: Path) -> Iterator[tuple[LocalBroker, TcpProxy]]:
+    """A dedicated Tansu that advertises a loopback proxy's address: every client goes through it."""
+    port = free_port()
+    with TcpProxy(port) as proxy, LocalBroker(port, tmp_path / "tansu.log", advertised_port=proxy.port) as b:
+        yield b, proxy

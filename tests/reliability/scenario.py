@@ -29,6 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from harness import Daemon, Topics, wait_until
 
 ACCOUNT = "5151"
+QUIET = {"log_level": 2}  # the suite's own clients: no "connection refused" noise during cuts
 TP = tuple[str, int]
 
 
@@ -96,7 +97,7 @@ class Stream:
         self.chunk = chunk
         self.acked = 0
         self.errors: list[str] = []
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", **QUIET})
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
 
@@ -163,6 +164,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
             "group.id": "reliability-reader",
             "enable.partition.eof": True,
             "enable.auto.commit": False,
+            **QUIET,
         }
     )
     out: list[Any] = []
@@ -189,7 +191,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
 
 def committed_offsets(bootstrap: str, group: str, tps: list[TP]) -> dict[TP, int]:
     """The group's committed offsets (negative: none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, **QUIET})
     try:
         got = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
     finally:

@@ -1,0 +1,106 @@
+"""Scenario 5: the API answers 401 for a while (its credentials were rotated), then the new secrets
+are written to the daemon's credential files: halted, resumed, nothing lost, nothing dead-lettered.
+
+While halted the daemon must say so (`engagement_halted` 1, /readyz 503), stop consuming (its
+partitions are paused) and only probe now and then (no storm of 401s); after the files change
+its probe re-reads them and everything waiting is delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from harness import CREDS, Topics, wait_until
+from scenario import (
+    Stream,
+    Tally,
+    assert_sound,
+    conclude,
+    make_events,
+    stop_clean,
+    wait_committed,
+    wait_delivered,
+)
+
+from consumer.liveperson.oauth import Credentials
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
+
+EVENTS = 1200
+HOLD_S = 4.0
+ROTATED = Credentials("rotated-key", "rotated-secret", "rotated-token", "rotated-token-secret")
+FILES = {
+    "LP_CONSUMER_KEY": "consumer_key",
+    "LP_CONSUMER_SECRET": "consumer_secret",
+    "LP_ACCESS_TOKEN": "access_token",
+    "LP_ACCESS_TOKEN_SECRET": "access_token_secret",
+}
+
+
+def write_secrets(directory: Path, creds: Credentials) -> None:
+    """Write each secret to its file atomically (as a Kubernetes secret volume swaps them)."""
+    for attr in FILES.values():
+        tmp = directory / f".{attr}.tmp"
+        tmp.write_text(getattr(creds, attr) + "\n")
+        os.replace(tmp, directory / attr)
+
+
+def test_401_halts_until_the_credential_files_are_rotated_then_nothing_is_lost(
+    broker, topics: Topics, api, daemon_env, start_daemon, recorder, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    write_secrets(secrets, CREDS)
+    env = daemon_env(api.base_url, HALT_BACKOFF_INITIAL_S="0.2", HALT_BACKOFF_MAX_S="1")
+    for var, attr in FILES.items():
+        del env[var]
+        env[f"{var}_FILE"] = str(secrets / attr)
+    specs = make_events(topics.leads, topics.services, EVENTS, visitors=50, seed=5)
+    tally = Tally(api)
+    daemon = start_daemon(env)
+    stream = Stream(broker.bootstrap, specs, rate=200).start()
+    wait_until(lambda: len(tally.update().count) >= EVENTS // 4, 30, "a quarter delivered")
+
+    api.set_credentials(ROTATED)  # the old secrets stop working
+    rotated_at = len(api.received)
+    wait_until(lambda: daemon.metric("engagement_halted") == 1, 10, "engagement_halted 1")
+    status, body = daemon.get("/readyz")
+    assert status == 503 and "halted" in body, (status, body)
+    settle = time.monotonic() + 0.5  # batches already handed over before the pause took effect
+    wait_until(lambda: time.monotonic() >= settle, 1, "the pause to settle")
+    consumed_at = daemon.metric("engagement_events_consumed_total")
+    requests_at = len(api.received)
+    hold_until = time.monotonic() + HOLD_S
+    wait_until(lambda: time.monotonic() >= hold_until, HOLD_S + 1, "the halt to last")
+    consumed_while_halted = daemon.metric("engagement_events_consumed_total") - consumed_at
+    probes = len(api.received) - requests_at
+    assert daemon.metric("engagement_halted") == 1 and daemon.get("/readyz")[0] == 503
+    assert daemon.metric("engagement_dead_letters_total") == 0
+
+    write_secrets(secrets, ROTATED)
+    wait_until(lambda: daemon.metric("engagement_halted") == 0, 10, "engagement_halted 0 after rotation")
+    wait_until(lambda: daemon.get("/readyz")[0] == 200, 10, "ready again")
+    stream.join()
+    wait_delivered(tally, specs, 40)
+    wait_committed(broker.bootstrap, topics.group, specs)
+    code, _, stopped = stop_clean(daemon)
+    fig = conclude(broker.bootstrap, topics, specs, tally)
+    rejected = sum(1 for r in api.received[rotated_at:] if r.status == 401)
+    recorder.record(
+        "5",
+        "401 until the credential files are rotated",
+        f"the stand-in API switched to new credentials after {EVENTS // 4}+ events; the daemon halted; "
+        f"{HOLD_S:g} s later the new secrets were written to its *_FILEs; {rejected} requests got 401 "
+        f"({probes} probes during the hold), {consumed_while_halted:g} events consumed while halted",
+        fig,
+        rejected_401=rejected,
+        probes_while_halted=probes,
+    )
+    assert code == 0 and stopped.get("uncommitted") == 0, stopped
+    assert_sound(fig)
+    assert fig.duplicated == 0 and fig.dead_lettered == 0
+    assert consumed_while_halted == 0, "partitions must stay paused while halted"
+    assert probes <= HOLD_S / 0.2, f"{probes} requests during a {HOLD_S}s halt: probes must back off"
