@@ -416,3 +416,14 @@ def assert_sound(fig: Figures) -> None:
     assert fig.out_of_order == 0, f"out of order {fig.out_of_order}: {fig.out_of_order_examples}"
     assert fig.uncommitted == 0, f"uncommitted {fig.uncommitted}: {fig.uncommitted_by_partition}"
     assert fig.misrouted == 0, f"misrouted {fig.misrouted}"
+
+
+def metric_total(daemon: Daemon, name: str) -> float:
+    """A metric summed over every label set (Daemon.metric without labels matches unlabelled samples only)."""
+    status, body = daemon.get("/metrics")
+    assert status == 200, body
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rpartition(" ")[2])
+    return total

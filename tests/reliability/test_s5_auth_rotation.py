@@ -20,6 +20,7 @@ from scenario import (
     assert_sound,
     conclude,
     make_events,
+    metric_total,
     stop_clean,
     wait_committed,
     wait_delivered,
@@ -71,14 +72,14 @@ def test_401_halts_until_the_credential_files_are_rotated_then_nothing_is_lost(
     assert status == 503 and "halted" in body, (status, body)
     settle = time.monotonic() + 0.5  # batches already handed over before the pause took effect
     wait_until(lambda: time.monotonic() >= settle, 1, "the pause to settle")
-    consumed_at = daemon.metric("engagement_events_consumed_total")
+    consumed_at = metric_total(daemon, "engagement_events_consumed_total")
     requests_at = len(api.received)
     hold_until = time.monotonic() + HOLD_S
     wait_until(lambda: time.monotonic() >= hold_until, HOLD_S + 1, "the halt to last")
-    consumed_while_halted = daemon.metric("engagement_events_consumed_total") - consumed_at
+    consumed_while_halted = metric_total(daemon, "engagement_events_consumed_total") - consumed_at
     probes = len(api.received) - requests_at
     assert daemon.metric("engagement_halted") == 1 and daemon.get("/readyz")[0] == 503
-    assert daemon.metric("engagement_dead_letters_total") == 0
+    assert metric_total(daemon, "engagement_dead_letters_total") == 0
 
     write_secrets(secrets, ROTATED)
     wait_until(lambda: daemon.metric("engagement_halted") == 0, 10, "engagement_halted 0 after rotation")

@@ -23,6 +23,7 @@ from scenario import (
     committed_offsets,
     conclude,
     make_events,
+    metric_total,
     produce_all,
     stop_clean,
     visitor_name,
@@ -81,7 +82,7 @@ def test_unwritable_dead_letter_topic_holds_the_commit_until_it_recovers(
     )
     failures = daemon.metric("engagement_retries_total", reason="dlq_produce")
     assert failures >= BAD, failures
-    assert daemon.metric("engagement_dead_letters_total") == 0
+    assert metric_total(daemon, "engagement_dead_letters_total") == 0
 
     broker.create_topics({late.dlq: 1})
     created = time.monotonic()
