@@ -19,6 +19,7 @@ import structlog
 from confluent_kafka import KafkaError, Message, Producer
 
 from consumer import metrics
+from consumer.logs import Repeats
 from consumer.records import Record, TopicPartition
 
 log = structlog.get_logger("consumer.deadletter")
@@ -71,6 +72,7 @@ class DeadLetters:
         is_current: Callable[[Record], bool],
         on_settled: Callable[[], None] = lambda: None,
     ) -> None:
+        self._repeats = Repeats()  # a broker outage reports every reconnect attempt
         self._producer = Producer({**config, "error_cb": self._on_error})
         self._topic = topic
         self._loop = loop
@@ -156,7 +158,9 @@ class DeadLetters:
         self._loop.call_later(delay, self.send, record, verdict, attempt + 1)
 
     def _on_error(self, err: KafkaError) -> None:
-        log.warning("dlq_producer_error", error=err.str(), code=err.name())
+        held = self._repeats.admit(err.name())
+        if held is not None:
+            log.warning("dlq_producer_error", error=err.str(), code=err.name(), suppressed=held)
 
     def _poll(self) -> None:
         while not self._stop.is_set():

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 
 import structlog
 
@@ -33,3 +37,29 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Repeats:
+    """Rate-limit a repeating warning: each key is said at once, then at most once per `every_s`.
+
+    librdkafka reports every failed reconnect through error_cb, about 20 times a second while a
+    broker is unreachable; an outage of minutes must not write thousands of identical lines.
+    """
+
+    def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every_s
+        self._clock = clock
+        self._said: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def admit(self, key: str) -> int | None:
+        """None: hold this one back; else how many of this key were held back since it was last said."""
+        now = self._clock()
+        with self._lock:
+            said = self._said.get(key)
+            if said is not None and now - said < self._every:
+                self._held[key] += 1
+                return None
+            self._said[key] = now
+            return self._held.pop(key, 0)

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTP
 
 from consumer import metrics
+from consumer.logs import Repeats
 from consumer.offsets import TopicPartition
 
 log = structlog.get_logger("consumer.source")
@@ -82,6 +83,7 @@ class KafkaSource:
         self.assignment: set[TopicPartition] = set()
         self.joined = False
         self.fatal: str | None = None
+        self._repeats = Repeats()  # a broker outage reports every reconnect attempt
 
     # ---- loop side -------------------------------------------------------------------------
     def start(self) -> None:
@@ -236,7 +238,9 @@ class KafkaSource:
             log.error("kafka_fatal_error", error=err.str(), code=err.name())
             self._stop.set()
         else:
-            log.warning("kafka_error", error=err.str(), code=err.name())
+            held = self._repeats.admit(err.name())
+            if held is not None:
+                log.warning("kafka_error", error=err.str(), code=err.name(), suppressed=held)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[KafkaTP]) -> None:
         if err is not None:
