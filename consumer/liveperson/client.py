@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from prometheus_client import Counter
 from yarl import URL
 
 from consumer import metrics
@@ -17,6 +18,7 @@ from consumer.liveperson.oauth import Signer
 from consumer.liveperson.url import events_url
 
 USER_AGENT = "engagement-consumer/0.1"
+_EVENTS_HEADERS = {"Content-Type": "application/json", "x-http-method-override": "PUT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class EngagementClient:
         self._resolver = DomainResolver(
             settings.lp_domain_api_url, settings.lp_domain_cache_ttl_s, settings.lp_scheme
         )
+        self._requests: dict[str, Counter] = {}  # engagement_requests_total children by status label
 
     @property
     def is_open(self) -> bool:
@@ -66,6 +69,10 @@ class EngagementClient:
             timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout_s),
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
+            # Bodies are read as they come (auto_decompress off), so never ask for gzip; and the API
+            # sets no cookies worth keeping (a cookie jar costs a filter and an update per request).
+            skip_auto_headers=("Accept-Encoding",),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
@@ -77,6 +84,12 @@ class EngagementClient:
         """Re-read the credentials (from their files when configured) for the next attempts."""
         self._signer = Signer(self._settings.credentials())
 
+    def _count(self, label: str) -> None:
+        child = self._requests.get(label)
+        if child is None:
+            child = self._requests[label] = metrics.REQUESTS.labels(label)
+        child.inc()
+
     async def send(self, visit: Visit, body: bytes) -> Reply:
         """POST the attribute array of one visit; signed afresh (new nonce and timestamp)."""
         assert self._session is not None, "start() first"
@@ -85,30 +98,31 @@ class EngagementClient:
             base = self._fixed_base or await self._resolver.base_url(self._session, visit.account)
         except RetryableError as exc:
             reply = Reply(None, "domain_lookup", str(exc), None, time.perf_counter() - started)
-            metrics.REQUESTS.labels(reply.label).inc()
+            self._count(reply.label)
             return reply
         url = events_url(base, visit.account, visit.visitor, visit.sid)
-        headers = {
-            "Content-Type": "application/json",
-            "x-http-method-override": "PUT",
-            "Authorization": self._signer.authorization("POST", url, body),
-        }
+        headers = {**_EVENTS_HEADERS, "Authorization": self._signer.authorization("POST", url, body)}
+        status: int | None = None
+        error: str | None = None
+        detail = ""
+        retry_after: str | None = None
         try:
             async with self._session.post(
                 URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
             ) as resp:
                 text = await resp.read()
-                reply = Reply(
-                    resp.status,
-                    None,
-                    "" if resp.status < 300 else text[:300].decode("utf-8", "replace"),
-                    resp.headers.get("Retry-After"),
-                )
+                status = resp.status
+                if status >= 300:
+                    detail = text[:300].decode("utf-8", "replace")
+                retry_after = resp.headers.get("Retry-After")
         except TimeoutError:
-            reply = Reply(None, "timeout", f"no answer within {self._settings.http_timeout_s}s")
+            status, retry_after = None, None
+            error, detail = "timeout", f"no answer within {self._settings.http_timeout_s}s"
         except aiohttp.ClientError as exc:
-            reply = Reply(None, "connection_error", f"{type(exc).__name__}: {exc}")
+            status, retry_after = None, None
+            error, detail = "connection_error", f"{type(exc).__name__}: {exc}"
         duration = time.perf_counter() - started
-        metrics.REQUESTS.labels(reply.label).inc()
+        reply = Reply(status, error, detail, retry_after, duration)
+        self._count(reply.label)
         metrics.REQUEST_DURATION.observe(duration)
-        return Reply(reply.status, reply.error, reply.detail, reply.retry_after, duration)
+        return reply
