@@ -8,6 +8,7 @@ flush the dead-letter producer, exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -35,6 +36,10 @@ log = structlog.get_logger("consumer.app")
 STORE_INTERVAL_S = 0.2
 FLOW_INTERVAL_S = 0.05
 LIVENESS_STALE_S = 30.0
+# Young collections every 10,000 net allocations instead of 700: in the single-attribute benchmark
+# the collector took ~12% of the daemon's CPU (1.5 s of 12 s), a third of it in full collections
+# that walk every lane, task and record; frozen start-up objects are skipped by all of them.
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 class App:
@@ -65,6 +70,7 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         await self.startup(loop)
+        _tune_gc()
         tasks = [asyncio.create_task(c) for c in (self._store_loop(), self._flow_loop(), self._tick_loop())]
         try:
             await self.stopping.wait()
@@ -283,3 +289,10 @@ class App:
                 halted=self.gate.halted,
                 overloaded=self._overloaded,
             )
+
+
+def _tune_gc() -> None:
+    """Freeze what start-up allocated (collections skip it) and collect young garbage less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
