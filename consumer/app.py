@@ -16,6 +16,7 @@ from collections import Counter
 
 import structlog
 from confluent_kafka import KafkaError, Message
+from prometheus_client import Counter as PromCounter
 
 from consumer import metrics
 from consumer.config import Settings
@@ -52,6 +53,7 @@ class App:
         self.stopping = asyncio.Event()
         self.counts: Counter[str] = Counter()
         self._topics = settings.topics
+        self._consumed: dict[str, PromCounter] = {}  # engagement_events_consumed_total children by topic
         self._paused: set[TopicPartition] = set()
         self._overloaded = False
         self._loop_tick = time.monotonic()
@@ -171,6 +173,19 @@ class App:
     def on_messages(self, messages: list[Message]) -> None:
         """Parse each message; dead-letter invalid ones; queue valid ones on their visit's lane."""
         assert self.dispatcher is not None
+        consumed: Counter[str] = Counter()  # by topic: the metric is counted once per batch
+        try:
+            self._take(messages, consumed)
+        finally:
+            for topic, n in consumed.items():
+                child = self._consumed.get(topic)
+                if child is None:
+                    child = self._consumed[topic] = metrics.EVENTS_CONSUMED.labels(topic, self._topics[topic])
+                child.inc(n)
+            self.counts["consumed"] += consumed.total()
+
+    def _take(self, messages: list[Message], consumed: Counter[str]) -> None:
+        assert self.dispatcher is not None
         for m in messages:
             err = m.error()
             if err is not None:
@@ -197,8 +212,7 @@ class App:
                 headers if isinstance(headers, list) else None,
                 ts if ts_type else None,
             )
-            metrics.EVENTS_CONSUMED.labels(topic, kind).inc()
-            self.counts["consumed"] += 1
+            consumed[topic] += 1
             try:
                 record.event = parse_event(record.value, kind)
             except InvalidEvent as exc:
