@@ -18,6 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 import structlog
+from prometheus_client import Counter as PromCounter
 
 from consumer import metrics
 from consumer.config import Settings
@@ -71,6 +72,7 @@ class Dispatcher:
         self._lanes: dict[Visit, Lane] = {}
         self._revoking: set[TopicPartition] = set()
         self._inflight_by_tp: Counter[TopicPartition] = Counter()
+        self._delivered_by_type: dict[str, PromCounter] = {}  # attributes_delivered children by type
         self._invalid_accounts: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._settled = asyncio.Event()  # set whenever a request or a dead letter finishes
@@ -260,10 +262,17 @@ class Dispatcher:
 
     def _delivered(self, batch: list[Record]) -> None:
         metrics.BATCH_ATTRIBUTES.observe(len(batch))
+        by_type: dict[str, int] = {}
         for record in batch:
             assert record.event is not None
-            metrics.ATTRIBUTES_DELIVERED.labels(record.event.type).inc()
+            kind = record.event.type
+            by_type[kind] = by_type.get(kind, 0) + 1
             self.complete(record)
+        for kind, n in by_type.items():
+            child = self._delivered_by_type.get(kind)
+            if child is None:
+                child = self._delivered_by_type[kind] = metrics.ATTRIBUTES_DELIVERED.labels(kind)
+            child.inc(n)
 
     @staticmethod
     def _verdict(reason: str, reply: Reply, attempts: int) -> Verdict:
