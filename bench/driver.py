@@ -79,7 +79,7 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
         daemon.wait_ready()
         daemon.start_sampling()
         spy = profiling.start(daemon.proc.pid, out_dir / f"profile-{s.name}.txt") if s.profile else None
-        cpu0, others0 = daemon.cpu_s(), [_cpu(p) for p in others]
+        cpu0, others0, threads0 = daemon.cpu_s(), [_cpu(p) for p in others], daemon.thread_cpu()
         broker0 = _cpu(broker_ps) if broker_ps else 0.0
         started = time.time()
         feeder = None
@@ -96,7 +96,7 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
                 break
             time.sleep(POLL_S)
         ended = time.time()
-        cpu1, others1 = daemon.cpu_s(), [_cpu(p) for p in others]
+        cpu1, others1, threads1 = daemon.cpu_s(), [_cpu(p) for p in others], daemon.thread_cpu()
         broker1 = _cpu(broker_ps) if broker_ps else 0.0
         last = daemon.sample()
         rss_peak = peak_rss(daemon.proc.pid)
@@ -115,6 +115,7 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
         ended=ended,
         complete=complete,
         daemon_cpu=cpu1 - cpu0,
+        thread_cpu={k: threads1[k] - threads0.get(k, 0.0) for k in threads1},
         server_cpu=sum(b - a for a, b in zip(others0, others1, strict=True)),
         broker_cpu=broker1 - broker0,
         rss_peak=rss_peak,
@@ -174,6 +175,7 @@ def figures(s: Scenario, **raw: Any) -> dict[str, Any]:
         "littles_limit": limit,
         "ratio_to_limit": rate_req / limit,
         "daemon_cpu_s": raw["daemon_cpu"],
+        "daemon_thread_cpu_s": raw["thread_cpu"],
         "cpu_us_per_attribute": raw["daemon_cpu"] / ok * 1e6 if ok else None,
         "cpu_us_per_request": raw["daemon_cpu"] / requests * 1e6 if requests else None,
         "server_cpu_s": raw["server_cpu"],

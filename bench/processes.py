@@ -21,6 +21,7 @@ import psutil
 from consumer.sandbox.broker import free_port
 
 SAMPLE_S = 0.5
+DAEMON_COMMAND = [sys.executable, "-m", "consumer", "run"]  # experiments may wrap the daemon
 SCRAPED = (
     "engagement_inflight_requests",
     "engagement_concurrency_limit",
@@ -83,7 +84,7 @@ class DaemonProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*(wrap or []), sys.executable, "-m", "consumer", "run"],
+            [*(wrap or []), *DAEMON_COMMAND],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -108,6 +109,23 @@ class DaemonProcess:
         """User + system CPU seconds of the daemon so far (every thread)."""
         t = self.ps.cpu_times()
         return float(t.user + t.system)
+
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds by kind of thread: the event loop (main), librdkafka's (rdk:*), other Python ones."""
+        out = {"main": 0.0, "librdkafka": 0.0, "other threads": 0.0}
+        for t in self.ps.threads():
+            comm = ""
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{self.proc.pid}/task/{t.id}/comm").read_text().strip()
+            kind = (
+                "main"
+                if t.id == self.proc.pid
+                else "librdkafka"
+                if comm.startswith("rdk:")
+                else "other threads"
+            )
+            out[kind] += t.user_time + t.system_time
+        return out
 
     def start_sampling(self) -> None:
         """Start the 0.5 s sampler."""

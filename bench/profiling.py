@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RATE_HZ = 200
+RATE_HZ = 100
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 # Where a file belongs, first match wins (a path fragment -> an area of the report).
@@ -66,13 +66,13 @@ def py_spy() -> str | None:
 
 
 def start(pid: int, output: Path) -> Spy | None:
-    """Start sampling `pid` (non-blocking: the daemon is never paused); None without py-spy."""
+    """Start sampling `pid` (each sample pauses the daemon for a few microseconds); None without py-spy."""
     exe = py_spy()
     if exe is None:
         return None
     raw = output.with_suffix(".raw")
     cmd = [exe, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw"]
-    cmd += ["--output", str(raw), "--nonblocking"]
+    cmd += ["--output", str(raw), "--gil"]  # threads waiting in librdkafka hold no GIL: not sampled
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Spy(proc, raw)
 

@@ -100,7 +100,9 @@ def _details(r: dict[str, Any]) -> list[str]:
         f"Requests by status: {r['by_status']}; {r['attributes_per_request']:.2f} attributes per request.",
         f"- CPU seconds in the window: daemon {r['daemon_cpu_s']:.1f}, stand-in API "
         f"{r['server_cpu_s']:.1f}, broker {r['broker_cpu_s']:.1f} (of {r['cpus']} cores x "
-        f"{r['elapsed_s']:.1f} s = {r['cpus'] * r['elapsed_s']:.0f}).",
+        f"{r['elapsed_s']:.1f} s = {r['cpus'] * r['elapsed_s']:.0f}). Daemon by thread: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in r.get("daemon_thread_cpu_s", {}).items())
+        + ".",
         f"- Daemon exit code {r['exit_code']}; stopped line: drained={stopped.get('drained')}, "
         f"uncommitted={stopped.get('uncommitted')}, consumed={stopped.get('consumed')}.",
     ]
@@ -121,8 +123,10 @@ def _profile(results: list[dict[str, Any]]) -> list[str]:
         p = r["profile"]
         total = max(1, p["samples"])
         out += [
-            f"py-spy, {p['rate_hz']} Hz, non-blocking, during the `{r['name']}` scenario: {p['samples']:,} "
-            "samples of threads on CPU (the poll thread waiting in librdkafka is idle and not counted).",
+            f"py-spy, {p['rate_hz']} Hz, `--gil` (the thread holding the GIL: Python work), during the "
+            f"`{r['name']}` scenario: {p['samples']:,} samples. Threads waiting in librdkafka (poll, "
+            "dead-letter delivery reports) hold no GIL and are not counted; their CPU is in the thread "
+            "table of the scenario.",
             "",
             "Where the time goes (each sample to the innermost frame in a known area):",
             "",
