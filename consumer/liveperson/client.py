@@ -67,11 +67,11 @@ class EngagementClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout_s),
-            headers={"User-Agent": USER_AGENT},
+            # Bodies are read as they come (auto_decompress off), so ask for them uncompressed (an
+            # explicit header: skip_auto_headers would cost a header-dict copy per request); and
+            # the API sets no cookies worth keeping (a jar costs a filter and an update per request).
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             auto_decompress=False,
-            # Bodies are read as they come (auto_decompress off), so never ask for gzip; and the API
-            # sets no cookies worth keeping (a cookie jar costs a filter and an update per request).
-            skip_auto_headers=("Accept-Encoding",),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 
