@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from consumer.errors import ConfigError
+from consumer.tools.common import settings_or_report
 
 
 def add_parser(sub: Any) -> None:
@@ -23,13 +22,9 @@ def add_parser(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Print the masked configuration, or one line per problem and exit 1."""
-    from consumer.config import load_settings
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+    settings = settings_or_report()
+    if settings is None:
         return 1
     out = settings.masked()
     out["status_policy_effective"] = settings.policy.describe()

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import orjson
 
-from consumer.errors import ConfigError
+from consumer.tools.common import settings_or_report
 
 SERVICE_FIELDS = ("status", "category", "serviceId")
 SERVICE_TOPICS = ("add user", "password reset", "plan change", "billing question")
@@ -184,16 +184,12 @@ def send(
 
 def main(args: argparse.Namespace) -> int:
     """Read or generate events, send them, print counts per topic; exit 1 on any failure."""
-    from consumer.config import load_settings
 
     if args.sample is not None and args.file != "-":
         print("error: give a FILE or --sample N, not both", file=sys.stderr)
         return 2
-    try:
-        settings = load_settings(require_kafka=True, require_credentials=False)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+    settings = settings_or_report(require_credentials=False)
+    if settings is None:
         return 1
     topics = {}
     if settings.lead_topics:

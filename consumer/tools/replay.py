@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from consumer.errors import ConfigError
+from consumer.tools.common import settings_or_report
 
 DEFAULT_GROUP = "engagement-attributes-replay"
 BATCH = 500
@@ -296,13 +296,8 @@ def main(args: argparse.Namespace) -> int:
     """Replay the selected dead letters; print a summary; exit 1 if any copy was not acknowledged."""
     from confluent_kafka import Consumer, Producer
 
-    from consumer.config import load_settings
-
-    try:
-        settings = load_settings(require_kafka=True, require_credentials=False)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+    settings = settings_or_report(require_credentials=False)
+    if settings is None:
         return 1
     topic = args.dlq_topic or settings.dlq_topic
     conf = settings.consumer_config()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from consumer.errors import ConfigError
+from consumer.tools.common import settings_or_report
 
 
 def add_parser(sub: Any) -> None:
@@ -20,13 +19,9 @@ def main(args: argparse.Namespace) -> int:
     from consumer import logs
     from consumer.app import App
     from consumer.cli import run_async
-    from consumer.config import load_settings
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+    settings = settings_or_report()
+    if settings is None:
         return 1
     logs.configure(settings.log_level, settings.log_format)
 
