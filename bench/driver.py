@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -12,7 +13,7 @@ from typing import Any
 import psutil
 
 from bench import profiling
-from bench.processes import APIServers, DaemonProcess, Sample, peak_rss
+from bench.processes import APIServers, DaemonProcess, Sample, env_with_repo, peak_rss
 from bench.scenarios import Scenario
 from bench.workload import BenchProducer, events
 from consumer.sandbox.api import DEFAULT_CREDENTIALS
@@ -33,6 +34,9 @@ def daemon_env(
             "KAFKA_GROUP_ID": f"bench-{topics[0]}",
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            # Tansu answers a fetch only after fetch.wait.max.ms even when data is waiting (Kafka
+            # answers at fetch.min.bytes = 1): 500 ms would add ~250 ms to every produce->API time.
+            "KAFKA_FETCH_WAIT_MAX_MS": "100",
             "LEAD_TOPICS": topics[0],
             "SERVICE_TOPICS": topics[1],
             "DLQ_TOPIC": topics[2],
@@ -68,11 +72,15 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
     topics = (f"leads-{run_id}-{s.name}", f"services-{run_id}-{s.name}", f"dlq-{run_id}-{s.name}")
     broker.create_topics({topics[0]: s.partitions, topics[1]: 1, topics[2]: 1})
     load_before = os.getloadavg()
-    producer = BenchProducer(broker.bootstrap)
+    producer = BenchProducer(broker.bootstrap, linger_ms=5 if s.pace_rps else 20)
     if s.produce_first:
         producer.produce(topics[0], events(s.visits, s.per_visit))
     servers = APIServers(s.servers, api_args(s), logs)
-    daemon = DaemonProcess(daemon_env(s, broker, servers.base_url, topics), logs / f"daemon-{s.name}.log")
+    env = daemon_env(s, broker, servers.base_url, topics)
+    command = None
+    if s.daemon_module != "consumer":  # a bench probe wrapping the daemon
+        command, env = [sys.executable, "-m", s.daemon_module], env_with_repo(env)
+    daemon = DaemonProcess(env, logs / f"daemon-{s.name}.log", command)
     others = [psutil.Process(p.pid) for p in servers.procs]
     broker_ps = psutil.Process(broker._proc.pid) if broker._proc else None
     try:

@@ -79,12 +79,12 @@ class Sample:
 class DaemonProcess:
     """`python -m consumer run` with a given environment; a thread samples it every 0.5 s."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, wrap: list[str] | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None) -> None:
         self.http_port = int(env["HTTP_PORT"])
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*(wrap or []), *DAEMON_COMMAND],
+            command or DAEMON_COMMAND,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -181,7 +181,7 @@ class APIServers:
             cmd = [sys.executable, "-m", "bench.api_server", "--port", str(self.port)]
             cmd += ["--control-port", str(control), "--reuse-port", *args]
             self.procs.append(
-                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env_with_repo())
+                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env_with_repo())
             )
         deadline = time.monotonic() + 20
         for control in self.control_ports:
@@ -225,7 +225,10 @@ class APIServers:
                 p.kill()
 
 
-def _env_with_repo() -> dict[str, str]:
+def env_with_repo(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: ours) with the repository root on PYTHONPATH, so `-m bench.*` imports."""
+    env = dict(os.environ if env is None else env)
     root = str(Path(__file__).resolve().parent.parent)
-    path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = f"{root}{os.pathsep}{path}" if path else root
+    return env

@@ -44,6 +44,7 @@ class Scenario:
     partitions: int = 6
     servers: int = 1
     profile: bool = False
+    daemon_module: str = "consumer"  # `python -m <this> run`; a bench probe may wrap the daemon
     env: dict[str, str] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
 
@@ -65,6 +66,13 @@ FULL: list[Scenario] = [
             Target("ratio_to_limit", ">=", 0.8, "requests/s >= 0.8 x Little's-law limit"),
             Target("cpu_us_per_attribute", "<=", 350, "daemon CPU <= 350 us per attribute"),
         ),
+    ),
+    Scenario(
+        "single-rawhttp",
+        "what-if: `single` with the events POST sent by a minimal HTTP/1.1 client instead of aiohttp "
+        "(bench/rawhttp_probe.py, measurement only)",
+        visits=20_000,
+        daemon_module="bench.rawhttp_probe",
     ),
     Scenario(
         "coalesce",
@@ -124,6 +132,7 @@ def quick() -> list[Scenario]:
     """The same scenarios, small: a smoke run in well under a minute."""
     sizes = {
         "single": dict(visits=3_000, profile=False),
+        "single-rawhttp": dict(visits=3_000),
         "coalesce": dict(visits=1_000),
         "paced": dict(visits=2_000),
         "verified": dict(visits=500),

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from confluent_kafka import Producer
 
 PRODUCER_CONFIG = {
-    "linger.ms": 20,
     "batch.num.messages": 10000,
     "batch.size": 1_000_000,
     "queue.buffering.max.messages": 2_000_000,
@@ -62,11 +61,10 @@ def events(visits: int, per_visit: int, first_visit: int = 0) -> Iterator[tuple[
 class BenchProducer:
     """A confluent Producer tuned for bulk (big batches, linger), counting delivery failures."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, linger_ms: int = 20) -> None:
         self.report = ProduceReport()
-        self._producer = Producer(
-            {"bootstrap.servers": bootstrap, **PRODUCER_CONFIG, "on_delivery": self._delivered}
-        )
+        conf = {"bootstrap.servers": bootstrap, "linger.ms": linger_ms, **PRODUCER_CONFIG}
+        self._producer = Producer({**conf, "on_delivery": self._delivered})
 
     def _delivered(self, err: object, msg: object) -> None:
         if err is not None:
