@@ -32,7 +32,7 @@ def daemon_env(
         {
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "KAFKA_GROUP_ID": f"bench-{topics[0]}",
-            "KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "KAFKA_SESSION_TIMEOUT_MS": "3000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
             # Tansu answers a fetch only after fetch.wait.max.ms even when data is waiting (Kafka
             # answers at fetch.min.bytes = 1): 500 ms would add ~250 ms to every produce->API time.
