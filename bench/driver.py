@@ -115,6 +115,7 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
     finally:
         code = daemon.stop()
         servers.stop()
+        producer.close()
     return figures(
         s,
         stats=stats,

@@ -68,8 +68,10 @@ def _table(results: list[dict[str, Any]]) -> list[str]:
     ]
     for r in results:
         cpu = r["cpu_us_per_attribute"]
+        n = len(r.get("repeats") or [])
+        name = f"{r['name']} (median of {n})" if n > 1 else r["name"]
         out.append(
-            f"| {r['name']} | {r['attributes_ok']:,} / {r['events']:,}{'' if r['complete'] else ' *'} "
+            f"| {name} | {r['attributes_ok']:,} / {r['events']:,}{'' if r['complete'] else ' *'} "
             f"| {r['attributes_per_s']:,.0f} | {r['requests_per_s']:,.0f} | {r['littles_limit']:,.0f} "
             f"| {r['ratio_to_limit']:.2f} | {_f(None if cpu is None else cpu / 1000, '{:.3f}')} "
             f"| {_f(cpu)} | {_f(r['cpu_us_per_request'])} | {r['peak_rss_mb']:.0f} MB "
@@ -106,6 +108,12 @@ def _details(r: dict[str, Any]) -> list[str]:
         f"- Daemon exit code {r['exit_code']}; stopped line: drained={stopped.get('drained')}, "
         f"uncommitted={stopped.get('uncommitted')}, consumed={stopped.get('consumed')}.",
     ]
+    if len(r.get("repeats") or []) > 1:
+        runs = ", ".join(
+            f"{x['cpu_us_per_attribute']:.0f} us/attr at {x['requests_per_s']:,.0f} req/s"
+            for x in r["repeats"]
+        )
+        lines.append(f"- {len(r['repeats'])} runs, the median (by CPU per attribute) reported: {runs}.")
     if r.get("rate_over_throttle") is not None:
         lines.append(
             f"- Delivered {r['attributes_per_s']:,.0f}/s = {r['rate_over_throttle']:.2f} R; 429 share "

@@ -44,7 +44,8 @@ class Scenario:
     warmup_s: float = 0.0  # rates are measured from the first delivery + warmup_s
     partitions: int = 6
     servers: int = 1
-    profile: bool = False
+    profile: bool = False  # py-spy on the first run
+    repeat: int = 1  # runs; the one with the median CPU per attribute is reported
     daemon_module: str = "consumer"  # `python -m <this> run`; a bench probe may wrap the daemon
     env: dict[str, str] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
@@ -63,6 +64,7 @@ FULL: list[Scenario] = [
         "20,000 single-attribute visits, 50 ms latency, MAX_IN_FLIGHT 128",
         visits=20_000,
         profile=True,
+        repeat=3,
         targets=(
             Target("ratio_to_limit", ">=", 0.8, "requests/s >= 0.8 x Little's-law limit"),
             Target("cpu_us_per_attribute", "<=", 350, "daemon CPU <= 350 us per attribute"),
@@ -80,6 +82,7 @@ FULL: list[Scenario] = [
         "10,000 visits of 10 attributes (coalesced), 50 ms latency, MAX_IN_FLIGHT 128",
         visits=10_000,
         per_visit=10,
+        repeat=3,
         targets=(Target("cpu_us_per_attribute", "<=", 60, "daemon CPU <= 60 us per attribute"),),
     ),
     Scenario(
@@ -132,8 +135,8 @@ FULL: list[Scenario] = [
 def quick() -> list[Scenario]:
     """The scenarios with targets (and the latency one), small: a smoke run in under a minute."""
     sizes: dict[str, dict[str, Any]] = {
-        "single": {"visits": 3_000, "profile": False},
-        "coalesce": {"visits": 1_000},
+        "single": {"visits": 3_000, "profile": False, "repeat": 1},
+        "coalesce": {"visits": 1_000, "repeat": 1},
         "paced": {"visits": 2_000},
         "verified": {"visits": 500},
         "throttled": {"visits": 2_500, "time_limit_s": 5.0, "warmup_s": 2.0},

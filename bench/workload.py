@@ -64,7 +64,7 @@ class BenchProducer:
     def __init__(self, bootstrap: str, linger_ms: int = 20) -> None:
         self.report = ProduceReport()
         conf = {"bootstrap.servers": bootstrap, "linger.ms": linger_ms, **PRODUCER_CONFIG}
-        self._producer = Producer({**conf, "on_delivery": self._delivered})
+        self._producer: Producer | None = Producer({**conf, "on_delivery": self._delivered})
 
     def _delivered(self, err: object, msg: object) -> None:
         if err is not None:
@@ -74,6 +74,7 @@ class BenchProducer:
     def produce(self, topic: str, items: Iterator[tuple[bytes, bytes]], rate: float | None = None) -> None:
         """Produce every item (as fast as possible, or paced at `rate` per second); stamp each value."""
         started = time.monotonic()
+        assert self._producer is not None
         produce, poll = self._producer.produce, self._producer.poll
         n = 0
         for key, template in items:
@@ -98,7 +99,14 @@ class BenchProducer:
 
     def flush(self, timeout: float = 120.0) -> None:
         """Wait for every delivery report."""
+        if self._producer is None:
+            return
         left = self._producer.flush(timeout)
         if left:
             self.report.failed += left
             self.report.first_error = self.report.first_error or f"{left} messages not acknowledged"
+
+    def close(self) -> None:
+        """Flush and let librdkafka go now (the delivery callback makes a cycle the GC would keep)."""
+        self.flush()
+        self._producer = None
