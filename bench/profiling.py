@@ -51,6 +51,29 @@ _ROOTS = (
 _ROOTS += ("_bootstrap", "run (threading")
 
 
+# Stages of the pipeline, by what a sample's stack contains, first match wins.
+STAGES = (
+    ("threading.py", "Kafka poll and dead-letter threads"),
+    ("on_messages", "intake: messages -> records -> lanes (app.on_messages)"),
+    ("consumer/liveperson/oauth", "OAuth signing"),
+    ("events_url", "URL building"),
+    ("aiohttp", "HTTP: aiohttp (request, response, connection pool)"),
+    ("yarl", "HTTP: aiohttp (request, response, connection pool)"),
+    ("consumer/liveperson/client", "client: Reply, metrics"),
+    ("consumer/dispatch", "dispatcher: lanes, coalescing, outcomes, limiter"),
+    ("consumer/limiter", "dispatcher: lanes, coalescing, outcomes, limiter"),
+)
+
+
+def _stage(stack: str) -> str:
+    for fragment, stage in STAGES:
+        if fragment in stack:
+            return stage
+    if stack.rsplit(";", 1)[-1].startswith("run (asyncio/runners"):
+        return "event loop (uvloop, in C)"
+    return "other"
+
+
 @dataclass
 class Spy:
     """A running py-spy and where it writes."""
@@ -116,6 +139,7 @@ def summarise(collapsed: str, top: int = 25) -> dict[str, Any]:
     self_counts: Counter[str] = Counter()
     incl_counts: Counter[str] = Counter()
     areas: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -123,6 +147,7 @@ def summarise(collapsed: str, top: int = 25) -> dict[str, Any]:
             continue
         n = int(count)
         total += n
+        stages[_stage(stack)] += n
         frames = [_frame(f) for f in stack.split(";")]
         names = [f"{func} ({_short(path)})" for func, path in frames]
         self_counts[names[-1]] += n
@@ -137,4 +162,5 @@ def summarise(collapsed: str, top: int = 25) -> dict[str, Any]:
         "self": self_counts.most_common(top),
         "inclusive": incl_counts.most_common(top),
         "areas": areas.most_common(),
+        "stages": stages.most_common(),
     }

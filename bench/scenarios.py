@@ -86,6 +86,13 @@ FULL: list[Scenario] = [
         targets=(Target("cpu_us_per_attribute", "<=", 60, "daemon CPU <= 60 us per attribute"),),
     ),
     Scenario(
+        "coalesce-rawhttp",
+        "what-if: `coalesce` with the minimal HTTP/1.1 sender of bench/rawhttp_probe.py (measurement only)",
+        visits=10_000,
+        per_visit=10,
+        daemon_module="bench.rawhttp_probe",
+    ),
+    Scenario(
         "paced",
         "1,000 events/s for 10 s (below capacity): produce-to-API latency, 50 ms API latency",
         visits=10_000,
