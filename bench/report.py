@@ -59,12 +59,24 @@ def _target_rows(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _targets_cell(r: dict[str, Any]) -> str:
+    """Each target of the scenario as `figure vs target: met/MISSED`, or a dash."""
+    cells = []
+    for t in _TARGETS.get(r["name"], ()):
+        value = r.get(t.key)
+        met = t.met(value)
+        shown = _f(value, "{:,.3f}" if value is not None and abs(value) < 10 else "{:,.0f}")
+        verdict = "n/a" if met is None else ("met" if met else "**MISSED**")
+        cells.append(f"{t.key} {shown} vs {t.op} {t.threshold:g}: {verdict}")
+    return "<br>".join(cells) or "-"
+
+
 def _table(results: list[dict[str, Any]]) -> list[str]:
     out = [
         "| scenario | delivered | attr/s | req/s | Little's-law limit (req/s) | ratio "
         "| daemon CPU s / 1,000 attr | us / attr | us / req | peak RSS | produce->API p50 / p99 "
-        "| 429 share | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| 429 share | load (1 min) | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         cpu = r["cpu_us_per_attribute"]
@@ -76,7 +88,7 @@ def _table(results: list[dict[str, Any]]) -> list[str]:
             f"| {r['ratio_to_limit']:.2f} | {_f(None if cpu is None else cpu / 1000, '{:.3f}')} "
             f"| {_f(cpu)} | {_f(r['cpu_us_per_request'])} | {r['peak_rss_mb']:.0f} MB "
             f"| {_ms(r['latency_p50_s'])} / {_ms(r['latency_p99_s'])} | {_f(r['share_429'], '{:.3f}')} "
-            f"| {r['loadavg'][0][0]:.2f} -> {r['loadavg'][1][0]:.2f} |"
+            f"| {r['loadavg'][0][0]:.2f} -> {r['loadavg'][1][0]:.2f} | {_targets_cell(r)} |"
         )
     return out
 
