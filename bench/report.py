@@ -122,10 +122,14 @@ def _details(r: dict[str, Any]) -> list[str]:
     ]
     if len(r.get("repeats") or []) > 1:
         runs = ", ".join(
-            f"{x['cpu_us_per_attribute']:.0f} us/attr at {x['requests_per_s']:,.0f} req/s"
+            f"{x['cpu_us_per_attribute']:.0f} us/attr at {x['requests_per_s']:,.0f} req/s "
+            f"(x{x['ratio_to_limit']:.2f})"
             for x in r["repeats"]
         )
-        lines.append(f"- {len(r['repeats'])} runs, the median (by CPU per attribute) reported: {runs}.")
+        lines.append(
+            f"- {len(r['repeats'])} runs; the table has each figure's median (peak RSS: the highest), "
+            f"the other figures and the plot are from the run with the median CPU: {runs}."
+        )
     if r.get("rate_over_throttle") is not None:
         lines.append(
             f"- Delivered {r['attributes_per_s']:,.0f}/s = {r['rate_over_throttle']:.2f} R; 429 share "

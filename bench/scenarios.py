@@ -64,7 +64,7 @@ FULL: list[Scenario] = [
         "20,000 single-attribute visits, 50 ms latency, MAX_IN_FLIGHT 128",
         visits=20_000,
         profile=True,
-        repeat=3,
+        repeat=5,
         targets=(
             Target("ratio_to_limit", ">=", 0.8, "requests/s >= 0.8 x Little's-law limit"),
             Target("cpu_us_per_attribute", "<=", 350, "daemon CPU <= 350 us per attribute"),
