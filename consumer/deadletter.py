@@ -83,7 +83,6 @@ class DeadLetters:
         self._thread = threading.Thread(target=self._poll, name="dlq-producer", daemon=True)
         self.pending_by_tp: Counter[TopicPartition] = Counter()
         self.pending = 0
-        self.failing_since: float | None = None
 
     def start(self) -> None:
         """Start the thread that serves delivery reports."""
@@ -119,7 +118,6 @@ class DeadLetters:
         if err is not None:
             self._failed(record, verdict, attempt, err.str())
             return
-        self.failing_since = None
         self._settle(record)
         metrics.DEAD_LETTERS.labels(verdict.reason).inc()
         log.warning(
@@ -144,8 +142,6 @@ class DeadLetters:
 
     def _failed(self, record: Record, verdict: Verdict, attempt: int, error: str) -> None:
         delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2**attempt)
-        if self.failing_since is None:
-            self.failing_since = self._loop.time()
         metrics.RETRIES.labels("dlq_produce").inc()
         log.error(
             "dead_letter_produce_failed",

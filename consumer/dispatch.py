@@ -105,11 +105,6 @@ class Dispatcher:
         """True while the record's partition is still ours, in the same assignment, not being revoked."""
         return record.tp not in self._revoking and self._tracker.owns(record.tp, record.generation)
 
-    @property
-    def lanes(self) -> int:
-        """Visits with waiting or in-flight work."""
-        return len(self._lanes)
-
     # ---- lanes -------------------------------------------------------------------------------
     async def _run_lane(self, lane: Lane) -> None:
         try:

@@ -43,7 +43,3 @@ class InvalidEvent(DeadLetterError):
         super().__init__(detail)
         self.kind = kind
         self.field = field
-
-
-class AuthHalt(ConsumerError):
-    """The API refused the credentials (401/403): halt, keep everything, retry later."""
