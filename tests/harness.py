@@ -2,6 +2,7 @@
 
 Factory fixtures clean up after themselves (arq style): every daemon started is stopped, every
 API server closed. Nothing here sleeps to synchronise: `wait_until` polls a condition with a deadline.
+The one clock-only wait is `hold_for`: the duration of an injected fault, not a synchronisation.
 """
 
 from __future__ import annotations
@@ -21,13 +22,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.liveperson.oauth import Credentials
 from consumer.sandbox.api import SandboxAPI
 from consumer.sandbox.broker import LocalBroker, free_port
 
-__all__ = ["CREDS", "Daemon", "LocalBroker", "ThreadedAPI", "Topics", "free_port", "next_id"]
+__all__ = [
+    "CREDS",
+    "Daemon",
+    "LocalBroker",
+    "ThreadedAPI",
+    "Topics",
+    "free_port",
+    "hold_for",
+    "next_id",
+    "read_to_end",
+    "read_topic",
+    "wait_until",
+]
 
 CREDS = Credentials("test-consumer-key", "test-consumer-secret", "test-token", "test-token-secret")
 _ids = itertools.count(1)
@@ -48,6 +62,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def hold_for(seconds: float, what: str) -> None:
+    """Let an injected fault last `seconds` (a fault's duration, never a synchronisation: use wait_until)."""
+    if seconds > 0:
+        print(f"holding {seconds:.1f}s: {what}")  # shown with a failure: which fault held how long
+        time.sleep(seconds)
 
 
 @dataclass
@@ -113,28 +134,66 @@ def event(account: str, visitor: str, sid: str = "sid-1", **fields: Any) -> byte
     return json.dumps({"account": account, "visitor": visitor, "sid": sid, **fields}).encode()
 
 
-def read_topic(broker: LocalBroker, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
-    """Read `count` messages from the start of a topic (fails if fewer arrive in time)."""
+# Errors that mean the topic or partition is not there (a reader must fail, not return nothing).
+_MISSING = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+}
+
+
+def read_to_end(
+    bootstrap: str, topic: str, at_least: int = 0, timeout: float = 20.0, **config: Any
+) -> list[Any]:
+    """Every message of a topic, from the start to the end of each partition (assign + EOF, no group).
+
+    Fails when the topic does not exist. With `at_least`, waits until that many messages are there
+    (still reading to the end, so extra messages are returned, not left unseen).
+    """
     consumer = Consumer(
         {
-            "bootstrap.servers": broker.bootstrap,
+            "bootstrap.servers": bootstrap,
             "group.id": f"reader-{next(_ids)}",
-            "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+            **config,
         }
     )
-    consumer.subscribe([topic])
     out: list[Any] = []
-    deadline = time.monotonic() + timeout
     try:
-        while len(out) < count and time.monotonic() < deadline:
-            for m in consumer.consume(100, 0.2):
-                if m.error() is None:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        assert meta is not None and meta.error is None and meta.partitions, (
+            f"{topic}: no such topic ({meta.error if meta is not None else 'not in metadata'})"
+        )
+        parts = list(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(parts) or len(out) < at_least:
+            assert time.monotonic() < deadline, (
+                f"{topic}: {len(out)} messages (wanted at least {at_least}), "
+                f"{len(at_end)} of {len(parts)} partitions at their end within {timeout}s"
+            )
+            for m in consumer.consume(500, 0.2):
+                err = m.error()
+                if err is None:
                     out.append(m)
+                    at_end.discard(m.partition())
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
+                elif err.code() in _MISSING or err.fatal():
+                    raise AssertionError(f"{topic}: {err.str()}")
     finally:
         consumer.close()
-    assert len(out) >= count, f"{topic}: {len(out)} of {count} messages within {timeout}s"
+    return out
+
+
+def read_topic(broker: LocalBroker, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
+    """Exactly `count` messages of a topic: waits for them, reads to the end, fails on more or fewer."""
+    out = read_to_end(broker.bootstrap, topic, at_least=count, timeout=timeout)
+    assert len(out) == count, f"{topic}: {len(out)} messages, expected exactly {count}"
     return out
 
 
@@ -193,21 +252,43 @@ class Daemon:
                     out.append(json.loads(line))
         return out
 
-    def metric(self, name: str, **labels: str) -> float:
-        """One sample of /metrics (0 when absent)."""
+    def scrape(self) -> tuple[set[str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
+        """/metrics parsed: (sample names the daemon declares, {(sample name, labels): value})."""
         status, body = self.get("/metrics")
-        assert status == 200
-        want = name + (
-            "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
-        )
-        total = 0.0
-        for line in body.splitlines():
-            if line.startswith("#"):
-                continue
-            key, _, value = line.rpartition(" ")
-            if _norm(key) == want:
-                total += float(value)
-        return total
+        assert status == 200, f"/metrics answered {status}: {body[:200]}"
+        declared: set[str] = set()
+        samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(body):
+            declared.add(family.name)
+            declared.update(f"{family.name}_{suffix}" for suffix in _SUFFIXES.get(family.type, ()))
+            for s in family.samples:
+                samples[(s.name, frozenset(s.labels.items()))] = s.value
+        return declared, samples
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics, with exactly these labels; fails when it is absent."""
+        declared, samples = self.scrape()
+        key = (name, frozenset(labels.items()))
+        if key not in samples:
+            near = sorted(dict(k[1]) for k in samples if k[0] == name)
+            raise AssertionError(
+                f"no sample {name}{labels or ''} in /metrics"
+                + (f" (label sets there: {near})" if near else "")
+                + ("" if name in declared else f"; {name} is not declared at all")
+            )
+        return samples[key]
+
+    def metric_or_zero(self, name: str, **labels: str) -> float:
+        """A counter/gauge child that may not exist yet (0 then); the metric itself must be declared."""
+        declared, samples = self.scrape()
+        assert name in declared, f"{name} is not declared in /metrics (renamed?)"
+        return samples.get((name, frozenset(labels.items())), 0.0)
+
+    def metric_sum(self, name: str) -> float:
+        """A declared metric summed over every label set (0 when it has no children yet)."""
+        declared, samples = self.scrape()
+        assert name in declared, f"{name} is not declared in /metrics (renamed?)"
+        return sum(v for (n, _), v in samples.items() if n == name)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
         """Send a signal and wait for the exit code."""
@@ -225,12 +306,12 @@ class Daemon:
             self.proc.wait(10)
 
 
-def _norm(key: str) -> str:
-    if "{" not in key:
-        return key
-    name, _, rest = key.partition("{")
-    pairs = sorted(p for p in rest.rstrip("}").split(",") if p)
-    return name + "{" + ",".join(pairs) + "}"
+# The sample names a family of each type exposes besides its own name.
+_SUFFIXES = {
+    "counter": ("total", "created"),
+    "histogram": ("bucket", "count", "sum", "created"),
+    "summary": ("count", "sum", "created"),
+}
 
 
 class ThreadedAPI:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from harness import CREDS, LocalBroker, Topics, committed, next_id
+from confluent_kafka import Producer
+from harness import CREDS, LocalBroker, Topics, committed, read_to_end
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -51,33 +51,7 @@ def kafka_only(env: dict[str, str]) -> dict[str, str]:
 
 def read_all(broker: LocalBroker, topic: str, timeout: float = 20.0) -> list[Any]:
     """Every message of a topic, read to the end of each partition (no group join: assign + EOF)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker.bootstrap,
-            "group.id": f"peek-{next_id()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 50,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        out: list[Any] = []
-        at_end: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(at_end) < len(partitions):
-            assert time.monotonic() < deadline, f"{topic}: end not reached in {timeout}s"
-            for m in consumer.consume(100, 0.2):
-                if m.error() is None:
-                    out.append(m)
-                elif m.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(m.partition())
-                else:
-                    raise AssertionError(m.error().str())
-        return out
-    finally:
-        consumer.close()
+    return read_to_end(broker.bootstrap, topic, timeout=timeout)
 
 
 def test_help_lists_every_command_and_each_has_help(daemon_env) -> None:

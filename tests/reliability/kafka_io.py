@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+from harness import read_to_end
 
 if TYPE_CHECKING:
     from scenario import Spec
@@ -76,36 +77,8 @@ def produce_all(bootstrap: str, specs: list[Spec]) -> None:
 
 
 def read_all(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
-    """Every message of a topic, from the beginning to the end of each partition (no group join)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "reliability-reader",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-            **QUIET,
-        }
-    )
-    out: list[Any] = []
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            return out
-        parts = list(meta.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        at_end: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(at_end) < len(parts):
-            assert time.monotonic() < deadline, f"{topic}: end not reached within {timeout}s"
-            for m in consumer.consume(500, 0.2):
-                err = m.error()
-                if err is None:
-                    out.append(m)
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(m.partition())
-    finally:
-        consumer.close()
-    return out
+    """Every message of a topic, to the end of each partition; fails when the topic does not exist."""
+    return read_to_end(bootstrap, topic, timeout=timeout, **QUIET)
 
 
 def committed_offsets(bootstrap: str, group: str, tps: list[TP]) -> dict[TP, int]:

@@ -320,11 +320,5 @@ def assert_sound(fig: Figures) -> None:
 
 
 def metric_total(daemon: Daemon, name: str) -> float:
-    """A metric summed over every label set (Daemon.metric without labels matches unlabelled samples only)."""
-    status, body = daemon.get("/metrics")
-    assert status == 200, body
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            total += float(line.rpartition(" ")[2])
-    return total
+    """A metric summed over every label set; fails when the daemon does not declare it."""
+    return daemon.metric_sum(name)
