@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from consumer.errors import ConfigError
 from consumer.liveperson.oauth import Credentials
+from consumer.liveperson.url import base_url_problem
 from consumer.policy import StatusPolicy, parse_status_policy
 
 CommaList = Annotated[list[str], NoDecode]
@@ -275,6 +276,10 @@ def _semantic_problems(s: Settings, require_kafka: bool, require_credentials: bo
         problems.append("LP_BASE_URL/LP_DOMAIN: set one of them, not both")
     if s.lp_base_url and not s.lp_base_url.startswith(("http://", "https://")):
         problems.append(f"LP_BASE_URL: must start with https:// (got {s.lp_base_url!r})")
+    elif s.lp_base_url and (problem := base_url_problem(s.lp_base_url)):
+        problems.append(f"LP_BASE_URL: {problem} (got {s.lp_base_url!r})")
+    if s.lp_domain and (problem := base_url_problem(f"{s.lp_scheme}://{s.lp_domain}")):
+        problems.append(f"LP_DOMAIN: {problem} (got {s.lp_domain!r})")
     if s.retry_max_backoff_s < s.retry_initial_s:
         problems.append("RETRY_MAX_BACKOFF_S: must be >= RETRY_INITIAL_S")
     try:

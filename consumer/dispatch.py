@@ -39,12 +39,13 @@ BACKPRESSURE_STATUSES = frozenset({429, 503})
 class Lane:
     """The waiting records of one visit and the task that sends them."""
 
-    __slots__ = ("queue", "task", "visit")
+    __slots__ = ("failures", "queue", "task", "visit")
 
     def __init__(self, visit: Visit) -> None:
         self.visit = visit
         self.queue: deque[Record] = deque()
         self.task: asyncio.Task[None] | None = None
+        self.failures = 0  # deliveries in a row that ended in an unexpected exception
 
 
 class Dispatcher:
@@ -95,6 +96,7 @@ class Dispatcher:
         """Hand records to the dead-letter producer; they are done when the broker acknowledges."""
         assert self.dead_letters is not None
         for record in records:
+            record.settled = True
             self.dead_letters.send(record, verdict)
 
     def complete(self, record: Record) -> None:
@@ -109,18 +111,47 @@ class Dispatcher:
     async def _run_lane(self, lane: Lane) -> None:
         try:
             while lane.queue and not self._closing:
-                await self._limiter.acquire()
-                batch = self._take(lane)
-                if not batch or self._closing:
-                    self._limiter.release()
-                    continue
-                await self._deliver(lane.visit, batch, slot=True)
+                batch: list[Record] = []
+                slot = False
+                try:
+                    await self._limiter.acquire()
+                    slot = True
+                    batch = self._take(lane)
+                    if not batch or self._closing:
+                        continue
+                    slot = False  # _deliver owns the slot from here
+                    await self._deliver(lane.visit, batch, slot=True)
+                    lane.failures = 0
+                except Exception as exc:  # a bug: the lane must never die holding records
+                    await self._lane_failed(lane, batch, exc)
+                finally:
+                    if slot:
+                        self._limiter.release()
         finally:
             lane.task = None
             if not lane.queue and self._lanes.get(lane.visit) is lane:
                 del self._lanes[lane.visit]
             elif lane.queue and not self._closing:
                 lane.task = asyncio.create_task(self._run_lane(lane))
+
+    async def _lane_failed(self, lane: Lane, batch: list[Record], exc: Exception) -> None:
+        """Log and count an unexpected exception; put the batch's unsettled records back in front."""
+        metrics.LANE_ERRORS.inc()
+        retry = [r for r in batch if not r.settled and self.is_current(r)]
+        lane.queue.extendleft(reversed(retry))
+        delay = self._backoff.delay(lane.failures, self._rng)
+        lane.failures += 1
+        log.error(
+            "lane_failed",
+            visit=_visit(lane.visit),
+            error=f"{type(exc).__name__}: {exc}",
+            attributes=len(batch),
+            requeued=len(retry),
+            failures=lane.failures,
+            retry_in_s=round(delay, 3),
+            exc_info=exc,
+        )
+        await self._pause(delay)
 
     def _take(self, lane: Lane) -> list[Record]:
         batch: list[Record] = []
@@ -234,9 +265,6 @@ class Dispatcher:
                     attributes=len(batch),
                 )
                 await self._pause(delay)
-        except Exception:
-            log.exception("lane_failed", visit=_visit(visit), attributes=len(batch))
-            raise
         finally:
             if slot:
                 self._limiter.release()
@@ -265,6 +293,7 @@ class Dispatcher:
             assert record.event is not None
             kind = record.event.type
             by_type[kind] = by_type.get(kind, 0) + 1
+            record.settled = True
             self.complete(record)
         for kind, n in by_type.items():
             child = self._delivered_by_type.get(kind)

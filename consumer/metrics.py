@@ -81,6 +81,11 @@ CONCURRENCY_LIMIT = Gauge(
     "Current adaptive limit on requests in flight.",
     registry=REGISTRY,
 )
+LANE_ERRORS = Counter(
+    "engagement_lane_errors",
+    "Unexpected exceptions inside a visit's delivery (a bug): logged as lane_failed, the records retried.",
+    registry=REGISTRY,
+)
 
 UNKNOWN_FIELDS = Counter(
     "engagement_unknown_fields",

@@ -22,6 +22,7 @@ class Record:
     headers: list[tuple[str, str | bytes | None]] | None
     timestamp_ms: int | None
     event: Event | None = None
+    settled: bool = False  # delivered, or handed to the dead-letter producer: never sent again
 
     @property
     def tp(self) -> TopicPartition:

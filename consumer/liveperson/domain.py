@@ -12,6 +12,7 @@ import structlog
 from yarl import URL
 
 from consumer.errors import RetryableError
+from consumer.liveperson.url import base_url_problem
 
 log = structlog.get_logger("consumer.domain")
 
@@ -66,5 +67,10 @@ class DomainResolver:
         if not isinstance(base_uri, str) or not base_uri:
             raise RetryableError("domain_lookup", f"Domain API gave no baseURI for {account}")
         base = base_uri if "://" in base_uri else f"{self._scheme}://{base_uri}"
+        problem = base_url_problem(base)
+        if problem:
+            raise RetryableError(
+                "domain_lookup", f"Domain API gave an unusable baseURI {base_uri!r} for {account}: {problem}"
+            )
         log.info("domain_resolved", account=account, base_url=base)
         return base.rstrip("/")

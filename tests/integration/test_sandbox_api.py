@@ -307,3 +307,34 @@ async def test_stop_releases_hanging_requests(sandbox: SandboxAPI, session: aioh
     await asyncio.wait_for(sandbox.stop(), timeout=5)
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await pending
+
+
+@pytest.mark.parametrize("base_uri", ["127.0.0.1:notaport", "127.0.0.1:99999", "127.0.0.1:-1", ":80", "a b"])
+async def test_an_unusable_domain_api_base_uri_is_a_failed_lookup_not_an_exception(
+    sandbox: SandboxAPI, base_uri: str
+) -> None:
+    """An odd `baseURI` from the Domain API is retried like any failed lookup, never raised."""
+    from consumer.config import load_settings
+    from consumer.events import Visit
+    from consumer.liveperson.client import EngagementClient
+
+    sandbox.domain = base_uri  # what the stand-in Domain API answers
+    settings = load_settings(
+        {
+            "LP_CONSUMER_KEY": "k",
+            "LP_CONSUMER_SECRET": "s",
+            "LP_ACCESS_TOKEN": "t",
+            "LP_ACCESS_TOKEN_SECRET": "ts",
+            "LP_DOMAIN_API_URL": sandbox.base_url,
+            "LP_SCHEME": "http",
+        },
+        require_kafka=False,
+    )
+    client = EngagementClient(settings)
+    await client.start()
+    try:
+        reply = await client.send(Visit("1234", "v", "s"), body_of(LEAD))
+    finally:
+        await client.close()
+    assert reply.status is None and reply.error == "domain_lookup"
+    assert "baseURI" in reply.detail and sandbox.domain_lookups == ["1234"]

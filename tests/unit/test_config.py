@@ -125,3 +125,18 @@ def test_shipped_defaults_file_matches_the_code() -> None:
 def test_shipped_status_policy_file_matches_the_code() -> None:
     text = (ROOT / "config" / "status-policy.env").read_text()
     assert f"STATUS_POLICY_DEFAULTS={DEFAULT_POLICY}" in text
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "says"),
+    [
+        ("LP_BASE_URL", "https://api.example:notaport", "LP_BASE_URL: Port could not be cast"),
+        ("LP_BASE_URL", "https://api.example:70000", "LP_BASE_URL: Port out of range"),
+        ("LP_BASE_URL", "https://:443", "LP_BASE_URL: no usable host"),
+        ("LP_DOMAIN", "va.example:x1", "LP_DOMAIN: Port could not be cast"),
+    ],
+)
+def test_an_api_base_with_an_odd_host_or_port_is_refused_at_start(var: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, var: value})
+    assert [p for p in err.value.problems if p.startswith(says)], err.value.problems

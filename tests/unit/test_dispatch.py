@@ -196,3 +196,68 @@ async def test_revoke_drops_queued_work_and_returns_the_done_prefix() -> None:
     await settle(tracker)
     offsets = await d.revoke([TP])
     assert offsets == {TP: 1} and not tracker.owns(TP, 1)
+
+
+async def test_an_exception_inside_a_delivery_requeues_the_batch_and_retries_it_in_order() -> None:
+    """A bug in a delivery (here the client raising) must not strand its records: logged, counted,
+    the batch goes back to the front of its lane and is retried with backoff, order kept."""
+    from consumer import metrics
+
+    failures = {"left": 2}
+
+    def answer(visit: Visit, topics: list[str]) -> Reply:
+        if visit.visitor == "a" and failures["left"] > 0:
+            failures["left"] -= 1
+            raise ValueError("a bug inside a delivery")
+        return Reply(200)
+
+    before = metrics.LANE_ERRORS._value.get()
+    d, client, dl, tracker = build(answer, MAX_BATCH_ATTRIBUTES="2")
+    submit(d, tracker, [("a", "a0"), ("a", "a1"), ("b", "b0"), ("a", "a2")])
+    await settle(tracker)
+    delivered_a = [x for v, t in client.calls if v.visitor == "a" for x in t][-3:]
+    assert delivered_a == ["a0", "a1", "a2"]
+    assert tracker.position(TP) == 4 and not dl.letters
+    assert metrics.LANE_ERRORS._value.get() - before == 2
+    assert d._lanes == {}
+
+
+async def test_a_lane_error_after_part_of_a_split_requeues_only_the_unsettled_records() -> None:
+    """Records already delivered or handed to the dead-letter producer are not sent again."""
+    state = {"raised": False}
+
+    def answer(visit: Visit, topics: list[str]) -> Reply:
+        if "bad" in topics:
+            return Reply(400)
+        if "x3" in topics and not state["raised"]:
+            state["raised"] = True
+            raise RuntimeError("bug in the second half")
+        return Reply(200)
+
+    d, client, dl, tracker = build(answer)
+    submit(d, tracker, [("a", "x0"), ("a", "bad"), ("a", "x2"), ("a", "x3")])
+    await settle(tracker)
+    assert [t for _, t in client.calls] == [
+        ["x0", "bad", "x2", "x3"],
+        ["x0", "bad"],
+        ["x0"],
+        ["bad"],
+        ["x2", "x3"],  # raised
+        ["x2", "x3"],  # x0 (delivered) and bad (dead-lettered) are not sent again
+    ]
+    assert [(t, v.reason) for t, v in dl.letters] == [("bad", "http_400")]
+
+
+async def test_a_credential_file_that_is_not_utf8_keeps_the_halt_probing() -> None:
+    """Re-reading credentials that fail to decode is a failed reload (logged), not a dead lane."""
+    reloads = {"n": 0}
+
+    def reload() -> None:
+        reloads["n"] += 1
+        b"\xff\xfe".decode("utf-8")
+
+    gate = AuthGate(0.001, 0.002, reload, lambda halted: None)
+    gate.halt(401, "unauthorized")
+    await gate.wait_step(401, asyncio.Event())
+    await gate.wait_step(401, asyncio.Event())
+    assert reloads["n"] == 2 and gate.halted

@@ -82,3 +82,9 @@ def test_throttle_honours_retry_after_and_one_second_floor_for_429() -> None:
     assert 3.0 <= throttle_delay(429, 3.0, 0, b, rng) <= 3.3
     assert throttle_delay(408, None, 0, b, rng) <= 0.01
     assert throttle_delay(429, 0.0, 0, b, rng) == 1.0
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "\U0001d7d9", "3.5", "-1", "+2", "1e3", " "])
+def test_retry_after_that_is_not_plain_ascii_digits_or_a_date_is_ignored(value: str) -> None:
+    # "²".isdigit() is True, yet float() refuses it; other scripts' digits are no delta-seconds
+    assert parse_retry_after(value, 0.0) is None
