@@ -6,6 +6,14 @@ included. When a request slot is granted the lane takes up to MAX_BATCH_ATTRIBUT
 records as one attribute array. A lane waiting out a backoff holds no slot: only its own visit
 waits. Every reply maps to an action of the status policy; every record ends delivered or
 dead-lettered, or stays pending (never committed) when we stop or lose its partition.
+
+Ownership after waits. A lane holding a batch may wait (a request slot, a backoff, the auth halt);
+meanwhile its partitions may be revoked and handed to another member. Every such wait goes through
+`_wait`, which a revoke of the batch's partitions cuts short at once, and is followed by a re-check
+(the top of the `_deliver` loop: `_ours`), so a batch is never sent for a partition that moved on.
+An outcome of a request that was already on the wire is acted on only while the partition is still
+ours in the same assignment (`_may_finish`): a long request that outlived its revoke writes no dead
+letter, the new owner redoes the record.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ import contextlib
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, TypeVar
 
 import structlog
 from prometheus_client import Counter as PromCounter
@@ -34,18 +43,29 @@ from consumer.records import Record, TopicPartition
 log = structlog.get_logger("consumer.dispatch")
 
 BACKPRESSURE_STATUSES = frozenset({429, 503})
+T = TypeVar("T")
+
+
+class Cut:
+    """What `_wait` returns when a revoke of the lane's partitions cut the wait short."""
+
+
+CUT: Final = Cut()
 
 
 class Lane:
     """The waiting records of one visit and the task that sends them."""
 
-    __slots__ = ("failures", "queue", "task", "visit")
+    __slots__ = ("cut", "failures", "held", "queue", "task", "visit", "waiting")
 
     def __init__(self, visit: Visit) -> None:
         self.visit = visit
         self.queue: deque[Record] = deque()
         self.task: asyncio.Task[None] | None = None
         self.failures = 0  # deliveries in a row that ended in an unexpected exception
+        self.held: list[Record] = []  # the batch being delivered (taken from the queue)
+        self.waiting = False  # suspended in `_wait` (slot, backoff, halt): a revoke may cut it
+        self.cut = False  # a revoke cancelled that wait; the lane re-checks its batch
 
 
 class Dispatcher:
@@ -72,6 +92,7 @@ class Dispatcher:
         )
         self._lanes: dict[Visit, Lane] = {}
         self._revoking: set[TopicPartition] = set()
+        self._cut: set[Lane] = set()  # lanes whose wait a revoke cut, not yet resumed
         self._inflight_by_tp: Counter[TopicPartition] = Counter()
         self._delivered_by_type: dict[str, PromCounter] = {}  # attributes_delivered children by type
         self._invalid_accounts: dict[str, float] = {}
@@ -107,6 +128,47 @@ class Dispatcher:
         """True while the record's partition is still ours, in the same assignment, not being revoked."""
         return record.tp not in self._revoking and self._tracker.owns(record.tp, record.generation)
 
+    def _ours(self, batch: list[Record]) -> list[Record]:
+        """The records of a batch that may still be sent (re-check after every wait)."""
+        return [r for r in batch if self.is_current(r)]
+
+    def _may_finish(self, batch: list[Record]) -> list[Record]:
+        """The records whose outcome (of a request already made) may still be acted on: same assignment."""
+        return [r for r in batch if self._tracker.owns(r.tp, r.generation)]
+
+    async def _wait(self, lane: Lane, step: Awaitable[T]) -> T | Cut:
+        """Await a wait of a lane holding a batch; CUT when a revoke of the batch's partitions ended it.
+
+        The caller re-checks its batch (`_ours`) after every wait, cut or not.
+        """
+        lane.waiting = True
+        try:
+            return await step
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not lane.cut or task is None or task.uncancel() > 0:
+                raise  # a real cancellation (shutdown), not (only) our cut
+            return CUT
+        finally:
+            lane.waiting = False
+            if lane.cut:
+                lane.cut = False
+                self._cut.discard(lane)
+                self._settled.set()
+
+    def _cut_waits(self, tps: set[TopicPartition]) -> None:
+        """Cut the waits of lanes holding records of revoked partitions: they drop them at once."""
+        for lane in self._lanes.values():
+            if (
+                lane.waiting
+                and not lane.cut
+                and lane.task is not None
+                and any(r.tp in tps for r in lane.held)
+            ):
+                lane.cut = True
+                self._cut.add(lane)
+                lane.task.cancel()
+
     # ---- lanes -------------------------------------------------------------------------------
     async def _run_lane(self, lane: Lane) -> None:
         try:
@@ -120,11 +182,13 @@ class Dispatcher:
                     if not batch or self._closing:
                         continue
                     slot = False  # _deliver owns the slot from here
-                    await self._deliver(lane.visit, batch, slot=True)
+                    await self._deliver(lane, batch, slot=True)
                     lane.failures = 0
                 except Exception as exc:  # a bug: the lane must never die holding records
+                    lane.held = []
                     await self._lane_failed(lane, batch, exc)
                 finally:
+                    lane.held = []
                     if slot:
                         self._limiter.release()
         finally:
@@ -167,14 +231,22 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay)
 
-    async def _deliver(self, visit: Visit, batch: list[Record], slot: bool) -> None:
+    async def _backoff_wait(self, lane: Lane, delay: float) -> None:
+        """A lane's backoff: ends early on stop, or once a revoke left the lane nothing of its batch."""
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+            if await self._wait(lane, self._pause(remaining)) is not CUT or not self._ours(lane.held):
+                return
+
+    async def _deliver(self, lane: Lane, batch: list[Record], slot: bool) -> None:
         """Send one attribute array until it has an outcome (or we stop / lose its partitions)."""
+        visit = lane.visit
         attempts = retries = not_found = 0
         started = time.monotonic()
         probe = False
         try:
             while True:
-                batch = [r for r in batch if self.is_current(r)]
+                batch = lane.held = self._ours(batch)  # every wait below `continue`s back here
                 if not batch or self._stop.is_set():
                     return
                 if self._invalid_accounts.get(visit.account, 0.0) > time.monotonic():
@@ -186,18 +258,24 @@ class Dispatcher:
                     if slot:
                         self._limiter.release()
                         slot = False
-                    admitted = await self._gate.admit(self._stop)
+                    admitted = await self._wait(lane, self._gate.admit(self._stop))
                     if admitted is None:
                         return
-                    probe = admitted
+                    if not isinstance(admitted, Cut):
+                        probe = admitted
                     continue  # re-check ownership after waiting
                 if not slot:
-                    await self._limiter.acquire()
-                    slot = True
+                    if await self._wait(lane, self._limiter.acquire()) is not CUT:
+                        slot = True
+                    continue  # re-check ownership after waiting
                 attempts += 1
                 reply = await self._send(visit, batch)
                 self._limiter.release()
                 slot = False
+                # The request may have outlived a revoke: act on its outcome only for what is still ours.
+                batch = lane.held = self._may_finish(batch)
+                if not batch:
+                    return
                 action = self._policy.action(reply.status) if reply.status is not None else Action.RETRY
                 if reply.status is not None and action is not Action.HALT:
                     self._gate.accepted(probe)
@@ -211,26 +289,28 @@ class Dispatcher:
                         return
                     metrics.RETRIES.labels("split_400").inc()
                     mid = len(batch) // 2
-                    await self._deliver(visit, batch[:mid], slot=False)
-                    await self._deliver(visit, batch[mid:], slot=False)
+                    await self._deliver(lane, batch[:mid], slot=False)
+                    await self._deliver(lane, batch[mid:], slot=False)
                     return
                 if action is Action.HALT:
                     assert reply.status is not None
                     self._gate.halt(reply.status, reply.detail)
                     if not probe:
-                        admitted = await self._gate.admit(self._stop)
+                        admitted = await self._wait(lane, self._gate.admit(self._stop))
                         if admitted is None:
                             return
+                        if isinstance(admitted, Cut):
+                            continue
                         probe = admitted
                     if probe:
-                        await self._gate.wait_step(reply.status, self._stop)
+                        await self._wait(lane, self._gate.wait_step(reply.status, self._stop))
                     continue
                 if action is Action.RETRY_THEN_DEAD_LETTER:
                     if not_found < self._s.not_found_retries:
                         not_found += 1
                         metrics.RETRIES.labels(reply.label).inc()
-                        await self._pause(
-                            self._rng.uniform(0.5, 1.0) * self._s.not_found_backoff_s * not_found
+                        await self._backoff_wait(
+                            lane, self._rng.uniform(0.5, 1.0) * self._s.not_found_backoff_s * not_found
                         )
                         continue
                     self.dead_letter(batch, self._verdict(f"http_{reply.status}", reply, attempts))
@@ -264,7 +344,7 @@ class Dispatcher:
                     retry_in_s=round(delay, 3),
                     attributes=len(batch),
                 )
-                await self._pause(delay)
+                await self._backoff_wait(lane, delay)
         finally:
             if slot:
                 self._limiter.release()
@@ -313,10 +393,15 @@ class Dispatcher:
                 lane.queue = deque(r for r in lane.queue if r.tp not in tps)
 
     async def revoke(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Stop dispatching these partitions, wait (bounded) for in-flight work; return the done prefix."""
+        """Stop dispatching these partitions, wait (bounded) for in-flight work; return the done prefix.
+
+        Queued records and lanes waiting (slot, backoff, halt) let go of those partitions at once;
+        only requests on the wire and unacknowledged dead letters are waited for.
+        """
         gone = set(tps)
         self._revoking |= gone
         self._forget(gone)
+        self._cut_waits(gone)
         await self._quiet(lambda: not self._busy(gone), self._s.revoke_drain_s)
         offsets: dict[TopicPartition, int] = {}
         for tp in tps:
@@ -340,7 +425,7 @@ class Dispatcher:
             return self._limiter.in_flight > 0 or (
                 self.dead_letters is not None and self.dead_letters.pending > 0
             )
-        return any(self._inflight_by_tp[tp] > 0 or dlq[tp] > 0 for tp in tps)
+        return bool(self._cut) or any(self._inflight_by_tp[tp] > 0 or dlq[tp] > 0 for tp in tps)
 
     def settled(self) -> None:
         """Something finished (a request, a dead letter): wake whoever waits for quiet."""

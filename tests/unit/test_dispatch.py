@@ -261,3 +261,134 @@ async def test_a_credential_file_that_is_not_utf8_keeps_the_halt_probing() -> No
     await gate.wait_step(401, asyncio.Event())
     await gate.wait_step(401, asyncio.Event())
     assert reloads["n"] == 2 and gate.halted
+
+
+# ---- issue 9 item 6 / issue 13: waits re-check ownership; a revoke drops waiting lanes at once ------
+TP1 = ("leads", 1)
+
+
+@dataclass
+class GatedClient(FakeClient):
+    """A FakeClient whose requests for a visitor in `hold` wait until that visitor's gate opens."""
+
+    hold: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    async def send(self, visit: Visit, body: bytes) -> Reply:
+        gate = self.hold.get(visit.visitor)
+        if gate is not None:
+            self.calls.append((visit, [a["lead"]["topic"] for a in orjson.loads(body)]))
+            await gate.wait()
+            return self.answer(visit, ["held"])
+        return await super().send(visit, body)
+
+
+def record_on(tracker: OffsetTracker, tp: tuple[str, int], visitor: str, topic: str) -> Record:
+    gen = tracker.generation(tp) or tracker.assign(tp)
+    offset = tracker.position(tp) or 0
+    value = orjson.dumps({"account": "1", "visitor": visitor, "sid": "s", "topic": topic})
+    tracker.add(tp, offset)
+    return Record(tp[0], tp[1], offset, gen, visitor.encode(), value, None, None, parse_event(value, "lead"))
+
+
+def gated(
+    answer: Callable[[Visit, list[str]], Reply], slots: int = 8, **env: str
+) -> tuple[Dispatcher, GatedClient, FakeDeadLetters, OffsetTracker]:
+    d, _, dl, tracker = build(answer, **env)
+    client = GatedClient(answer)
+    d._client = client  # type: ignore[assignment]
+    d._limiter = ConcurrencyLimiter(slots, adaptive=False)
+    return d, client, dl, tracker
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_a_lane_waiting_for_a_slot_never_sends_after_its_partition_moved() -> None:
+    first = {"a": True}
+
+    def answer(v: Visit, t: list[str]) -> Reply:
+        if v.visitor == "a" and first["a"]:
+            first["a"] = False
+            return Reply(503)
+        return Reply(200)
+
+    d, client, dl, tracker = gated(answer, slots=1, RETRY_INITIAL_S="0.001", RETRY_MAX_BACKOFF_S="0.001")
+    client.hold["b"] = release_b = asyncio.Event()
+    d.submit(record_on(tracker, TP, "a", "a0"))  # 503, then backs off and waits for the only slot
+    await until(lambda: len(client.calls) == 1)
+    d.submit(record_on(tracker, TP1, "b", "b0"))  # takes the slot while a backs off
+    await until(lambda: len(client.calls) == 2 and d._limiter._waiters)
+    await asyncio.wait_for(d.revoke([TP]), 1.0)
+    tracker.assign(TP)  # handed over and assigned again: a new generation, the old batch is not ours
+    release_b.set()
+    await until(lambda: not d._lanes)
+    assert [v.visitor for v, _ in client.calls] == ["a", "b"], "the stale batch of a was sent"
+    assert not dl.letters
+
+
+async def test_revoke_drops_a_lane_waiting_out_a_backoff_at_once() -> None:
+    d, client, dl, tracker = gated(lambda v, t: Reply(503), RETRY_INITIAL_S="30", RETRY_MAX_BACKOFF_S="30")
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    await until(lambda: len(client.calls) == 1)
+    offsets = await asyncio.wait_for(d.revoke([TP]), 1.0)
+    assert offsets == {TP: 0}
+    await until(lambda: not d._lanes, timeout=1.0)  # the lane let go of its batch, not 30 s later
+    assert len(client.calls) == 1 and not dl.letters
+
+
+async def test_revoke_keeps_the_other_partitions_records_of_a_waiting_lane() -> None:
+    calls = {"n": 0}
+
+    def answer(v: Visit, t: list[str]) -> Reply:
+        calls["n"] += 1
+        return Reply(503) if calls["n"] == 1 else Reply(200)
+
+    d, client, dl, tracker = gated(answer, RETRY_INITIAL_S="0.2", RETRY_MAX_BACKOFF_S="0.2")
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    d.submit(record_on(tracker, TP1, "a", "a1"))  # one visit, two partitions (a lead and a service topic)
+    await until(lambda: len(client.calls) == 1)
+    await asyncio.wait_for(d.revoke([TP]), 1.0)
+    await until(lambda: tracker.pending(TP1) == 0, timeout=2.0)
+    assert [t for _, t in client.calls] == [["a0", "a1"], ["a1"]]  # the rest waited out its backoff
+    assert not dl.letters
+
+
+async def test_revoke_waits_for_a_request_on_the_wire_and_its_dead_letter() -> None:
+    d, client, dl, tracker = gated(lambda v, t: Reply(404), NOT_FOUND_RETRIES="0", REVOKE_DRAIN_S="5")
+    client.hold["a"] = release = asyncio.Event()
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    await until(lambda: len(client.calls) == 1)
+    revoke = asyncio.create_task(d.revoke([TP]))
+    await asyncio.sleep(0.05)
+    assert not revoke.done()
+    release.set()
+    assert await asyncio.wait_for(revoke, 1.0) == {TP: 1}
+    assert [v.reason for _, v in dl.letters] == ["http_404"]
+
+
+async def test_no_dead_letter_after_a_long_request_outlived_the_revoke() -> None:
+    d, client, dl, tracker = gated(lambda v, t: Reply(404), NOT_FOUND_RETRIES="0", REVOKE_DRAIN_S="0.05")
+    client.hold["a"] = release = asyncio.Event()
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    await until(lambda: len(client.calls) == 1)
+    assert await asyncio.wait_for(d.revoke([TP]), 1.0) == {TP: 0}
+    tracker.assign(TP)  # the partition came back meanwhile: the new owner (us, again) redoes it
+    release.set()
+    await until(lambda: not d._lanes)
+    assert not dl.letters, "dead-lettered a record of a partition that moved on"
+
+
+async def test_revoke_drops_lanes_held_by_the_auth_halt_at_once() -> None:
+    d, client, dl, tracker = gated(lambda v, t: Reply(401))
+    d._gate = AuthGate(30, 30, lambda: None, lambda halted: None)  # the probe waits 30 s between tries
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    d.submit(record_on(tracker, TP, "b", "b0"))
+    await until(lambda: len(client.calls) == 2 and d._gate._probe.locked())  # a probes, b waits for it
+    await asyncio.wait_for(d.revoke([TP]), 1.0)
+    await until(lambda: not d._lanes, timeout=1.0)
+    assert not dl.letters and not d._gate._probe.locked()
