@@ -186,6 +186,64 @@ class Settings(BaseSettings):
         return out
 
 
+_TRUE, _FALSE = {"true", "t", "1"}, {"false", "f", "0"}  # librdkafka's spellings of a boolean
+
+
+def _guarantee_problems(props: Mapping[str, str]) -> list[str]:
+    """`KAFKA_*` pass-through settings that would break at-least-once, one line each with why."""
+    problems: list[str] = []
+
+    def value(prop: str) -> str | None:
+        raw = props.get(prop)
+        return None if raw is None else str(raw).strip().lower()
+
+    def refuse(prop: str, why: str) -> None:
+        problems.append(f"KAFKA_{prop.upper().replace('.', '_')}: {why} (got {props[prop]!r})")
+
+    if value("enable.auto.offset.store") in _TRUE:
+        refuse(
+            "enable.auto.offset.store",
+            "must stay false: librdkafka would store, and so commit, every polled offset before "
+            "its event is delivered or dead-lettered; a crash would lose those events",
+        )
+    if value("enable.auto.commit") in _FALSE:
+        refuse(
+            "enable.auto.commit",
+            "must stay true: the daemon stores only done offsets and librdkafka's auto-commit "
+            "commits them; without it nothing is committed while running (only on revoke and "
+            "shutdown), so a crash redelivers everything since start",
+        )
+    isolation = value("isolation.level")
+    if isolation is not None and isolation != "read_committed":
+        refuse(
+            "isolation.level",
+            "must stay read_committed: otherwise events of aborted transactions, which their "
+            "producer took back, are delivered",
+        )
+    reset = value("auto.offset.reset")
+    if reset in ("latest", "largest", "end"):
+        refuse(
+            "auto.offset.reset",
+            "must be earliest: with no committed offset, or one the retention already removed, "
+            "latest skips every retained event; to skip a backlog on purpose reset the group's "
+            "offsets with kafka-consumer-groups",
+        )
+    elif reset is not None and reset not in ("earliest", "smallest", "beginning"):
+        refuse(
+            "auto.offset.reset",
+            "must be earliest: the daemon does not handle the reset error, so the partition stalls",
+        )
+    acks = value("acks") or value("request.required.acks")
+    if acks is not None and acks not in ("all", "-1"):
+        prop = "acks" if "acks" in props else "request.required.acks"
+        refuse(
+            prop,
+            "must be all (-1): an event counts as done, and is committed, once its dead letter is "
+            "acknowledged; with fewer acks a broker failure can lose that dead letter",
+        )
+    return problems
+
+
 def _is_secret(prop: str) -> bool:
     return any(h in prop for h in _SECRET_HINTS) and not prop.endswith((".location", ".mechanism"))
 
@@ -257,7 +315,7 @@ def load_settings(
 
 
 def _semantic_problems(s: Settings, require_kafka: bool, require_credentials: bool) -> list[str]:
-    problems: list[str] = []
+    problems: list[str] = _guarantee_problems(s.kafka_properties)
     if require_kafka and not s.kafka_bootstrap_servers:
         problems.append("KAFKA_BOOTSTRAP_SERVERS: required (comma-separated host:port list)")
     for name in SECRET_FIELDS if require_credentials else ():

@@ -140,3 +140,41 @@ def test_an_api_base_with_an_odd_host_or_port_is_refused_at_start(var: str, valu
     with pytest.raises(ConfigError) as err:
         load_settings({**BASE, var: value})
     assert [p for p in err.value.problems if p.startswith(says)], err.value.problems
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "why"),
+    [
+        ("KAFKA_ENABLE_AUTO_OFFSET_STORE", "true", "polled offset"),
+        ("KAFKA_ENABLE_AUTO_OFFSET_STORE", "T", "polled offset"),
+        ("KAFKA_ENABLE_AUTO_OFFSET_STORE", "1", "polled offset"),
+        ("KAFKA_ENABLE_AUTO_COMMIT", "false", "nothing is committed while running"),
+        ("KAFKA_ENABLE_AUTO_COMMIT", "0", "nothing is committed while running"),
+        ("KAFKA_ISOLATION_LEVEL", "read_uncommitted", "aborted transactions"),
+        ("KAFKA_AUTO_OFFSET_RESET", "latest", "skips"),
+        ("KAFKA_AUTO_OFFSET_RESET", "largest", "skips"),
+        ("KAFKA_AUTO_OFFSET_RESET", "error", "stalls"),
+        ("KAFKA_ACKS", "1", "dead letter"),
+        ("KAFKA_ACKS", "0", "dead letter"),
+    ],
+)
+def test_kafka_settings_that_break_at_least_once_are_refused_with_why(var: str, value: str, why: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, var: value})
+    lines = [p for p in err.value.problems if p.startswith(f"{var}: ")]
+    assert len(lines) == 1 and why in lines[0], err.value.problems
+
+
+def test_kafka_settings_that_keep_the_guarantee_are_accepted() -> None:
+    s = load_settings(
+        {
+            **BASE,
+            "KAFKA_ENABLE_AUTO_OFFSET_STORE": "false",
+            "KAFKA_ENABLE_AUTO_COMMIT": "True",
+            "KAFKA_ISOLATION_LEVEL": "read_committed",
+            "KAFKA_AUTO_OFFSET_RESET": "smallest",
+            "KAFKA_ACKS": "-1",
+            "KAFKA_ENABLE_PARTITION_EOF": "true",  # EOF events are skipped; harmless
+        }
+    )
+    assert s.consumer_config()["auto.offset.reset"] == "smallest"
