@@ -41,22 +41,11 @@ CLUSTER_SCOPED = {"Namespace"}
 
 APP = "engagement-consumer"
 
-# TODO: fallbacks only for when consumer.config cannot be imported; its Settings is the truth.
-FALLBACK_DEFAULTS = {
-    "http_port": 9102,
-    "shutdown_drain_s": 20.0,
-    "kafka_group_id": "engagement-attributes",
-    "lead_topics": ["engagement.leads"],
-    "service_topics": ["engagement.services"],
-}
-
 
 def daemon_default(field: str) -> Any:
-    """The default of a Settings field of the daemon (FALLBACK_DEFAULTS if it cannot be imported)."""
-    try:
-        from consumer.config import Settings
-    except ImportError:
-        return FALLBACK_DEFAULTS[field]
+    """The default of a Settings field of the daemon (its Settings is the one source)."""
+    from consumer.config import Settings
+
     info = Settings.model_fields[field]
     return info.default_factory() if info.default_factory else info.default
 

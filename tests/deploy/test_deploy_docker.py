@@ -27,16 +27,11 @@ DOCKERFILE = ROOT / "Dockerfile"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 DEPLOYMENT = ROOT / "deploy" / "base" / "deployment.yaml"
 
-# TODO: only a fallback for when consumer.config cannot be imported; the daemon's Settings is the truth.
-FALLBACK_HTTP_PORT = 9102
-
 
 def daemon_http_port() -> int:
-    """The daemon's default HTTP_PORT, read from its Settings when available."""
-    try:
-        from consumer.config import Settings
-    except ImportError:
-        return FALLBACK_HTTP_PORT
+    """The daemon's default HTTP_PORT, read from its Settings."""
+    from consumer.config import Settings
+
     return int(Settings.model_fields["http_port"].default)
 
 

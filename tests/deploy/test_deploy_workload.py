@@ -21,7 +21,6 @@ from deploy_render import (
     all_of,
     config_data,
     container,
-    daemon_default,
     load_docs,
     named_port,
     one,
@@ -31,6 +30,8 @@ from deploy_render import (
     setting,
 )
 from deploy_schemas import KAFKA_TRIGGER_KEYS
+
+from consumer import config as daemon_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(60)]
 
@@ -44,8 +45,12 @@ SHUTDOWN_MARGIN_S = 10
 def test_probes_ports_and_scraping_match_the_daemon(directory: Path) -> None:
     resources = render(directory)
     c = container(resources)
-    port = int(setting(resources, "HTTP_PORT", "http_port"))
-    assert port == daemon_default("http_port") or "HTTP_PORT" in config_data(resources)
+    # The port as the daemon's own loader derives it from the manifest's environment (its default
+    # when unset): not the test's reading of the manifest, which falls back to that same default.
+    plain = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+    env = {k: v for k, v in {**config_data(resources), **plain}.items() if not k.endswith("_FILE")}
+    port = daemon_config.load_settings(env, require_kafka=False, require_credentials=False).http_port
+    assert port == int(setting(resources, "HTTP_PORT", "http_port"))
     (metrics,) = [p for p in c["ports"] if p["name"] == "metrics"]
     assert metrics["containerPort"] == port, f"containerPort {metrics['containerPort']} != HTTP_PORT {port}"
     probes = {name: c[name]["httpGet"] for name in ("startupProbe", "livenessProbe", "readinessProbe")}
@@ -267,14 +272,13 @@ def _daemon_environment(resources: list[dict[str, Any]], tmp_path: Path) -> dict
 
 def test_overlay_configuration_loads_in_the_daemon(tmp_path: Path) -> None:
     """The overlay's ConfigMap + env + Secret files, fed to the daemon's own configuration loader."""
-    config = pytest.importorskip("consumer.config", reason="consumer.config not importable yet")
     resources = render(OVERLAY)
     env = _daemon_environment(resources, tmp_path)
-    known = {name.upper() for name in config.Settings.model_fields}
-    known |= {f"{name.upper()}_FILE" for name in config.SECRET_FIELDS}
+    known = {name.upper() for name in daemon_config.Settings.model_fields}
+    known |= {f"{name.upper()}_FILE" for name in daemon_config.SECRET_FIELDS}
     unknown = [k for k in env if not k.startswith("KAFKA_") and k not in known]
     assert not unknown, f"variables the daemon does not read (typos?): {unknown}"
-    settings = config.load_settings(env)
+    settings = daemon_config.load_settings(env)
     assert settings.http_port == named_port(resources, "metrics")
     assert settings.kafka_properties.get("sasl.password") == "REPLACE_WITH_KAFKA_PASSWORD"
     creds = settings.credentials()
