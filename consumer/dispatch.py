@@ -331,9 +331,11 @@ class Dispatcher:
                     delay = throttle_delay(reply.status, after, retries, self._backoff, self._rng)
                 else:
                     delay = self._backoff.delay(retries, self._rng)
-                if self._backoff.exhausted(time.monotonic() - started, delay):
+                fitted = self._backoff.fit(time.monotonic() - started, delay)
+                if fitted is None:
                     self.dead_letter(batch, self._verdict("retries_exhausted", reply, attempts))
                     return
+                delay = max(fitted, 1.0) if reply.status == 429 else fitted  # >= 1 s after a 429
                 retries += 1
                 metrics.RETRIES.labels(reply.label).inc()
                 log.info(

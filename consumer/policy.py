@@ -103,9 +103,16 @@ class Backoff:
         ceiling = min(self.cap, self.initial * (2 ** min(attempt, 30)))
         return (rng or _RNG).uniform(0.0, ceiling)
 
-    def exhausted(self, elapsed: float, next_delay: float) -> bool:
-        """True when waiting `next_delay` more would pass the maximum elapsed time."""
-        return elapsed + next_delay > self.max_elapsed
+    def fit(self, elapsed: float, next_delay: float) -> float | None:
+        """The pause to take: `next_delay` cut to what remains of the maximum elapsed time; None once spent.
+
+        A wait longer than the rest of the budget (a long `Retry-After`) is shortened, not a reason
+        to give up early: the last attempt comes when the budget ends.
+        """
+        remaining = self.max_elapsed - elapsed
+        if remaining <= 0:
+            return None
+        return min(next_delay, remaining)
 
 
 def throttle_delay(

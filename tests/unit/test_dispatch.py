@@ -392,3 +392,30 @@ async def test_revoke_drops_lanes_held_by_the_auth_halt_at_once() -> None:
     await asyncio.wait_for(d.revoke([TP]), 1.0)
     await until(lambda: not d._lanes, timeout=1.0)
     assert not dl.letters and not d._gate._probe.locked()
+
+
+async def test_429_with_a_retry_after_beyond_the_budget_waits_what_the_budget_allows() -> None:
+    """Retry-After: 3600 with 1 s of budget left: wait (not dead-letter at once), try again; others flow."""
+    answers = {"a": [Reply(429, retry_after="3600"), Reply(200)]}
+    d, client, dl, tracker = build(
+        lambda v, t: answers[v.visitor].pop(0) if v.visitor in answers else Reply(200),
+        RETRY_MAX_ELAPSED_S="1",
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    submit(d, tracker, [("a", "a0"), ("b", "b0")])
+    await settle(tracker)
+    assert not dl.letters and [t for v, t in client.calls if v.visitor == "a"] == [["a0"], ["a0"]]
+    assert loop.time() - started >= 0.9
+    assert client.calls[1] == (Visit("1", "b", "s"), ["b0"])  # b did not wait for a
+
+
+async def test_429_that_persists_is_dead_lettered_only_when_the_budget_is_spent() -> None:
+    d, client, dl, tracker = build(lambda v, t: Reply(429, retry_after="3600"), RETRY_MAX_ELAPSED_S="1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    submit(d, tracker, [("a", "a0")])
+    await settle(tracker)
+    assert loop.time() - started >= 0.9 and len(client.calls) == 2
+    letters = [(t, v.reason, v.status, v.attempts) for t, v in dl.letters]
+    assert letters == [("a0", "retries_exhausted", 429, 2)]

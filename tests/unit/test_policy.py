@@ -69,10 +69,11 @@ def test_full_jitter_stays_under_the_growing_cap() -> None:
         assert max(samples) > cap * 0.8  # full jitter spreads over the whole range
 
 
-def test_exhausted_when_next_wait_passes_max_elapsed() -> None:
+def test_a_wait_past_the_budget_is_cut_to_the_rest_and_none_once_spent() -> None:
     b = Backoff(initial=1, cap=10, max_elapsed=30)
-    assert not b.exhausted(20, 9)
-    assert b.exhausted(25, 6)
+    assert b.fit(20, 9) == 9
+    assert b.fit(25, 3600) == 5  # a long Retry-After waits what is left, then one last attempt
+    assert b.fit(30, 1) is None and b.fit(31, 0) is None
 
 
 def test_throttle_honours_retry_after_and_one_second_floor_for_429() -> None:
