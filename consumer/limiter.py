@@ -74,7 +74,7 @@ class ConcurrencyLimiter:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # granted and cancelled at once: give the slot back
-            else:
+            elif fut in self._waiters:  # a release may have popped it already (and skipped it)
                 self._waiters.remove(fut)
             raise
 

@@ -207,3 +207,18 @@ def test_a_throttling_api_is_kept_at_its_limit_without_a_flood_of_429s() -> None
     delivered, share_429 = _simulate(capacity_rps=400, seconds=20)
     assert delivered >= 0.9
     assert share_429 <= 0.05
+
+
+async def test_cancelling_a_waiter_already_taken_off_the_queue_raises_cancelled_error() -> None:
+    """A release between the cancel and the waiter's wake-up pops the cancelled future first."""
+    limiter = ConcurrencyLimiter(1, adaptive=False)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)  # the waiter is queued
+    waiter.cancel()  # cancels its future at once; the task runs its handler later
+    limiter.release()  # pops the cancelled future (no slot given)
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.in_flight == 0
+    await asyncio.wait_for(limiter.acquire(), 1)
+    assert limiter.in_flight == 1
