@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from consumer.errors import ConfigError
 from consumer.liveperson.oauth import Credentials
-from consumer.liveperson.url import base_url_problem
+from consumer.liveperson.url import base_url_problem, mask_url
 from consumer.policy import StatusPolicy, parse_status_policy
 
 CommaList = Annotated[list[str], NoDecode]
@@ -22,7 +22,21 @@ SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp
 # KAFKA_* variables that are ours, not librdkafka properties.
 _OWN_KAFKA = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_GROUP_ID"}
 # librdkafka properties whose values are secrets (masked when printed).
-_SECRET_HINTS = ("password", "secret", "key", "token")
+_SECRET_HINTS = ("password", "secret", "key", "token", "credential")
+# sasl.* properties that carry no secret; every other sasl.* value is masked (free-form ones such
+# as sasl.oauthbearer.config or .extensions may hold a client secret).
+_SASL_PLAIN = frozenset(
+    {
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.username",
+        "sasl.kerberos.service.name",
+        "sasl.kerberos.principal",
+        "sasl.oauthbearer.method",
+        "sasl.oauthbearer.scope",
+        "sasl.oauthbearer.client.id",
+    }
+)
 # Consumer-only librdkafka properties not passed to the dead-letter producer.
 _CONSUMER_ONLY = (
     "group.",
@@ -181,7 +195,9 @@ class Settings(BaseSettings):
             if name in SECRET_FIELDS:
                 value = "***" if (value or name in self.credential_files) else None
             elif name == "kafka_properties":
-                value = {k: ("***" if _is_secret(k) else v) for k, v in value.items()}
+                value = {k: ("***" if _is_secret(k) else mask_url(v)) for k, v in value.items()}
+            elif name.endswith("_url") and isinstance(value, str):
+                value = mask_url(value)
             out[name] = value
         return out
 
@@ -245,6 +261,10 @@ def _guarantee_problems(props: Mapping[str, str]) -> list[str]:
 
 
 def _is_secret(prop: str) -> bool:
+    if prop.endswith(".url"):
+        return False  # an endpoint: shown, with a user-info password masked
+    if prop.startswith("sasl.") and prop not in _SASL_PLAIN:
+        return True
     return any(h in prop for h in _SECRET_HINTS) and not prop.endswith((".location", ".mechanism"))
 
 
@@ -333,9 +353,9 @@ def _semantic_problems(s: Settings, require_kafka: bool, require_credentials: bo
     if s.lp_base_url and s.lp_domain:
         problems.append("LP_BASE_URL/LP_DOMAIN: set one of them, not both")
     if s.lp_base_url and not s.lp_base_url.startswith(("http://", "https://")):
-        problems.append(f"LP_BASE_URL: must start with https:// (got {s.lp_base_url!r})")
+        problems.append(f"LP_BASE_URL: must start with https:// (got {mask_url(s.lp_base_url)!r})")
     elif s.lp_base_url and (problem := base_url_problem(s.lp_base_url)):
-        problems.append(f"LP_BASE_URL: {problem} (got {s.lp_base_url!r})")
+        problems.append(f"LP_BASE_URL: {problem} (got {mask_url(s.lp_base_url)!r})")
     if s.lp_domain and (problem := base_url_problem(f"{s.lp_scheme}://{s.lp_domain}")):
         problems.append(f"LP_DOMAIN: {problem} (got {s.lp_domain!r})")
     if s.retry_max_backoff_s < s.retry_initial_s:

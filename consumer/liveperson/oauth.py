@@ -82,10 +82,8 @@ class Credentials:
     access_token_secret: str
 
     def __repr__(self) -> str:
-        return (
-            f"Credentials(consumer_key={self.consumer_key!r}, consumer_secret='***', "
-            f"access_token={self.access_token!r}, access_token_secret='***')"
-        )
+        masked = ", ".join(f"{name}='***'" for name in self.__dataclass_fields__)
+        return f"Credentials({masked})"
 
     __str__ = __repr__
 

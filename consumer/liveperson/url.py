@@ -73,3 +73,20 @@ def base_url_problem(base: str) -> str | None:
     if parts.query or parts.fragment:
         return "a query or fragment is not allowed"
     return None
+
+
+def mask_url(url: str) -> str:
+    """`url` with the password of its user-info (`user:password@`) replaced by `***`, for logs and errors."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = len(rest)
+    for ch in "/?#":
+        i = rest.find(ch)
+        if 0 <= i < end:
+            end = i
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}{rest[end:]}"

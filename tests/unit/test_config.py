@@ -178,3 +178,27 @@ def test_kafka_settings_that_keep_the_guarantee_are_accepted() -> None:
         }
     )
     assert s.consumer_config()["auto.offset.reset"] == "smallest"
+
+
+def test_secrets_in_sasl_config_strings_and_url_passwords_are_masked() -> None:
+    s = load_settings(
+        {
+            **BASE,
+            "KAFKA_SASL_OAUTHBEARER_CONFIG": "principal=svc clientSecret=oauth-SECRET",
+            "KAFKA_SASL_OAUTHBEARER_EXTENSIONS": "logicalCluster=lkc-1,identityPoolId=pool-SECRET",
+            "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": "https://u:endpoint-SECRET@idp.example/token",
+            "LP_BASE_URL": "https://user:url-SECRET@api.example",
+            "LP_DOMAIN_API_URL": "https://user:domain-SECRET@domain.example",
+        }
+    )
+    text = repr(s.masked()) + repr(s) + str(s)
+    assert "SECRET" not in text.replace("_SECRET", "").replace("_secret", "")
+    assert s.masked()["lp_base_url"] == "https://user:***@api.example"
+    assert s.masked()["kafka_properties"]["sasl.oauthbearer.config"] == "***"
+
+
+def test_a_config_problem_line_never_shows_a_url_password() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, "LP_BASE_URL": "https://user:url-SECRET@api.example:notaport"})
+    assert err.value.problems and not any("url-SECRET" in p for p in err.value.problems)
+    assert any(p.startswith("LP_BASE_URL:") and "user:***@" in p for p in err.value.problems)

@@ -159,13 +159,13 @@ def test_signature_covers_the_encoded_url() -> None:
     assert not verify(other, header)
 
 
-def test_credentials_repr_hides_the_secrets() -> None:
-    text = repr(CREDS)
-    assert "***" in text
-    assert "consumer-key" in text
-    assert CREDS.consumer_secret not in text
-    assert CREDS.access_token_secret not in text
-    assert CREDS.consumer_secret not in str(CREDS)
+def test_credentials_repr_hides_every_value() -> None:
+    """The consumer key and access token identify and (with the secrets) use the API key: masked too."""
+    for text in (repr(CREDS), str(CREDS), f"{CREDS}"):
+        assert "***" in text
+        for value in (CREDS.consumer_key, CREDS.consumer_secret, CREDS.access_token):
+            assert value not in text
+        assert CREDS.access_token_secret not in text
 
 
 @given(st.text())
