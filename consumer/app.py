@@ -23,9 +23,11 @@ from consumer.config import Settings
 from consumer.deadletter import DeadLetters, Verdict
 from consumer.dispatch import Dispatcher
 from consumer.errors import InvalidEvent
-from consumer.events import parse_event
+from consumer.formats.reader import EventReader
+from consumer.formats.registry import SchemaPending
 from consumer.halt import AuthGate
 from consumer.health import HealthServer
+from consumer.intake import Holds
 from consumer.limiter import ConcurrencyLimiter
 from consumer.liveperson.client import EngagementClient
 from consumer.offsets import OffsetTracker
@@ -53,6 +55,8 @@ class App:
         self.stopping = asyncio.Event()
         self.counts: Counter[str] = Counter()
         self._topics = settings.topics
+        self.reader = EventReader(settings)
+        self.holds = Holds(self.reader.registry, self._read, self._owns)
         self._consumed: dict[str, PromCounter] = {}  # engagement_events_consumed_total children by topic
         self._paused: set[TopicPartition] = set()
         self._overloaded = False
@@ -131,6 +135,7 @@ class App:
         clean = await self.dispatcher.drain(max(0.5, deadline - time.monotonic() - 3.0))
         final = {tp: o for tp in self.tracker.partitions() if (o := self.tracker.position(tp)) is not None}
         undone = self.tracker.pending_total  # before close(): its revoke callback empties the tracker
+        await self.holds.close()
         await self.source.close(final, max(2.0, deadline - time.monotonic()))
         await self.dead_letters.close()
         await self.client.close()
@@ -199,7 +204,6 @@ class App:
             generation = self.tracker.generation(tp)
             if generation is None or not self.tracker.add(tp, offset):
                 continue  # not (or no longer) ours: the owner will fetch it
-            kind = self._topics[topic]
             ts_type, ts = m.timestamp()
             headers = m.headers()
             record = Record(
@@ -213,16 +217,30 @@ class App:
                 ts if ts_type else None,
             )
             consumed[topic] += 1
-            try:
-                record.event = parse_event(record.value, kind)
-            except InvalidEvent as exc:
-                metrics.INVALID_EVENTS.labels(exc.kind).inc()
-                self.counts["invalid"] += 1
-                self.dispatcher.dead_letter([record], Verdict("invalid_event", str(exc)))
-                continue
-            if record.event.unknown_fields:
-                metrics.UNKNOWN_FIELDS.labels(kind).inc(len(record.event.unknown_fields))
-            self.dispatcher.submit(record)
+            if tp in self.holds:
+                self.holds.add(record)  # behind a record waiting for its schema: keep the order
+            else:
+                self._read(record)
+
+    def _read(self, record: Record) -> None:
+        """Decode one record: dead-letter it if invalid, hold its partition if its schema is not here yet."""
+        assert self.dispatcher is not None
+        try:
+            record.event = event = self.reader.read(record.topic, record.value, record.headers)
+        except SchemaPending as pending:
+            self.holds.hold(record, pending.schema_id)
+            return
+        except InvalidEvent as exc:
+            metrics.INVALID_EVENTS.labels(exc.kind).inc()
+            self.counts["invalid"] += 1
+            self.dispatcher.dead_letter([record], Verdict("invalid_event", str(exc)))
+            return
+        if event.unknown_fields:
+            metrics.UNKNOWN_FIELDS.labels(event.type).inc(len(event.unknown_fields))
+        self.dispatcher.submit(record)
+
+    def _owns(self, record: Record) -> bool:
+        return self.tracker.owns(record.tp, record.generation)
 
     def on_assigned(self, tps: list[TopicPartition]) -> None:
         """Track newly assigned partitions (they start unpaused in librdkafka)."""
@@ -234,12 +252,14 @@ class App:
         """Drain the revoked partitions (bounded) and return their done prefix to commit."""
         assert self.dispatcher is not None
         self._paused.difference_update(tps)
+        self.holds.drop(tps)
         return await self.dispatcher.revoke(tps)
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
         """Drop state of lost partitions; commit nothing."""
         assert self.dispatcher is not None
         self._paused.difference_update(tps)
+        self.holds.drop(tps)
         self.dispatcher.lose(tps)
 
     # ---- outcomes and background work ----------------------------------------------------------

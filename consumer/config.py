@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.errors import ConfigError
+from consumer.formats.mapping import input_format_problems
 from consumer.liveperson.oauth import Credentials
 from consumer.liveperson.url import base_url_problem, mask_url
 from consumer.policy import StatusPolicy, parse_status_policy
@@ -18,6 +19,9 @@ from consumer.policy import StatusPolicy, parse_status_policy
 CommaList = Annotated[list[str], NoDecode]
 
 SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp_access_token_secret")
+# Secrets of the input side (read from `*_FILE` too, masked when printed; not OAuth credentials).
+INPUT_SECRETS = ("schema_registry_basic_auth_user_info",)
+EVENT = "event"  # the kind of an EVENT_TOPICS topic: each event's type comes from the event itself
 
 # KAFKA_* variables that are ours, not librdkafka properties.
 _OWN_KAFKA = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_GROUP_ID"}
@@ -67,6 +71,13 @@ class Settings(BaseSettings):
     lead_topics: CommaList = ["engagement.leads"]
     service_topics: CommaList = ["engagement.services"]
     dlq_topic: str = "engagement.dlq"
+    event_topics: CommaList = []
+    type_field: str = ""
+    type_map: str = ""
+    field_map: str = ""
+    schema_registry_url: str | None = None
+    schema_registry_basic_auth_user_info: SecretStr | None = None
+    schema_registry_timeout_s: float = Field(5.0, gt=0)
 
     lp_base_url: str | None = None
     lp_domain: str | None = None
@@ -114,7 +125,7 @@ class Settings(BaseSettings):
         """Read only what `load_settings` hands over, so a given mapping is the whole truth."""
         return (init_settings,)
 
-    @field_validator("lead_topics", "service_topics", mode="before")
+    @field_validator("lead_topics", "service_topics", "event_topics", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -130,9 +141,10 @@ class Settings(BaseSettings):
 
     @property
     def topics(self) -> dict[str, str]:
-        """Map each subscribed topic to the attribute type it carries."""
+        """Map each subscribed topic to the attribute type it carries (`event`: the event says)."""
         out = dict.fromkeys(self.lead_topics, "lead")
         out.update(dict.fromkeys(self.service_topics, "service"))
+        out.update(dict.fromkeys(self.event_topics, EVENT))
         return out
 
     @property
@@ -192,7 +204,7 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name in SECRET_FIELDS:
+            if name in SECRET_FIELDS or name in INPUT_SECRETS:
                 value = "***" if (value or name in self.credential_files) else None
             elif name == "kafka_properties":
                 value = {k: ("***" if _is_secret(k) else mask_url(v)) for k, v in value.items()}
@@ -291,9 +303,9 @@ def load_settings(
         if upper.startswith("KAFKA_") and upper not in _OWN_KAFKA and not upper.endswith("_FILE"):
             kafka[upper[6:].lower().replace("_", ".")] = raw
             continue
-        if upper.endswith("_FILE") and upper.startswith(("LP_", "KAFKA_")):
+        if upper.endswith("_FILE") and upper.startswith(("LP_", "KAFKA_", "SCHEMA_REGISTRY_")):
             base = upper[:-5]
-            if base.lower() in SECRET_FIELDS:
+            if base.lower() in SECRET_FIELDS or base.lower() in INPUT_SECRETS:
                 files[base.lower()] = raw
                 content = _read_file(var, raw, problems)
             elif base.startswith("KAFKA_") and base not in _OWN_KAFKA:
@@ -317,7 +329,7 @@ def load_settings(
     except ValidationError as exc:
         for err in exc.errors():
             loc = str(err["loc"][0]) if err["loc"] else "?"
-            shown = "" if loc in SECRET_FIELDS else f" (got {err.get('input')!r})"
+            shown = "" if loc in SECRET_FIELDS or loc in INPUT_SECRETS else f" (got {err.get('input')!r})"
             problems.append(f"{loc.upper()}: {err['msg']}{shown}")
             values.pop(loc, None)
         # Check the rest too, so every problem is reported in one go, not one per restart.
@@ -343,13 +355,19 @@ def _semantic_problems(s: Settings, require_kafka: bool, require_credentials: bo
             continue  # an unreadable file is reported where it is read
         if getattr(s, name) is None or not getattr(s, name).get_secret_value():
             problems.append(f"{name.upper()}: required (set it or {name.upper()}_FILE)")
-    if not s.lead_topics and not s.service_topics:
-        problems.append("LEAD_TOPICS/SERVICE_TOPICS: at least one topic is required")
+    if not s.lead_topics and not s.service_topics and not s.event_topics:
+        problems.append("LEAD_TOPICS/SERVICE_TOPICS/EVENT_TOPICS: at least one topic is required")
     both = set(s.lead_topics) & set(s.service_topics)
     if both:
         problems.append(f"LEAD_TOPICS/SERVICE_TOPICS: a topic cannot be both: {', '.join(sorted(both))}")
+    mixed = set(s.event_topics) & (set(s.lead_topics) | set(s.service_topics))
+    if mixed:
+        problems.append(
+            f"EVENT_TOPICS: a topic cannot also be a lead or service topic: {', '.join(sorted(mixed))}"
+        )
+    problems.extend(input_format_problems(s))
     if s.dlq_topic in s.topics:
-        problems.append("DLQ_TOPIC: must differ from the lead and service topics")
+        problems.append("DLQ_TOPIC: must differ from the lead, service and event topics")
     if s.lp_base_url and s.lp_domain:
         problems.append("LP_BASE_URL/LP_DOMAIN: set one of them, not both")
     if s.lp_base_url and not s.lp_base_url.startswith(("http://", "https://")):

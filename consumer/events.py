@@ -51,7 +51,10 @@ __all__ = [
     "SERVICE_STATUS",
     "Event",
     "Visit",
+    "build_event",
     "encode_attributes",
+    "json_type",
+    "load_object",
     "parse_event",
 ]
 
@@ -114,7 +117,7 @@ _STATUS_EXACT: dict[str, int] = {
 }
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     """Name a decoded JSON value's type the way a producer would (no repr: it may nest deeply)."""
     if value is None:
         return "null"
@@ -137,7 +140,7 @@ def _preview(text: str, limit: int = 48) -> str:
 
 
 def _wrong_type(field: str, expected: str, raw: object) -> InvalidEvent:
-    return InvalidEvent("wrong_type", f"field {field!r}: expected {expected}, got {_json_type(raw)}", field)
+    return InvalidEvent("wrong_type", f"field {field!r}: expected {expected}, got {json_type(raw)}", field)
 
 
 def _string(field: str, raw: object) -> str:
@@ -247,7 +250,34 @@ def parse_event(value: bytes | None, attribute_type: str, *, max_bytes: int = 65
     except orjson.JSONDecodeError as exc:
         raise _not_json(value, exc) from None
     if type(obj) is not dict:
-        raise InvalidEvent("not_object", f"message is a JSON {_json_type(obj)}, not an object")
+        raise InvalidEvent("not_object", f"message is a JSON {json_type(obj)}, not an object")
+    return build_event(obj, attribute_type, fields)
+
+
+def load_object(value: bytes | None, *, max_bytes: int = 65536) -> Any:
+    """Decode one message value as JSON (any JSON value), or raise InvalidEvent as parse_event does."""
+    if value is None:
+        raise InvalidEvent("empty", "message value is null (a tombstone)")
+    if not value:
+        raise InvalidEvent("empty", "message value is empty")
+    if len(value) > max_bytes:
+        raise InvalidEvent("too_large", f"message is {len(value)} bytes, above the {max_bytes}-byte limit")
+    if value.startswith(_BOM):
+        value = value[3:]
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(value, exc) from None
+
+
+def build_event(
+    obj: dict[str, Any], attribute_type: str, fields: dict[str, _Validator] | None = None
+) -> Event:
+    """Validate a decoded flat object of the given type into an Event (the contract's rules), or raise."""
+    if fields is None:
+        fields = _FIELDS.get(attribute_type)
+        if fields is None:
+            raise ValueError(f"attribute_type must be {LEAD!r} or {SERVICE!r}, not {attribute_type!r}")
     account, visitor, sid = obj.get("account"), obj.get("visitor"), obj.get("sid")
     if not (
         type(account) is str

@@ -1,0 +1,7 @@
+"""Input formats: decode each message by what it is, then map it onto the flat event contract.
+
+Data flows one way: ``message`` (what a decoded message is) <- ``cloudevents``, ``connect``,
+``registry`` (one format each) <- ``mapping`` (FIELD_MAP, TYPE_MAP) <- ``reader`` (detection and
+the one entry point, :class:`~consumer.formats.reader.EventReader`), which ``consumer.events``
+validates exactly as it validates flat JSON.
+"""
