@@ -33,6 +33,7 @@ from consumer import metrics
 from consumer.config import Settings
 from consumer.deadletter import DeadLetters, Verdict
 from consumer.events import Visit, encode_attributes
+from consumer.expiring import ExpiringMap
 from consumer.halt import AuthGate
 from consumer.limiter import ConcurrencyLimiter
 from consumer.liveperson.client import EngagementClient, Reply
@@ -43,6 +44,7 @@ from consumer.records import Record, TopicPartition
 log = structlog.get_logger("consumer.dispatch")
 
 BACKPRESSURE_STATUSES = frozenset({429, 503})
+INVALID_ACCOUNTS_MAX = 10_000  # accounts remembered as invalid (422) at once; the oldest go first
 T = TypeVar("T")
 
 
@@ -95,7 +97,9 @@ class Dispatcher:
         self._cut: set[Lane] = set()  # lanes whose wait a revoke cut, not yet resumed
         self._inflight_by_tp: Counter[TopicPartition] = Counter()
         self._delivered_by_type: dict[str, PromCounter] = {}  # attributes_delivered children by type
-        self._invalid_accounts: dict[str, float] = {}
+        self._invalid_accounts: ExpiringMap[str, bool] = ExpiringMap(
+            INVALID_ACCOUNTS_MAX, settings.invalid_account_ttl_s
+        )
         self._stop = asyncio.Event()
         self._settled = asyncio.Event()  # set whenever a request or a dead letter finishes
         self._closing = False
@@ -249,7 +253,7 @@ class Dispatcher:
                 batch = lane.held = self._ours(batch)  # every wait below `continue`s back here
                 if not batch or self._stop.is_set():
                     return
-                if self._invalid_accounts.get(visit.account, 0.0) > time.monotonic():
+                if self._invalid_accounts.get(visit.account):
                     self.dead_letter(
                         batch, Verdict("http_422", "account remembered as invalid (422)", 422, attempts)
                     )
@@ -316,7 +320,7 @@ class Dispatcher:
                     self.dead_letter(batch, self._verdict(f"http_{reply.status}", reply, attempts))
                     return
                 if action is Action.INVALID_ACCOUNT:
-                    self._invalid_accounts[visit.account] = time.monotonic() + self._s.invalid_account_ttl_s
+                    self._invalid_accounts.set(visit.account, True)
                     log.warning(
                         "account_invalid", account=visit.account, remember_s=self._s.invalid_account_ttl_s
                     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from urllib.parse import quote
 
 import aiohttp
@@ -12,19 +11,23 @@ import structlog
 from yarl import URL
 
 from consumer.errors import RetryableError
+from consumer.expiring import ExpiringMap
 from consumer.liveperson.url import base_url_problem
 
 log = structlog.get_logger("consumer.domain")
+
+DOMAIN_CACHE_MAX = 10_000  # accounts whose base URI is cached at once; the least recently used go first
 
 
 class DomainResolver:
     """Find `https://{baseURI}` for an account; cache it for `ttl_s`; concurrent look-ups share one call."""
 
-    def __init__(self, api_url: str, ttl_s: float, scheme: str = "https") -> None:
+    def __init__(
+        self, api_url: str, ttl_s: float, scheme: str = "https", max_entries: int = DOMAIN_CACHE_MAX
+    ) -> None:
         self._api_url = api_url.rstrip("/")
-        self._ttl = ttl_s
         self._scheme = scheme
-        self._cache: dict[str, tuple[str, float]] = {}
+        self._cache: ExpiringMap[str, str] = ExpiringMap(max_entries, ttl_s)
         self._inflight: dict[str, asyncio.Future[str]] = {}
 
     def lookup_url(self, account: str) -> str:
@@ -35,8 +38,8 @@ class DomainResolver:
     async def base_url(self, session: aiohttp.ClientSession, account: str) -> str:
         """The API base for an account; raise RetryableError when the Domain API fails."""
         hit = self._cache.get(account)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
+        if hit is not None:
+            return hit
         pending = self._inflight.get(account)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -44,7 +47,7 @@ class DomainResolver:
         self._inflight[account] = fut
         try:
             base = await self._fetch(session, account)
-            self._cache[account] = (base, time.monotonic() + self._ttl)
+            self._cache.set(account, base)
             fut.set_result(base)
             return base
         except BaseException as exc:

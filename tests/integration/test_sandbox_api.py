@@ -338,3 +338,17 @@ async def test_an_unusable_domain_api_base_uri_is_a_failed_lookup_not_an_excepti
         await client.close()
     assert reply.status is None and reply.error == "domain_lookup"
     assert "baseURI" in reply.detail and sandbox.domain_lookups == ["1234"]
+
+
+async def test_the_domain_cache_is_bounded_in_entries(
+    sandbox: SandboxAPI, session: aiohttp.ClientSession
+) -> None:
+    """Accounts come from input: the Domain API cache keeps at most `max_entries` of them."""
+    from consumer.liveperson.domain import DomainResolver
+
+    resolver = DomainResolver(sandbox.base_url, ttl_s=3600, scheme="http", max_entries=5)
+    for i in range(12):
+        assert await resolver.base_url(session, f"acct-{i}") == sandbox.base_url
+    assert len(resolver._cache) == 5
+    await resolver.base_url(session, "acct-11")  # cached: no new lookup
+    assert len(sandbox.domain_lookups) == 12

@@ -419,3 +419,19 @@ async def test_429_that_persists_is_dead_lettered_only_when_the_budget_is_spent(
     assert loop.time() - started >= 0.9 and len(client.calls) == 2
     letters = [(t, v.reason, v.status, v.attempts) for t, v in dl.letters]
     assert letters == [("a0", "retries_exhausted", 429, 2)]
+
+
+async def test_the_memory_of_invalid_accounts_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accounts come from input: a flood of distinct 422 accounts must not grow memory without bound."""
+    import consumer.dispatch
+
+    monkeypatch.setattr(consumer.dispatch, "INVALID_ACCOUNTS_MAX", 10, raising=False)
+    d, client, dl, tracker = build(lambda v, t: Reply(422))
+    for i in range(40):
+        submit(d, tracker, [(f"v{i}", f"x{i}")], account=f"acct-{i}")
+        await settle(tracker)
+    assert len(client.calls) == 40 and len(dl.letters) == 40
+    assert len(d._invalid_accounts) <= 10
+    submit(d, tracker, [("again", "y")], account="acct-39")  # the most recent is still remembered
+    await settle(tracker)
+    assert len(client.calls) == 40 and dl.letters[-1][1].attempts == 0
