@@ -105,8 +105,8 @@ class Produced:
         return out
 
 
-def produce(broker: LocalBroker, messages: list[tuple[str, bytes | None, bytes | None]]) -> Produced:
-    """Produce (topic, key, value) messages; wait for every delivery report; records in produce order."""
+def produce(broker: LocalBroker, messages: list[tuple[Any, ...]]) -> Produced:
+    """Produce (topic, key, value[, headers]) messages; wait for every delivery report; records in order."""
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
     slots: list[tuple[str, int, int] | None] = [None] * len(messages)
     errors: list[str] = []
@@ -120,8 +120,10 @@ def produce(broker: LocalBroker, messages: list[tuple[str, bytes | None, bytes |
 
         return report
 
-    for i, (topic, key, value) in enumerate(messages):
-        producer.produce(topic, key=key, value=value, on_delivery=reporter(i))
+    for i, (topic, key, value, *headers) in enumerate(messages):
+        producer.produce(
+            topic, key=key, value=value, headers=headers[0] if headers else None, on_delivery=reporter(i)
+        )
         producer.poll(0)
     assert producer.flush(30) == 0, "produce did not finish"
     assert not errors, errors

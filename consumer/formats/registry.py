@@ -18,6 +18,7 @@ Schema ids are cached for the life of the process (ids are immutable in a regist
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,6 +65,7 @@ class SchemaRegistry:
         self.client = SchemaRegistryClient(conf)
         self._ready: dict[int, tuple[str, Callable[[bytes], Any]]] = {}
         self._unknown: dict[int, float] = {}
+        self._fetching: dict[int, threading.Lock] = {}  # one fetch per id when partitions wait on the same
 
     def decode(self, value: bytes) -> tuple[Any, str]:
         """Decode a wire-format value with a prepared schema: (object, format label); never blocks."""
@@ -79,6 +81,12 @@ class SchemaRegistry:
 
     def prepare(self, schema_id: int, value: bytes) -> None:
         """Fetch a schema and build its deserializer (blocking: run it in a worker thread)."""
+        with self._fetching.setdefault(schema_id, threading.Lock()):
+            until = self._unknown.get(schema_id)
+            if schema_id not in self._ready and (until is None or until <= time.monotonic()):
+                self._prepare(schema_id, value)
+
+    def _prepare(self, schema_id: int, value: bytes) -> None:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
         from confluent_kafka.serialization import SerializationError
 

@@ -79,6 +79,11 @@ class SandboxRegistry:
     ) -> None:
         self.stop()
 
+    @property
+    def schema_count(self) -> int:
+        """How many distinct schemas are registered (ids 1..n)."""
+        return len(self._schemas)
+
     def register(self, subject: str, schema: str, schema_type: str = "AVRO") -> int:
         """Register a schema directly (as a producer's serializer would); return its id."""
         status, body = self.answer(

@@ -3,8 +3,11 @@
 For smoke tests in a real cluster. Each line is one event object. A `"type": "lead"|"service"`
 key routes it (and is removed from the message); without one, an event carrying `status`,
 `category` or `serviceId` goes to the first service topic, anything else to the first lead topic.
-The key is the visitor, so one visit stays in one partition. Prints the count per topic; exit 1
-when a line is not a JSON object or a delivery failed (the other lines are still sent).
+The key is the visitor, so one visit stays in one partition. `--format` encodes each event as
+producers other than ours do: CloudEvents binary or structured mode (CloudEvents `type` is `lead` or
+`service`), a Kafka Connect JsonConverter envelope, or Avro via SCHEMA_REGISTRY_URL (schema inferred,
+registered under `{topic}-value`). Prints the count per topic; exit 1 when a line is not a JSON
+object or a delivery failed (the other lines are still sent).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import IO, Any
 import orjson
 
 from consumer.tools.common import settings_or_report
+from consumer.tools.encode import FORMATS, Encoder
 
 SERVICE_FIELDS = ("status", "category", "serviceId")
 SERVICE_TOPICS = ("add user", "password reset", "plan change", "billing question")
@@ -42,6 +46,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--account", default="1234", help="account of generated events (default 1234)")
     p.add_argument("--seed", type=int, default=None, help="random seed of generated events")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery (default 30)")
+    p.add_argument(
+        "--format", default="json", choices=FORMATS, help="how each event is encoded (default: json, flat)"
+    )
     p.set_defaults(handler=main)
 
 
@@ -54,6 +61,7 @@ class Outgoing:
     key: bytes | None = None
     value: bytes = b""
     error: str = ""
+    headers: list[tuple[str, str | bytes | None]] | None = None
 
 
 @dataclass
@@ -170,7 +178,9 @@ def send(
             continue
         while True:
             try:
-                producer.produce(topic, value=out.value, key=out.key, on_delivery=delivered)
+                producer.produce(
+                    topic, value=out.value, key=out.key, headers=out.headers, on_delivery=delivered
+                )
                 outstanding += 1
                 break
             except BufferError:  # local queue full: let deliveries drain it
@@ -180,6 +190,19 @@ def send(
     if left:
         report.errors.append(f"{left} messages not delivered within {timeout}s")
     return report
+
+
+def encoded(messages: Iterable[Outgoing], encoder: Encoder, topics: dict[str, str]) -> Iterator[Outgoing]:
+    """Re-encode each sendable flat event in the encoder's format."""
+    for out in messages:
+        if not out.error and encoder.fmt != "json":
+            try:
+                out.value, out.headers = encoder.encode(
+                    orjson.loads(out.value), out.kind, topics.get(out.kind, "")
+                )
+            except Exception as exc:  # a serializer error, an unreachable registry: that line fails
+                out.error = f"line {out.line}: cannot encode as {encoder.fmt}: {exc}"
+        yield out
 
 
 def main(args: argparse.Namespace) -> int:
@@ -196,17 +219,29 @@ def main(args: argparse.Namespace) -> int:
         topics["lead"] = settings.lead_topics[0]
     if settings.service_topics:
         topics["service"] = settings.service_topics[0]
+    try:
+        secret = settings.schema_registry_basic_auth_user_info
+        encoder = Encoder(
+            args.format, settings.schema_registry_url, secret.get_secret_value() if secret else None
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     started = time.monotonic()
+    config = settings.producer_config()
     if args.sample is not None:
         report = send(
-            samples(args.sample, args.account, args.seed), topics, settings.producer_config(), args.timeout
+            encoded(samples(args.sample, args.account, args.seed), encoder, topics),
+            topics,
+            config,
+            args.timeout,
         )
     elif args.file == "-":
-        report = send(read_lines(sys.stdin.buffer), topics, settings.producer_config(), args.timeout)
+        report = send(encoded(read_lines(sys.stdin.buffer), encoder, topics), topics, config, args.timeout)
     else:
         try:
             with open(args.file, "rb") as stream:
-                report = send(read_lines(stream), topics, settings.producer_config(), args.timeout)
+                report = send(encoded(read_lines(stream), encoder, topics), topics, config, args.timeout)
         except OSError as exc:
             print(f"cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
             return 1

@@ -16,7 +16,7 @@ from harness import CREDS, LocalBroker, Topics, committed, read_to_end
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-COMMANDS = ("run", "check-config", "produce", "replay-dlq", "demo")
+COMMANDS = ("run", "check-config", "convert", "produce", "replay-dlq", "demo")
 SECRETS = (
     CREDS.consumer_key,
     CREDS.consumer_secret,
