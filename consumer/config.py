@@ -158,7 +158,10 @@ class Settings(BaseSettings):
         for name in SECRET_FIELDS:
             path = self.credential_files.get(name)
             if path:
-                values[name] = Path(path).read_text(encoding="utf-8").strip()
+                try:
+                    values[name] = Path(path).read_text(encoding="utf-8").strip()
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"{name.upper()}_FILE: {path} is not UTF-8 text") from exc
             else:
                 secret = getattr(self, name)
                 values[name] = secret.get_secret_value() if secret else ""
@@ -280,12 +283,19 @@ def _is_secret(prop: str) -> bool:
     return any(h in prop for h in _SECRET_HINTS) and not prop.endswith((".location", ".mechanism"))
 
 
-def _read_file(var: str, path: str, problems: list[str]) -> str | None:
+def _read_file(var: str, path: str, problems: list[str], *, secret: bool = False) -> str | None:
     try:
-        return Path(path).read_text(encoding="utf-8").strip()
+        content = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         problems.append(f"{var}: cannot read {path}: {exc.strerror or exc}")
         return None
+    except UnicodeDecodeError as exc:
+        problems.append(f"{var}: {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start})")
+        return None
+    if secret and not content:
+        problems.append(f"{var}: {path} is empty")
+        return None
+    return content
 
 
 def load_settings(
@@ -307,7 +317,7 @@ def load_settings(
             base = upper[:-5]
             if base.lower() in SECRET_FIELDS or base.lower() in INPUT_SECRETS:
                 files[base.lower()] = raw
-                content = _read_file(var, raw, problems)
+                content = _read_file(var, raw, problems, secret=True)
             elif base.startswith("KAFKA_") and base not in _OWN_KAFKA:
                 content = _read_file(var, raw, problems)
                 if content is not None:

@@ -76,7 +76,7 @@ class AuthGate:
             await asyncio.wait_for(stop.wait(), delay)
         try:
             self._reload()
-        except (OSError, UnicodeError) as exc:  # missing, unreadable, or not UTF-8: keep probing
+        except (OSError, ValueError) as exc:  # missing, unreadable, or not UTF-8: keep probing
             log.error("credentials_reload_failed", error=str(exc))
 
     def accepted(self, probe: bool) -> None:

@@ -223,3 +223,31 @@ def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> No
     stopped = [e for e in logged if e.get("event") == "stopped"]
     assert stopped and stopped[0]["uncommitted"] == 0
     print(f"\ndemo --events 300: {time.monotonic() - started:.1f}s wall")
+
+
+def test_check_config_names_each_unreadable_credential_file_without_a_traceback(tmp_path: Path) -> None:
+    not_utf8 = tmp_path / "consumer-key"
+    not_utf8.write_bytes(b"\xff\xfeck")
+    empty = tmp_path / "access-token"
+    empty.write_text("  \n")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "LP_CONSUMER_KEY_FILE": str(not_utf8),
+        "LP_CONSUMER_SECRET_FILE": str(tmp_path),  # a directory
+        "LP_ACCESS_TOKEN_FILE": str(empty),
+        "LP_ACCESS_TOKEN_SECRET_FILE": str(tmp_path / "missing"),
+    }
+    proc = cli("check-config", env=env)
+    _, err = text(proc)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 4, lines
+    for var, path, says in [
+        ("LP_CONSUMER_KEY_FILE", not_utf8, "not UTF-8"),
+        ("LP_CONSUMER_SECRET_FILE", tmp_path, "cannot read"),
+        ("LP_ACCESS_TOKEN_FILE", empty, "empty"),
+        ("LP_ACCESS_TOKEN_SECRET_FILE", tmp_path / "missing", "cannot read"),
+    ]:
+        named = [line for line in lines if f"{var}: " in line and str(path) in line and says in line]
+        assert named, (var, lines)
