@@ -78,7 +78,7 @@ class Display:
             self._live = Live(self._render(Snapshot()), console=self.console, refresh_per_second=8)
             self._live.__enter__()
         else:
-            self.console.print(self.title, highlight=False)
+            self.console.print(self.title, highlight=False, markup=False)
         return self
 
     def __exit__(
@@ -91,9 +91,9 @@ class Display:
     def note(self, message: str) -> None:
         """A one-off status line (starting the broker, joining the group ...)."""
         if self._live is not None:
-            self._live.console.print(f"[dim]{message}[/dim]")
+            self._live.console.print(Text(message, style="dim"))
         else:
-            self.console.print(message, highlight=False, soft_wrap=True)
+            self.console.print(message, highlight=False, soft_wrap=True, markup=False)
 
     def update(self, snap: Snapshot, final: bool = False) -> None:
         """Show the latest counters."""
@@ -103,7 +103,7 @@ class Display:
         now = time.monotonic()
         if final or now - self._last_line >= PLAIN_INTERVAL_S:
             self._last_line = now
-            self.console.print(_plain(snap), highlight=False, soft_wrap=True)
+            self.console.print(_plain(snap), highlight=False, soft_wrap=True, markup=False)
 
     def _render(self, s: Snapshot) -> Group:
         table = Table.grid(padding=(0, 2))
@@ -172,11 +172,11 @@ def summary_table(r: Summary) -> Table:
     table.add_row("retries", str(int(sum(s.retries.values()))), by_key(s.retries))
     accounted = f"{s.delivered} + {s.dead_total} = {s.settled} of {s.produced}"
     table.add_row("delivered + dead == produced", _mark(r.accounted_ok), accounted)
-    table.add_row("committed == produced", _mark(r.committed_ok), r.committed_detail)
+    table.add_row("committed == produced", _mark(r.committed_ok), Text(r.committed_detail))
     rate = s.settled / r.busy_s if r.busy_s > 0 else 0.0
     table.add_row("elapsed", f"{r.elapsed:.1f}s", f"{rate:.0f} events/s from first consumed to last settled")
     for note in r.notes:
-        table.add_row("note", "", note)
+        table.add_row("note", "", Text(note))  # free text (paths, errors): brackets are not markup
     return table
 
 

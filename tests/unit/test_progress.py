@@ -1,0 +1,45 @@
+"""The demo's screen says user-facing text as it is: brackets are not rich markup."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from consumer.tools.progress import Display, Snapshot, Summary, summary_table
+
+pytestmark = pytest.mark.timeout(10)
+
+HINT = "the embedded broker needs `pip install engagement-consumer[demo]`"
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_notes_keep_square_brackets(terminal: bool) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=200, color_system=None)
+    with Display(console, "demo [bold]title[/bold] [x]") as display:
+        display.note(f"cannot start the embedded broker: {HINT}")
+    text = out.getvalue()
+    assert "engagement-consumer[demo]" in text
+    if not terminal:
+        assert "demo [bold]title[/bold] [x]" in text
+
+
+def test_summary_notes_and_details_keep_square_brackets() -> None:
+    summary = Summary(
+        snap=Snapshot(),
+        produced_by_kind={"lead": 1},
+        sandbox_delivered=0,
+        duplicates=0,
+        committed_ok=False,
+        committed_detail="engagement.leads[0] at [offset] 3",
+        accounted_ok=False,
+        elapsed=1.0,
+        busy_s=1.0,
+        notes=[HINT],
+    )
+    out = io.StringIO()
+    Console(file=out, width=300, color_system=None).print(summary_table(summary))
+    text = out.getvalue()
+    assert "engagement-consumer[demo]" in text and "at [offset] 3" in text and "NO" in text
