@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
+from consumer.tools.demo_formats import formats_note, start_mix
 from consumer.tools.produce import sample_event, visitor_id
 
 if TYPE_CHECKING:
     from consumer.tools.progress import Summary
 
-TOPICS = {"demo.leads": 4, "demo.services": 4, "demo.dlq": 1}
+TOPICS = {"demo.leads": 4, "demo.services": 4, "demo.events": 4, "demo.dlq": 1}
 GROUP = "engagement-demo"
 ACCOUNTS = ("10001", "10002", "10003")
 BAD_ACCOUNT = "99999"  # the sandbox answers 422 to it
@@ -69,7 +70,7 @@ def add_parser(sub: Any) -> None:
 class Plan:
     """The events to produce (topic, key, value) and what they are."""
 
-    messages: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    messages: list[tuple[Any, ...]] = field(default_factory=list)  # topic, key, value[, headers]
     kinds: Counter[str] = field(default_factory=Counter)
     gone_visitors: list[str] = field(default_factory=list)
 
@@ -99,7 +100,7 @@ def plan_events(n: int, seed: int) -> Plan:
 class Feed(threading.Thread):
     """Produces the plan at a steady rate in its own thread; counts acknowledgements and end offsets."""
 
-    def __init__(self, bootstrap: str, messages: list[tuple[str, bytes | None, bytes]], rate: float) -> None:
+    def __init__(self, bootstrap: str, messages: list[tuple[Any, ...]], rate: float) -> None:
         super().__init__(name="demo-producer", daemon=True)
         self.bootstrap, self.messages, self.rate = bootstrap, messages, rate
         self.acked = 0
@@ -115,7 +116,7 @@ class Feed(threading.Thread):
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all"})
         started = time.monotonic()
         try:
-            for i, (topic, key, value) in enumerate(self.messages):
+            for i, (topic, key, value, *headers) in enumerate(self.messages):
                 if self.stop.is_set():
                     break
                 if self.rate > 0:
@@ -124,7 +125,9 @@ class Feed(threading.Thread):
                         producer.poll(ahead)
                 while True:
                     try:
-                        producer.produce(topic, value=value, key=key, on_delivery=self._report)
+                        producer.produce(
+                            topic, value, key, on_delivery=self._report, headers=(headers or [None])[0]
+                        )
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -154,6 +157,7 @@ def daemon_env(bootstrap: str, base_url: str, credentials: Any, log_level: str) 
         "KAFKA_AUTO_COMMIT_INTERVAL_MS": "500",
         "LEAD_TOPICS": "demo.leads",
         "SERVICE_TOPICS": "demo.services",
+        "EVENT_TOPICS": "demo.events",
         "DLQ_TOPIC": "demo.dlq",
         "LP_BASE_URL": base_url,
         "LP_CONSUMER_KEY": credentials.consumer_key,
@@ -210,6 +214,7 @@ class Demo:
 
         args = self.args
         plan = plan_events(args.events, args.seed)
+        self.registry, plan.messages, self.formats = start_mix(plan.messages, args.seed)
         broker = LocalBroker(log_path=args.log_file.with_suffix(".tansu.log"))
         api = SandboxAPI(DEFAULT_CREDENTIALS, seed=args.seed)
         title = f"engagement-consumer demo: {args.events} events, sandbox with faults, daemon in between"
@@ -229,6 +234,7 @@ class Demo:
             finally:
                 await api.stop()
                 await asyncio.to_thread(broker.stop)
+                self.registry.stop()
         self.console.print(summary_table(summary))
         self.console.print(
             "[bold green]OK[/]: every produced event was delivered or dead-lettered, and committed"
@@ -251,6 +257,7 @@ class Demo:
         from consumer.sandbox.api import DEFAULT_CREDENTIALS
 
         env = daemon_env(broker.bootstrap, api.base_url, DEFAULT_CREDENTIALS, self.args.log_level)
+        env["SCHEMA_REGISTRY_URL"] = self.registry.url
         app = App(load_settings(env))
         app_task = asyncio.create_task(app.run())
         feed = Feed(broker.bootstrap, plan.messages, self.args.rate)
@@ -336,7 +343,7 @@ class Demo:
                 f"{t}[{p}] {c if c is not None and c >= 0 else 'none'}/{e}"
                 for (t, p), (c, e) in missing.items()
             )
-        notes = [f"daemon logs: {self.args.log_file}"]
+        notes = [f"daemon logs: {self.args.log_file}", formats_note(self.formats)]
         if self.first_consumed is not None:
             notes.append(f"first event consumed {self.first_consumed - self.started:.1f}s after start")
         if stopped:
