@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     status_policy: str = ""
     shutdown_drain_s: float = Field(20.0, gt=0)
     revoke_drain_s: float = Field(10.0, gt=0)
+    commit_interval_s: float = Field(1.0, gt=0, le=60)
+    offset_map_max_bytes: int = Field(4096, ge=0)
     stats_interval_ms: int = Field(5000, ge=0)
 
     http_port: int = Field(9102, ge=0, le=65535)
@@ -177,13 +179,15 @@ class Settings(BaseSettings):
         conf: dict[str, Any] = {
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "group.id": self.kafka_group_id,
-            "enable.auto.commit": True,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             "statistics.interval.ms": self.stats_interval_ms,
         }
         conf.update(self.kafka_properties)
+        # The daemon commits itself, every COMMIT_INTERVAL_S, with offset maps in the metadata; it
+        # stores nothing, so librdkafka's auto-commit would have nothing to send anyway.
+        conf["enable.auto.commit"] = False
         return conf
 
     def producer_config(self) -> dict[str, Any]:
@@ -217,7 +221,7 @@ class Settings(BaseSettings):
         return out
 
 
-_TRUE, _FALSE = {"true", "t", "1"}, {"false", "f", "0"}  # librdkafka's spellings of a boolean
+_TRUE = {"true", "t", "1"}  # librdkafka's spellings of true
 
 
 def _guarantee_problems(props: Mapping[str, str]) -> list[str]:
@@ -236,13 +240,6 @@ def _guarantee_problems(props: Mapping[str, str]) -> list[str]:
             "enable.auto.offset.store",
             "must stay false: librdkafka would store, and so commit, every polled offset before "
             "its event is delivered or dead-lettered; a crash would lose those events",
-        )
-    if value("enable.auto.commit") in _FALSE:
-        refuse(
-            "enable.auto.commit",
-            "must stay true: the daemon stores only done offsets and librdkafka's auto-commit "
-            "commits them; without it nothing is committed while running (only on revoke and "
-            "shutdown), so a crash redelivers everything since start",
         )
     isolation = value("isolation.level")
     if isolation is not None and isolation != "read_committed":

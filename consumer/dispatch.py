@@ -37,7 +37,7 @@ from consumer.expiring import ExpiringMap
 from consumer.halt import AuthGate
 from consumer.limiter import ConcurrencyLimiter
 from consumer.liveperson.client import EngagementClient, Reply
-from consumer.offsets import OffsetTracker
+from consumer.offsets import CommitPoint, OffsetTracker
 from consumer.policy import Action, Backoff, parse_retry_after, throttle_delay
 from consumer.records import Record, TopicPartition
 
@@ -398,7 +398,7 @@ class Dispatcher:
             if any(r.tp in tps for r in lane.queue):
                 lane.queue = deque(r for r in lane.queue if r.tp not in tps)
 
-    async def revoke(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    async def revoke(self, tps: list[TopicPartition]) -> dict[TopicPartition, CommitPoint]:
         """Stop dispatching these partitions, wait (bounded) for in-flight work; return the done prefix.
 
         Queued records and lanes waiting (slot, backoff, halt) let go of those partitions at once;
@@ -409,11 +409,11 @@ class Dispatcher:
         self._forget(gone)
         self._cut_waits(gone)
         await self._quiet(lambda: not self._busy(gone), self._s.revoke_drain_s)
-        offsets: dict[TopicPartition, int] = {}
+        offsets: dict[TopicPartition, CommitPoint] = {}
         for tp in tps:
-            position = self._tracker.position(tp)
-            if position is not None:
-                offsets[tp] = position
+            point = self._tracker.commit_point(tp)
+            if point is not None:
+                offsets[tp] = point
             self._tracker.drop(tp)
         self._revoking -= gone
         log.info("revoke_drained", partitions=len(tps), still_busy=self._busy(gone), commit=_fmt(offsets))
@@ -476,5 +476,5 @@ def _visit(visit: Visit) -> str:
     return f"{visit.account}/{visit.visitor}/{visit.sid}"
 
 
-def _fmt(offsets: dict[TopicPartition, int]) -> dict[str, int]:
-    return {f"{t}[{p}]": o for (t, p), o in offsets.items()}
+def _fmt(offsets: dict[TopicPartition, CommitPoint]) -> dict[str, int]:
+    return {f"{t}[{p}]": point.offset for (t, p), point in offsets.items()}

@@ -93,6 +93,24 @@ UNKNOWN_FIELDS = Counter(
     ["type"],
     registry=REGISTRY,
 )
+SKIPPED_DONE = Counter(
+    "engagement_skipped_done",
+    "Consumed offsets skipped because the previous owner's offset map names them done.",
+    registry=REGISTRY,
+)
+OFFSET_MAP_OVERSIZE = Counter(
+    "engagement_offset_map_oversize",
+    "Commits whose offset map did not fit OFFSET_MAP_MAX_BYTES (committed with the lowest part that "
+    "fits, or plain).",
+    registry=REGISTRY,
+)
+OFFSET_MAP_UNREAD = Counter(
+    "engagement_offset_map_unread",
+    "Commit metadata found at assignment but not read as an offset map, by reason "
+    "(foreign, newer_version, corrupt, stale): plain behaviour, more duplicates, never a loss.",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 
 def exported_names() -> set[str]:

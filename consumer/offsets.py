@@ -1,11 +1,34 @@
-"""Offset tracking: per partition, commit only the contiguous prefix of offsets that are done."""
+"""Offset tracking: per partition, commit the first offset not done, and a map of what is done above it.
+
+The map (consumer.offsetmap) rides in the commit's metadata; the next owner of the partition reads
+it at assignment and skips the offsets it names (DESIGN.md, *Commits that remember what is done
+above the gap*). Within [first consumed, one past the highest seen) every offset that is not pending
+is done: consumed offsets arrive in order, and an offset the log does not hold (compaction,
+transaction markers) is never fetched, so naming it done skips nothing.
+"""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import structlog
+
+from consumer import metrics, offsetmap
+from consumer.offsetmap import Outcome, Run
+
+log = structlog.get_logger("consumer.offsets")
 
 TopicPartition = tuple[str, int]
+
+
+class CommitPoint(NamedTuple):
+    """What to commit for a partition: the first offset not done, and the map of done ones above it."""
+
+    offset: int
+    metadata: str = ""
 
 
 @dataclass(slots=True)
@@ -18,7 +41,22 @@ class PartitionOffsets:
 
     pending: OrderedDict[int, None] = field(default_factory=OrderedDict)
     next_offset: int | None = None  # one past the highest offset seen
-    committed: int | None = None  # last offset handed out for commit
+    committed: tuple[int, int | None, int, int] | None = None  # state when last handed out for commit
+    inherited: deque[Run] | None = None  # done runs named by the previous owner's map, not reached yet
+
+    def skips(self, offset: int) -> bool:
+        """True if the previous owner's map names this offset done (then it counts as seen and done)."""
+        runs = self.inherited
+        assert runs is not None
+        while runs and runs[0][1] <= offset:
+            runs.popleft()
+        if not runs:
+            self.inherited = None
+        if runs and runs[0][0] <= offset:
+            if self.next_offset is None or offset >= self.next_offset:
+                self.next_offset = offset + 1
+            return True
+        return False
 
     def add(self, offset: int) -> None:
         """Record a consumed offset (offsets arrive in increasing order; gaps are allowed)."""
@@ -36,23 +74,70 @@ class PartitionOffsets:
             return next(iter(self.pending))
         return self.next_offset
 
+    def done_runs(self, base: int) -> Iterator[Run]:
+        """Done offsets above `base` (the committable offset), as sorted runs, lowest first."""
+        prev = base
+        end = base if self.next_offset is None else self.next_offset
+        for offset in self.pending:
+            if offset > prev:
+                yield (prev, offset)
+            prev = offset + 1
+        start = prev
+        for run_start, run_end in self.inherited or ():
+            if run_end <= end:
+                continue
+            run_start = max(run_start, end)
+            if run_start > end:  # a gap: what we consumed ends the first run
+                if end > start:
+                    yield (start, end)
+                start = run_start
+            end = run_end
+        if end > start:
+            yield (start, end)
+
 
 class OffsetTracker:
     """All assigned partitions' offsets; answers what may be committed and how much is pending."""
 
-    def __init__(self) -> None:
+    def __init__(self, map_max_bytes: int = 0) -> None:
+        self.map_max_bytes = map_max_bytes  # 0: plain commits, no offset maps
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
         self._generation: dict[TopicPartition, int] = {}
         self._next_generation = 1
         self.pending_total = 0
 
-    def assign(self, tp: TopicPartition) -> int:
-        """Start tracking a newly assigned partition (idempotent); return its assignment generation."""
+    def assign(self, tp: TopicPartition, committed: int | None = None, metadata: str | None = None) -> int:
+        """Start tracking a newly assigned partition (idempotent); return its assignment generation.
+
+        `committed`/`metadata`: the group's commit for it; a readable map there names offsets to skip.
+        """
         if tp not in self._parts:
-            self._parts[tp] = PartitionOffsets()
+            part = self._parts[tp] = PartitionOffsets()
             self._generation[tp] = self._next_generation
             self._next_generation += 1
+            if self.map_max_bytes and committed is not None and committed >= 0:
+                part.inherited = self._read_map(tp, committed, metadata)
         return self._generation[tp]
+
+    @staticmethod
+    def _read_map(tp: TopicPartition, committed: int, metadata: str | None) -> deque[Run] | None:
+        runs, unread = offsetmap.decode(metadata, committed)
+        if runs is not None:
+            log.info(
+                "offset_map_read",
+                topic=tp[0],
+                partition=tp[1],
+                committed=committed,
+                done_runs=len(runs),
+                done_offsets=sum(e - s for s, e in runs),
+            )
+            return deque(runs)
+        elif unread is not None and unread is not offsetmap.Unread.NONE:
+            metrics.OFFSET_MAP_UNREAD.labels(unread.value).inc()
+            log.warning(
+                "offset_map_ignored", topic=tp[0], partition=tp[1], committed=committed, reason=unread.value
+            )
+        return None
 
     def generation(self, tp: TopicPartition) -> int | None:
         """The current assignment generation of a partition, None if not assigned."""
@@ -74,6 +159,9 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None:
             return False
+        if part.inherited is not None and part.skips(offset):
+            metrics.SKIPPED_DONE.inc()
+            return False
         if offset not in part.pending:
             part.add(offset)
             self.pending_total += 1
@@ -94,18 +182,38 @@ class OffsetTracker:
         """The partitions tracked now."""
         return list(self._parts)
 
-    def to_commit(self, tps: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Offsets that advanced since last asked, for the given (default: all) partitions."""
-        out: dict[TopicPartition, int] = {}
+    def to_commit(self, tps: list[TopicPartition] | None = None) -> dict[TopicPartition, CommitPoint]:
+        """Commit points of the given (default: all) partitions that changed since last asked."""
+        out: dict[TopicPartition, CommitPoint] = {}
         for tp in self._parts if tps is None else tps:
             part = self._parts.get(tp)
             if part is None:
                 continue
             offset = part.committable()
-            if offset is not None and offset != part.committed:
-                part.committed = offset
-                out[tp] = offset
+            if offset is None:
+                continue
+            # Done never reverts, so a map that misses a change is stale but true: a cheap key will do.
+            state = (offset, part.next_offset, len(part.pending), len(part.inherited or ()))
+            if state != part.committed:
+                part.committed = state
+                out[tp] = self._point(part, offset)
         return out
+
+    def commit_point(self, tp: TopicPartition) -> CommitPoint | None:
+        """The commit point of a partition now (None before its first event)."""
+        part = self._parts.get(tp)
+        offset = part.committable() if part else None
+        if part is None or offset is None:
+            return None
+        return self._point(part, offset)
+
+    def _point(self, part: PartitionOffsets, offset: int) -> CommitPoint:
+        if not self.map_max_bytes:
+            return CommitPoint(offset)
+        metadata, outcome = offsetmap.encode(offset, part.done_runs(offset), self.map_max_bytes)
+        if outcome is Outcome.TRUNCATED or outcome is Outcome.PLAIN:
+            metrics.OFFSET_MAP_OVERSIZE.inc()
+        return CommitPoint(offset, metadata)
 
     def position(self, tp: TopicPartition) -> int | None:
         """The committable offset of a partition right now (for tests and logs)."""

@@ -1,8 +1,8 @@
 """Kafka source: a dedicated poll thread with the sync Consumer, handing batches to the event loop.
 
-All calls on the Consumer happen on this thread. The loop talks to it with commands (store
-offsets, pause, resume, final commit) through a thread-safe queue, applied between polls; the
-thread keeps polling while partitions are paused so the group never drops the member. At most
+All calls on the Consumer happen on this thread. The loop talks to it with commands (commit offsets
+with their offset maps, pause, resume, final commit) through a thread-safe queue, applied between
+polls; the thread keeps polling while partitions are paused so the group never drops the member. At most
 MAX_BATCHES_AHEAD batches are handed to the loop and not yet taken: when the loop is behind (a big
 backlog, a busy CPU) the thread waits for it instead of piling fetched messages up in the loop's
 callback queue, where no pending-event bound would see them.
@@ -26,13 +26,16 @@ from confluent_kafka import TopicPartition as KafkaTP
 
 from consumer import metrics
 from consumer.logs import Repeats
-from consumer.offsets import TopicPartition
+from consumer.offsets import CommitPoint, TopicPartition
 
 log = structlog.get_logger("consumer.source")
 
 POLL_TIMEOUT_S = 0.1
 BATCH_SIZE = 500
 MAX_BATCHES_AHEAD = 2
+COMMITTED_TIMEOUT_S = 5.0  # reading the group's commits (and offset maps) at assignment
+
+Committed = dict[TopicPartition, tuple[int, str | None]]  # offset (negative: none) and metadata
 
 
 class SourceHandler(Protocol):
@@ -41,10 +44,10 @@ class SourceHandler(Protocol):
     def on_messages(self, messages: list[Message]) -> None:
         """Take a batch of polled messages."""
 
-    def on_assigned(self, tps: list[TopicPartition]) -> None:
-        """Start tracking newly assigned partitions."""
+    def on_assigned(self, tps: list[TopicPartition], committed: Committed) -> None:
+        """Start tracking newly assigned partitions, given the group's commits for them (when read)."""
 
-    def on_revoked(self, tps: list[TopicPartition]) -> Awaitable[dict[TopicPartition, int]]:
+    def on_revoked(self, tps: list[TopicPartition]) -> Awaitable[dict[TopicPartition, CommitPoint]]:
         """Drain (bounded) and return the done-prefix offsets to commit for revoked partitions."""
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
@@ -53,8 +56,8 @@ class SourceHandler(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Command:
-    kind: str  # store | pause | resume
-    tps: dict[TopicPartition, int] | list[TopicPartition]
+    kind: str  # commit | pause | resume
+    tps: dict[TopicPartition, CommitPoint] | list[TopicPartition]
 
 
 class KafkaSource:
@@ -67,15 +70,17 @@ class KafkaSource:
         handler: SourceHandler,
         loop: asyncio.AbstractEventLoop,
         revoke_timeout_s: float,
+        read_commits: bool = False,
     ) -> None:
         self._config = dict(config)
         self._topics = topics
         self._handler = handler
         self._loop = loop
         self._revoke_timeout_s = revoke_timeout_s
+        self._read_commits = read_commits  # read commit metadata (offset maps) at assignment
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._final: dict[TopicPartition, int] | None = None
+        self._final: dict[TopicPartition, CommitPoint] | None = None
         self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
         self._ahead = threading.Semaphore(MAX_BATCHES_AHEAD)  # a slot per batch not yet taken by the loop
         self._closed: asyncio.Future[None] = loop.create_future()
@@ -90,10 +95,10 @@ class KafkaSource:
         """Start the poll thread."""
         self._thread.start()
 
-    def store(self, offsets: dict[TopicPartition, int]) -> None:
-        """Store done-prefix offsets; librdkafka's auto-commit commits what was stored."""
-        if offsets:
-            self._commands.put(_Command("store", offsets))
+    def commit(self, points: dict[TopicPartition, CommitPoint]) -> None:
+        """Commit these offsets (with their maps) asynchronously from the poll thread."""
+        if points:
+            self._commands.put(_Command("commit", points))
 
     def pause(self, tps: list[TopicPartition]) -> None:
         """Stop fetching these partitions (the thread keeps polling)."""
@@ -105,7 +110,7 @@ class KafkaSource:
         if tps:
             self._commands.put(_Command("resume", tps))
 
-    async def close(self, final: dict[TopicPartition, int], within_s: float) -> None:
+    async def close(self, final: dict[TopicPartition, CommitPoint], within_s: float) -> None:
         """Commit `final` synchronously, leave the group and close the consumer."""
         self._final = final
         self._stop.set()
@@ -169,11 +174,11 @@ class KafkaSource:
             except queue.Empty:
                 return
             try:
-                if cmd.kind == "store":
+                if cmd.kind == "commit":
                     assert isinstance(cmd.tps, dict)
-                    owned = [KafkaTP(t, p, o) for (t, p), o in cmd.tps.items() if (t, p) in self.assignment]
+                    owned = _kafka_tps({tp: c for tp, c in cmd.tps.items() if tp in self.assignment})
                     if owned:
-                        consumer.store_offsets(offsets=owned)
+                        consumer.commit(offsets=owned, asynchronous=True)
                 elif cmd.kind == "pause":
                     tps = [KafkaTP(t, p) for t, p in cmd.tps if (t, p) in self.assignment]
                     if tps:
@@ -207,12 +212,19 @@ class KafkaSource:
         self.assignment.update(tps)
         self.joined = True
         log.info("partitions_assigned", partitions=_fmt(tps))
-        self._call_loop(lambda: self._handler.on_assigned(tps))
+        committed: Committed = {}
+        if self._read_commits and partitions:
+            try:  # the same commits librdkafka is about to resume from; on failure: no maps, plain behaviour
+                got = consumer.committed([KafkaTP(t, p) for t, p in tps], timeout=COMMITTED_TIMEOUT_S)
+                committed = {(c.topic, c.partition): (c.offset, c.metadata) for c in got if c.error is None}
+            except KafkaException as exc:
+                log.warning("committed_read_failed", error=str(exc), partitions=_fmt(tps))
+        self._call_loop(lambda: self._handler.on_assigned(tps, committed))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         log.info("partitions_revoked", partitions=_fmt(tps))
-        offsets: dict[TopicPartition, int] = {}
+        offsets: dict[TopicPartition, CommitPoint] = {}
         fut = asyncio.run_coroutine_threadsafe(_as_coro(self._handler.on_revoked(tps)), self._loop)
         try:
             offsets = fut.result(self._revoke_timeout_s + 5.0)
@@ -264,13 +276,19 @@ class KafkaSource:
             log.debug("stats_unreadable", error=str(exc))
 
 
-def _commit(consumer: Consumer, offsets: dict[TopicPartition, int], what: str, attempts: int = 3) -> bool:
+def _kafka_tps(points: dict[TopicPartition, CommitPoint]) -> list[KafkaTP]:
+    """Commit offsets, with their map as metadata when there is one."""
+    return [
+        KafkaTP(t, p, c.offset, metadata=c.metadata) if c.metadata else KafkaTP(t, p, c.offset)
+        for (t, p), c in points.items()
+    ]
+
+
+def _commit(
+    consumer: Consumer, offsets: dict[TopicPartition, CommitPoint], what: str, attempts: int = 3
+) -> bool:
     """Commit synchronously; retry a retriable failure (coordinator moving, request timed out) briefly."""
-    tps = [KafkaTP(t, p, o) for (t, p), o in offsets.items()]
-    # Store them too: auto-commit (its timer, or the commit librdkafka makes on unassign and close)
-    # sends the *stored* offsets, and an older stored offset sent after this commit rewinds the group.
-    with contextlib.suppress(KafkaException):
-        consumer.store_offsets(offsets=tps)
+    tps = _kafka_tps(offsets)
     for attempt in range(1, attempts + 1):
         try:
             consumer.commit(offsets=tps, asynchronous=False)
@@ -301,7 +319,9 @@ def _take_ready(consumer: Consumer) -> list[Message]:
     return [first, *consumer.consume(BATCH_SIZE - 1, 0)]
 
 
-async def _as_coro(aw: Awaitable[dict[TopicPartition, int]]) -> dict[TopicPartition, int]:
+async def _as_coro(
+    aw: Awaitable[dict[TopicPartition, CommitPoint]],
+) -> dict[TopicPartition, CommitPoint]:
     return await aw
 
 

@@ -41,7 +41,7 @@ def daemon_env(broker: LocalBroker, topics: Topics) -> Callable[..., dict[str, s
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                 "KAFKA_SESSION_TIMEOUT_MS": "6000",
                 "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-                "KAFKA_AUTO_COMMIT_INTERVAL_MS": "500",
+                "COMMIT_INTERVAL_S": "0.5",
                 "LP_BASE_URL": base_url,
                 "LP_CONSUMER_KEY": CREDS.consumer_key,
                 "LP_CONSUMER_SECRET": CREDS.consumer_secret,

@@ -154,7 +154,7 @@ def daemon_env(bootstrap: str, base_url: str, credentials: Any, log_level: str) 
         "KAFKA_GROUP_ID": GROUP,
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
         "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-        "KAFKA_AUTO_COMMIT_INTERVAL_MS": "500",
+        "COMMIT_INTERVAL_S": "0.5",
         "LEAD_TOPICS": "demo.leads",
         "SERVICE_TOPICS": "demo.services",
         "EVENT_TOPICS": "demo.events",

@@ -29,6 +29,10 @@ def test_defaults_and_kafka_pass_through() -> None:
     conf = s.consumer_config()
     assert conf["session.timeout.ms"] == "6000" and conf["sasl.mechanism"] == "PLAIN"
     assert conf["enable.auto.offset.store"] is False
+    assert conf["enable.auto.commit"] is False  # the daemon commits itself, with offset maps
+    assert s.commit_interval_s == 1.0 and s.offset_map_max_bytes == 4096
+    forced = load_settings({**BASE, "KAFKA_ENABLE_AUTO_COMMIT": "true"}).consumer_config()
+    assert forced["enable.auto.commit"] is False
     producer = s.producer_config()
     assert "session.timeout.ms" not in producer and producer["sasl.mechanism"] == "PLAIN"
     assert "group.id" not in producer
@@ -148,8 +152,6 @@ def test_an_api_base_with_an_odd_host_or_port_is_refused_at_start(var: str, valu
         ("KAFKA_ENABLE_AUTO_OFFSET_STORE", "true", "polled offset"),
         ("KAFKA_ENABLE_AUTO_OFFSET_STORE", "T", "polled offset"),
         ("KAFKA_ENABLE_AUTO_OFFSET_STORE", "1", "polled offset"),
-        ("KAFKA_ENABLE_AUTO_COMMIT", "false", "nothing is committed while running"),
-        ("KAFKA_ENABLE_AUTO_COMMIT", "0", "nothing is committed while running"),
         ("KAFKA_ISOLATION_LEVEL", "read_uncommitted", "aborted transactions"),
         ("KAFKA_AUTO_OFFSET_RESET", "latest", "skips"),
         ("KAFKA_AUTO_OFFSET_RESET", "largest", "skips"),

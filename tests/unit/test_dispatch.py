@@ -18,7 +18,7 @@ from consumer.events import Visit, parse_event
 from consumer.halt import AuthGate
 from consumer.limiter import ConcurrencyLimiter
 from consumer.liveperson.client import Reply
-from consumer.offsets import OffsetTracker
+from consumer.offsets import CommitPoint, OffsetTracker
 from consumer.records import Record
 
 pytestmark = pytest.mark.timeout(20)
@@ -195,7 +195,7 @@ async def test_revoke_drops_queued_work_and_returns_the_done_prefix() -> None:
     submit(d, tracker, [("a", "x0")])
     await settle(tracker)
     offsets = await d.revoke([TP])
-    assert offsets == {TP: 1} and not tracker.owns(TP, 1)
+    assert offsets == {TP: CommitPoint(1)} and not tracker.owns(TP, 1)
 
 
 async def test_an_exception_inside_a_delivery_requeues_the_batch_and_retries_it_in_order() -> None:
@@ -336,7 +336,7 @@ async def test_revoke_drops_a_lane_waiting_out_a_backoff_at_once() -> None:
     d.submit(record_on(tracker, TP, "a", "a0"))
     await until(lambda: len(client.calls) == 1)
     offsets = await asyncio.wait_for(d.revoke([TP]), 1.0)
-    assert offsets == {TP: 0}
+    assert offsets == {TP: CommitPoint(0)}
     await until(lambda: not d._lanes, timeout=1.0)  # the lane let go of its batch, not 30 s later
     assert len(client.calls) == 1 and not dl.letters
 
@@ -367,7 +367,7 @@ async def test_revoke_waits_for_a_request_on_the_wire_and_its_dead_letter() -> N
     await asyncio.sleep(0.05)
     assert not revoke.done()
     release.set()
-    assert await asyncio.wait_for(revoke, 1.0) == {TP: 1}
+    assert await asyncio.wait_for(revoke, 1.0) == {TP: CommitPoint(1)}
     assert [v.reason for _, v in dl.letters] == ["http_404"]
 
 
@@ -376,7 +376,7 @@ async def test_no_dead_letter_after_a_long_request_outlived_the_revoke() -> None
     client.hold["a"] = release = asyncio.Event()
     d.submit(record_on(tracker, TP, "a", "a0"))
     await until(lambda: len(client.calls) == 1)
-    assert await asyncio.wait_for(d.revoke([TP]), 1.0) == {TP: 0}
+    assert await asyncio.wait_for(d.revoke([TP]), 1.0) == {TP: CommitPoint(0)}
     tracker.assign(TP)  # the partition came back meanwhile: the new owner (us, again) redoes it
     release.set()
     await until(lambda: not d._lanes)

@@ -1,8 +1,10 @@
 """Offset tracker: commit only the contiguous done prefix, per partition."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from consumer.offsets import OffsetTracker
+from consumer.offsets import CommitPoint, OffsetTracker
 
 pytestmark = pytest.mark.timeout(10)
 TP = ("leads", 0)
@@ -18,7 +20,7 @@ def tracker_with(offsets: list[int]) -> tuple[OffsetTracker, int]:
 
 def test_nothing_done_commits_the_first_pending_offset() -> None:
     t, _ = tracker_with([5, 6, 7])
-    assert t.to_commit() == {TP: 5}
+    assert t.to_commit() == {TP: CommitPoint(5)}
     assert t.pending_total == 3
 
 
@@ -45,10 +47,10 @@ def test_gaps_in_offsets_are_fine() -> None:
 
 def test_to_commit_reports_only_advances() -> None:
     t, gen = tracker_with([0, 1])
-    assert t.to_commit() == {TP: 0}
+    assert t.to_commit() == {TP: CommitPoint(0)}
     assert t.to_commit() == {}
     t.done(TP, 0, gen)
-    assert t.to_commit() == {TP: 1}
+    assert t.to_commit() == {TP: CommitPoint(1)}
 
 
 def test_done_twice_or_unknown_is_ignored() -> None:
@@ -88,3 +90,98 @@ def test_memory_follows_pending_not_span() -> None:
     assert t.position(TP) == 0
     t.done(TP, 0, gen)
     assert t.position(TP) == 100_000
+
+
+# ---- offset maps: what the next owner may skip ------------------------------------------------
+
+
+def owner(max_bytes: int = 4096, commit: CommitPoint | None = None) -> tuple[OffsetTracker, int]:
+    t = OffsetTracker(max_bytes)
+    gen = t.assign(TP, *(commit or (None, None)))
+    return t, gen
+
+
+def consume(t: OffsetTracker, offsets: list[int]) -> list[int]:
+    """Feed offsets as the poll thread would; return those skipped as done."""
+    return [o for o in offsets if not t.add(TP, o)]
+
+
+def test_the_next_owner_skips_exactly_what_was_done_above_the_gap() -> None:
+    first, gen = owner()
+    consume(first, list(range(100, 120)))
+    for o in [*range(101, 110), 115, 116]:  # 100 retries for minutes; 110-114 and 117-119 in flight
+        first.done(TP, o, gen)
+    point = first.to_commit()[TP]
+    assert point.offset == 100 and point.metadata.startswith("ec1")
+    second, _ = owner(commit=point)
+    skipped = consume(second, list(range(100, 125)))
+    assert skipped == [*range(101, 110), 115, 116]
+    assert second.pending(TP) == 25 - len(skipped)
+
+
+def test_a_map_is_carried_over_until_the_new_owner_reaches_it() -> None:
+    first, gen = owner()
+    consume(first, list(range(0, 1000)))
+    for o in range(1, 1000):
+        first.done(TP, o, gen)
+    second, gen2 = owner(commit=first.commit_point(TP))
+    assert consume(second, [0, 1, 2]) == [1, 2]  # a crash now: 3..999 are still known to be done
+    third, _ = owner(commit=second.commit_point(TP))
+    assert consume(third, list(range(0, 1001))) == list(range(1, 1000))
+    second.done(TP, 0, gen2)
+    assert second.position(TP) == 3
+    fourth, _ = owner(commit=second.commit_point(TP))
+    assert consume(fourth, list(range(3, 1001))) == list(range(3, 1000))
+
+
+def test_plain_commits_without_maps_and_unreadable_maps_are_ignored() -> None:
+    first, gen = owner(max_bytes=0)
+    consume(first, [0, 1, 2])
+    first.done(TP, 1, gen)
+    assert first.to_commit() == {TP: CommitPoint(0)}
+    mapped, gen = owner()
+    consume(mapped, [0, 1, 2])
+    mapped.done(TP, 1, gen)
+    good = mapped.commit_point(TP)
+    assert good is not None and good.metadata
+    for commit in [
+        CommitPoint(0, "other tool"),
+        CommitPoint(0, "ec9" + good.metadata[3:]),
+        CommitPoint(0, good.metadata[:-2]),
+        CommitPoint(1, good.metadata),  # the map of another commit
+    ]:
+        t, _ = owner(commit=commit)
+        assert consume(t, [0, 1, 2]) == [], commit
+    off, _ = owner(max_bytes=0, commit=good)  # maps switched off: not read either
+    assert consume(off, [0, 1, 2]) == []
+
+
+def test_to_commit_reports_a_changed_map_at_the_same_offset() -> None:
+    t, gen = owner()
+    consume(t, [0, 1, 2, 3])
+    assert t.to_commit() == {TP: CommitPoint(0)}
+    t.done(TP, 2, gen)
+    changed = t.to_commit()
+    assert changed[TP].offset == 0 and changed[TP].metadata
+    assert t.to_commit() == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_owner_after_owner_never_skips_an_offset_that_is_not_done(data: st.DataObject) -> None:
+    offsets = sorted(data.draw(st.sets(st.integers(0, 3000), min_size=1, max_size=400)))
+    done: set[int] = set()
+    limit = data.draw(st.sampled_from([40, 200, 4096]))
+    commit: CommitPoint | None = None
+    for _ in range(3):  # three owners in turn, each stopped (crash or rebalance) part way
+        t, gen = owner(limit, commit)
+        start = commit.offset if commit else 0
+        seen = [o for o in offsets if o >= start][: data.draw(st.integers(0, len(offsets)))]
+        skipped = consume(t, seen)
+        assert set(skipped) <= done, "skipped an offset that was never done"
+        for o in data.draw(st.lists(st.sampled_from(seen), unique=True)) if seen else []:
+            if o not in skipped:
+                t.done(TP, o, gen)
+                done.add(o)
+        commit = t.commit_point(TP) or commit
+        assert commit is None or len(commit.metadata) <= limit
