@@ -40,6 +40,7 @@ __all__ = [
     "Spec",
     "Stream",
     "Tally",
+    "assert_duplicates_within",
     "assert_sound",
     "committed_offsets",
     "conclude",
@@ -172,6 +173,7 @@ class Figures:
     out_of_order_examples: list[str] = field(default_factory=list)
     uncommitted_by_partition: dict[str, int] = field(default_factory=dict)
     duplicate_offsets: list[tuple[str, int, int]] = field(default_factory=list)
+    outcomes_of_duplicates: dict[tuple[str, int, int], int] = field(default_factory=dict)
 
     def row(self) -> dict[str, int]:
         """The counts only (for results.json)."""
@@ -203,6 +205,7 @@ def measure(
         assert spec is not None, f"dead letter of a record the scenario did not produce: {d.origin}"
         dlq_count[spec.index] += 1
     lost, dup, misrouted, dup_offsets = [], [], 0, []
+    dup_outcomes: dict[tuple[str, int, int], int] = {}
     delivered = dead = 0
     counted = specs if subset is None else subset
     for s in counted:
@@ -216,6 +219,7 @@ def measure(
         elif outcomes > 1:
             dup.extend([s.uid or f"#{s.index}"] * (outcomes - 1))
             dup_offsets.append(s.where)
+            dup_outcomes[s.where] = outcomes
         if (s.expect == "deliver" and dlq_n) or (s.expect == "dead_letter" and api_n):
             misrouted += 1
     ooo = _out_of_order(counted, tally.arrivals)
@@ -238,6 +242,7 @@ def measure(
         out_of_order_examples=ooo[:10],
         uncommitted_by_partition=uncommitted,
         duplicate_offsets=dup_offsets,
+        outcomes_of_duplicates=dup_outcomes,
     )
 
 
@@ -317,6 +322,18 @@ def assert_sound(fig: Figures) -> None:
     assert fig.out_of_order == 0, f"out of order {fig.out_of_order}: {fig.out_of_order_examples}"
     assert fig.uncommitted == 0, f"uncommitted {fig.uncommitted}: {fig.uncommitted_by_partition}"
     assert fig.misrouted == 0, f"misrouted {fig.misrouted}"
+
+
+def assert_duplicates_within(fig: Figures, window: set[tuple[str, int, int]], fault: str) -> None:
+    """Each duplicated record lies in `window` (those the fault could make come again) and came twice at most.
+
+    `window`: (topic, partition, offset) of the records delivered before the fault's effect and not
+    yet committed when it began; one fault redelivers each of them once at most.
+    """
+    outside = sorted(w for w in fig.outcomes_of_duplicates if w not in window)
+    assert not outside, f"{len(outside)} duplicates outside the window the {fault} allows, e.g. {outside[:5]}"
+    more = {w: n for w, n in fig.outcomes_of_duplicates.items() if n > 2}
+    assert not more, f"records that came more than twice after one {fault}: {dict(list(more.items())[:5])}"
 
 
 def metric_total(daemon: Daemon, name: str) -> float:

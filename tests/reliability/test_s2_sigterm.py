@@ -18,6 +18,7 @@ from harness import Topics, wait_until
 from scenario import (
     Stream,
     Tally,
+    assert_duplicates_within,
     assert_sound,
     committed_offsets,
     conclude,
@@ -30,6 +31,11 @@ from scenario import (
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 
 DRAIN_S = 8.0
+# How long past SHUTDOWN_DRAIN_S the exit may come: closing the consumer (leaving the group) and
+# flushing the dead-letter producer on a busy 2-core machine. Well under the 10 s the manifests
+# grant past the drain (terminationGracePeriodSeconds), and under the 30 s HTTP_TIMEOUT_S of 2b: a
+# daemon that waited for its hung request instead of keeping its deadline fails this.
+EXIT_MARGIN_S = 5.0
 
 
 def test_sigterm_under_load_drains_within_the_deadline_and_nothing_is_delivered_twice(
@@ -43,6 +49,8 @@ def test_sigterm_under_load_drains_within_the_deadline_and_nothing_is_delivered_
     first = start_daemon(env)
     stream = Stream(broker.bootstrap, specs, rate=400).start()
     wait_until(lambda: len(tally.update().count) >= events // 4, 30, "a quarter delivered")
+    wait_until(lambda: sum(api.in_flight.values()) >= 10, 10, "requests in flight")
+    in_flight_at_term = sum(api.in_flight.values())  # the drain's work: answered after the signal
     t_term = time.monotonic()
     code, took, stopped = stop_clean(first, within=DRAIN_S + 10)
     t_exit = time.monotonic()
@@ -58,13 +66,14 @@ def test_sigterm_under_load_drains_within_the_deadline_and_nothing_is_delivered_
         "2",
         "SIGTERM under load, restart",
         f"SIGTERM after {delivered_before} of {events} events delivered, producing at 400/s, every "
-        f"request answered in 150-250 ms (up to {api.max_in_flight} in flight); drained and exited 0 "
+        f"request answered in 150-250 ms ({in_flight_at_term} in flight at the signal, up to "
+        f"{api.max_in_flight}); drained and exited 0 "
         f"after {took:.1f} s (SHUTDOWN_DRAIN_S={DRAIN_S:g}); restart",
         fig,
         shutdown_seconds=round(took, 2),
     )
     assert code == 0, f"exit code {code}"
-    assert took <= DRAIN_S + 0.5, f"took {took:.1f}s to exit, deadline {DRAIN_S}s"
+    assert took <= DRAIN_S + EXIT_MARGIN_S, f"took {took:.1f}s to exit, deadline {DRAIN_S}s"
     assert stopped.get("drained") is True and stopped.get("uncommitted") == 0, stopped
     assert code2 == 0 and stopped2.get("uncommitted") == 0, stopped2
     assert_sound(fig)
@@ -98,9 +107,13 @@ def test_sigterm_with_a_hung_request_exits_by_the_deadline_and_loses_nothing(
     code2, _, stopped2 = stop_clean(second)
     fig = conclude(broker.bootstrap, topics, specs, tally)
     held = {(s.topic, s.where[1]) for s in specs if s.visit == hung}
-    window = sum(
-        1 for s in others if (s.topic, s.where[1]) in held and s.where[2] >= at_stop[s.topic, s.where[1]]
-    )
+    # What may come again: the other visits' events in the hung visit's partitions, at or above the
+    # commit it held (delivered before the stop, redelivered once after the restart).
+    window = {
+        s.where
+        for s in others
+        if (s.topic, s.where[1]) in held and s.where[2] >= at_stop[s.topic, s.where[1]]
+    }
     recorder.record(
         "2b",
         "SIGTERM with a request that never answers",
@@ -108,15 +121,14 @@ def test_sigterm_with_a_hung_request_exits_by_the_deadline_and_loses_nothing(
         f"exited {code} after {took:.1f} s; restart after the API answers again",
         fig,
         shutdown_seconds=round(took, 2),
-        duplicate_window=window,
+        duplicate_window=len(window),
     )
     assert code == 0, f"exit code {code}"
-    assert took <= DRAIN_S + 0.5, f"took {took:.1f}s to exit, deadline {DRAIN_S}s"
+    assert took <= DRAIN_S + EXIT_MARGIN_S, f"took {took:.1f}s to exit, deadline {DRAIN_S}s"
     assert stopped.get("drained") is False and stopped.get("uncommitted", 0) > 0, stopped
     first_hung = {(s.topic, s.where[1]): s.where[2] for s in reversed(specs) if s.visit == hung}
     for tp, offset in first_hung.items():
         assert at_stop[tp] == offset, f"{tp}: committed {at_stop[tp]}, the hung visit starts at {offset}"
     assert code2 == 0 and stopped2.get("uncommitted") == 0, stopped2
     assert_sound(fig)
-    assert not fig.duplicates_before(at_stop)
-    assert fig.duplicated <= window, f"{fig.duplicated} duplicates, window {window}"
+    assert_duplicates_within(fig, window, "hung request at SIGTERM")

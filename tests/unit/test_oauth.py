@@ -190,13 +190,3 @@ def test_raw_query_parameters_sign_as_oauthlib(query: list[tuple[str, str]]) -> 
         url, BODY
     )
 
-
-def test_signing_is_cheap() -> None:
-    signer = Signer(CREDS)
-    url = URLS[1]
-    n = 2000
-    start = time.perf_counter()
-    for _ in range(n):
-        signer.authorization("POST", url, BODY)
-    per_call = (time.perf_counter() - start) / n
-    assert per_call < 200e-6  # ~16 µs measured; generous for loaded CI machines
