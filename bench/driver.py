@@ -18,6 +18,7 @@ from bench.scenarios import Scenario
 from bench.workload import BenchProducer, events
 from consumer.sandbox.api import DEFAULT_CREDENTIALS
 from consumer.sandbox.broker import LocalBroker, free_port
+from consumer.sandbox.registry import SandboxRegistry
 
 POLL_S = 0.1
 
@@ -73,10 +74,15 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
     broker.create_topics({topics[0]: s.partitions, topics[1]: 1, topics[2]: 1})
     load_before = os.getloadavg()
     producer = BenchProducer(broker.bootstrap, linger_ms=5 if s.pace_rps else 20)
+    registry = SandboxRegistry().start() if s.encoding == "avro" else None
+    registry_url = registry.url if registry else None
+    items = events(s.visits, s.per_visit, encoding=s.encoding, registry_url=registry_url, topic=topics[0])
     if s.produce_first:
-        producer.produce(topics[0], events(s.visits, s.per_visit))
+        producer.produce(topics[0], items)
     servers = APIServers(s.servers, api_args(s), logs)
     env = daemon_env(s, broker, servers.base_url, topics)
+    if registry_url:
+        env["SCHEMA_REGISTRY_URL"] = registry_url
     command = None
     if s.daemon_module != "consumer":  # a bench probe wrapping the daemon
         command, env = [sys.executable, "-m", s.daemon_module], env_with_repo(env)
@@ -92,9 +98,7 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
         started = time.time()
         feeder = None
         if not s.produce_first:
-            feeder = threading.Thread(
-                target=producer.produce, args=(topics[0], events(s.visits, s.per_visit), s.pace_rps)
-            )
+            feeder = threading.Thread(target=producer.produce, args=(topics[0], items, s.pace_rps))
             feeder.start()
         deadline = time.monotonic() + s.time_limit_s
         complete = False
@@ -116,6 +120,8 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
         code = daemon.stop()
         servers.stop()
         producer.close()
+        if registry is not None:
+            registry.stop()
     return figures(
         s,
         stats=stats,

@@ -194,6 +194,7 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
         "",
         *_table(results),
         "",
+        *_formats_section(results),
         "## Targets",
         "",
         "| scenario | target | threshold | figure | |",
@@ -212,6 +213,16 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
     if NOTES.exists():
         lines += [NOTES.read_text().rstrip(), ""]
     md_path.write_text("\n".join(lines))
+
+
+def _formats_section(results: list[dict[str, Any]]) -> list[str]:
+    """The `formats` group's section (with the decode-only costs measured now), if it ran."""
+    from bench import formats
+    from bench.scenarios import FORMAT_ENCODINGS
+
+    if not any(r["scenario"].get("group") == "formats" for r in results):
+        return []
+    return formats.section(results, formats.decode_costs(FORMAT_ENCODINGS))
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:

@@ -2,7 +2,8 @@
 
 python -m bench.run                 # every scenario, full size (make bench; a few minutes)
 python -m bench.run --quick         # the same, small: a smoke run
-python -m bench.run --only single   # some scenarios (comma-separated names)
+python -m bench.run --only single   # some scenarios (comma-separated names or groups)
+python -m bench.run --only formats  # the input-format group; splices its section into RESULTS.md
 python -m bench.run --report-only   # re-render RESULTS.md from bench/out/*.json
 """
 
@@ -19,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import formats, report
 from bench.driver import run_scenario
-from bench.scenarios import FULL, quick
+from bench.scenarios import FORMAT_ENCODINGS, FULL, Scenario, quick
 from consumer.sandbox.broker import LocalBroker
 
 HERE = Path(__file__).resolve().parent
@@ -40,32 +41,54 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = quick() if args.quick else list(FULL)
     if args.only:
         wanted = {n.strip() for n in args.only.split(",")}
-        unknown = wanted - {s.name for s in scenarios}
+        unknown = wanted - {s.name for s in scenarios} - {s.group for s in scenarios}
         if unknown:
             parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-        scenarios = [s for s in scenarios if s.name in wanted]
+        scenarios = [s for s in scenarios if s.name in wanted or s.group in wanted]
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         started = time.monotonic()
         run_id = time.strftime("%H%M%S")
         with LocalBroker(log_path=args.out / "tansu.log") as broker:
-            for s in scenarios:
+            runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
+            took: dict[str, float] = dict.fromkeys(runs, 0.0)
+            for s, i in _schedule(scenarios):
                 print(f"[bench] {s.name}: {s.title}", flush=True)
                 t0 = time.monotonic()
-                runs = []
-                for i in range(s.repeat):
-                    only_first = replace(s, profile=s.profile and i == 0)
-                    runs.append(run_scenario(only_first, broker, args.out, f"{run_id}{i}"))
-                    print(f"[bench] {s.name}: {report.one_line(runs[-1])}", flush=True)
-                result = _median_run(runs)
-                result["run"] = _machine(args.quick, time.monotonic() - t0)
-                (args.out / f"{s.name}.json").write_text(json.dumps(result, indent=1))
+                only_first = replace(s, profile=s.profile and i == 0)
+                runs[s.name].append(run_scenario(only_first, broker, args.out, f"{run_id}{i}"))
+                took[s.name] += time.monotonic() - t0
+                print(f"[bench] {s.name}: {report.one_line(runs[s.name][-1])}", flush=True)
+                if len(runs[s.name]) == s.repeat:
+                    result = _median_run(runs[s.name])
+                    result["run"] = _machine(args.quick, took[s.name])
+                    (args.out / f"{s.name}.json").write_text(json.dumps(result, indent=1))
         print(f"[bench] all scenarios in {time.monotonic() - started:.0f} s", flush=True)
+    if args.only and {s.group for s in scenarios} == {"formats"}:
+        # only the formats group: splice its section, keep every other scenario's figures as they are
+        found = report.load(args.out, [s.name for s in scenarios])
+        formats.splice(args.results, formats.section(found, formats.decode_costs(FORMAT_ENCODINGS)))
+        print(f"[bench] wrote the formats section of {args.results}", flush=True)
+        return 0
     names = [s.name for s in (quick() if args.quick else FULL)]
     results = report.load(args.out, names)
     report.render(results, args.results, args.plot)
     print(f"[bench] wrote {args.results} and {args.plot}", flush=True)
     return 0
+
+
+def _schedule(scenarios: list[Scenario]) -> list[tuple[Scenario, int]]:
+    """Each scenario's runs back to back, except a group's: round by round across its scenarios."""
+    order: list[tuple[Scenario, int]] = []
+    done: set[str] = set()
+    for s in scenarios:
+        if s.name in done:
+            continue
+        members = [m for m in scenarios if s.group and m.group == s.group] or [s]
+        for i in range(max(m.repeat for m in members)):
+            order += [(m, i) for m in members if i < m.repeat]
+        done.update(m.name for m in members)
+    return order
 
 
 MEDIAN_KEYS = (

@@ -49,6 +49,8 @@ class Scenario:
     daemon_module: str = "consumer"  # `python -m <this> run`; a bench probe may wrap the daemon
     env: dict[str, str] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
+    encoding: str = "json"  # how events are encoded (bench/workload.py); avro starts a registry stand-in
+    group: str = ""  # `--only <group>` runs the group; its runs are interleaved round by round
 
     @property
     def events(self) -> int:
@@ -136,6 +138,22 @@ FULL: list[Scenario] = [
         time_limit_s=150.0,
         targets=(Target("peak_rss_mb", "<=", 200, "daemon peak RSS <= 200 MB"),),
     ),
+]
+
+
+# `formats`: the `single` set-up with the events as other producers write them; CPU per event of each
+# encoding against plain JSON. Interleaved rounds, because this shared VM's load drifts for minutes.
+FORMAT_ENCODINGS = ("json", "cloudevents-binary", "connect", "avro")
+FULL += [
+    Scenario(
+        f"formats-{encoding}",
+        f"`single` set-up (20,000 single-attribute visits, 50 ms, MAX_IN_FLIGHT 128), events as {encoding}",
+        visits=20_000,
+        repeat=3,
+        encoding=encoding,
+        group="formats",
+    )
+    for encoding in FORMAT_ENCODINGS
 ]
 
 

@@ -4,6 +4,11 @@ Each message is a lead event of the contract (about 130 bytes), keyed by visitor
 in one partition; its `topic` field carries ``t:<time.time()>`` at produce, so the stand-in API can
 tell the produce-to-API time of every attribute. The events of one visit are produced back to back
 (what coalescing needs); visits are spread over the partitions by the key.
+
+With an encoding other than ``json`` (the `formats` scenarios) the same event is written as other
+producers write it (consumer/tools/encode.py: CloudEvents, Connect envelope, Avro via a registry).
+The stamp is a fixed-width placeholder replaced in the encoded bytes at produce time, so it works
+inside Avro's length-prefixed strings too.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
+
+from consumer.tools.encode import Encoder
 
 PRODUCER_CONFIG = {
     "batch.num.messages": 10000,
@@ -43,19 +50,45 @@ def visitor_id(i: int) -> str:
     return f"Vb{i:07d}+q/Z=="
 
 
-def events(visits: int, per_visit: int, first_visit: int = 0) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of `visits` visits of `per_visit` lead events each; the stamp is set when produced."""
+STAMP = b"0000000000.000000"  # replaced by b"%017.6f" % time.time() (same width) when produced
+Item = tuple[bytes, bytes, list[tuple[str, bytes]] | None]
+
+
+def events(
+    visits: int,
+    per_visit: int,
+    first_visit: int = 0,
+    encoding: str = "json",
+    registry_url: str | None = None,
+    topic: str = "",
+) -> Iterator[Item]:
+    """(key, value, headers) of `visits` visits of `per_visit` lead events; the stamp is set when produced."""
+    encoder = Encoder(encoding, registry_url) if encoding != "json" else None
     for v in range(first_visit, first_visit + visits):
         visitor = visitor_id(v)
         key = visitor.encode()
         for k in range(per_visit):
-            yield (
-                key,
-                (
-                    f'{{"account":"1234","visitor":"{visitor}","sid":"s.{v}","topic":"t:%.6f",'
-                    f'"value":{k + 1},"currency":"USD","leadId":"L{v}.{k}"}}'
-                ).encode(),
-            )
+            if encoder is None:
+                yield (
+                    key,
+                    (
+                        f'{{"account":"1234","visitor":"{visitor}","sid":"s.{v}","topic":"t:{STAMP.decode()}",'
+                        f'"value":{k + 1},"currency":"USD","leadId":"L{v}.{k}"}}'
+                    ).encode(),
+                    None,
+                )
+                continue
+            obj = {
+                "account": "1234",
+                "visitor": visitor,
+                "sid": f"s.{v}",
+                "topic": f"t:{STAMP.decode()}",
+                "value": float(k + 1),
+                "currency": "USD",
+                "leadId": f"L{v}.{k}",
+            }
+            value, headers = encoder.encode(obj, "lead", topic)
+            yield key, value, [(h, bytes(x or b"")) for h, x in headers] if headers else None
 
 
 class BenchProducer:
@@ -71,22 +104,22 @@ class BenchProducer:
             self.report.failed += 1
             self.report.first_error = self.report.first_error or str(err)
 
-    def produce(self, topic: str, items: Iterator[tuple[bytes, bytes]], rate: float | None = None) -> None:
+    def produce(self, topic: str, items: Iterator[Item], rate: float | None = None) -> None:
         """Produce every item (as fast as possible, or paced at `rate` per second); stamp each value."""
         started = time.monotonic()
         assert self._producer is not None
         produce, poll = self._producer.produce, self._producer.poll
         n = 0
-        for key, template in items:
+        for key, template, headers in items:
             if rate is not None:
                 ahead = started + n / rate - time.monotonic()
                 if ahead > 0:
                     poll(0)
                     time.sleep(ahead)
-            value = template.replace(b"%.6f", b"%.6f" % time.time())
+            value = template.replace(STAMP, b"%017.6f" % time.time())
             while True:
                 try:
-                    produce(topic, value, key)
+                    produce(topic, value, key, headers=headers)
                     break
                 except BufferError:
                     poll(0.05)

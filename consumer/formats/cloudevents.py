@@ -32,13 +32,17 @@ def binary_attributes(headers: Headers) -> dict[str, Any] | None:
     attributes: dict[str, Any] = {}
     content_type: str | None = None
     for key, value in headers:
-        lower = key.lower()
-        if lower.startswith(PREFIX) and len(lower) > len(PREFIX):
-            text = header_text(value)
-            if text is not None:
-                attributes[lower[len(PREFIX) :]] = text[:MAX_ATTRIBUTE_CHARS]
-        elif lower == "content-type":
-            content_type = header_text(value)
+        if key.startswith(PREFIX):
+            name = key[3:]
+        elif key[:3].lower() == PREFIX:
+            name = key[3:].lower()
+        else:
+            if key.lower() == "content-type":
+                content_type = header_text(value)
+            continue
+        if name and value is not None:
+            text = value.decode("utf-8", "replace") if type(value) is bytes else str(value)
+            attributes[name] = text[:MAX_ATTRIBUTE_CHARS]
     if "specversion" not in attributes:
         return None
     if content_type is not None and "datacontenttype" not in attributes:

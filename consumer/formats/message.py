@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -14,8 +13,7 @@ CE_STRUCTURED = "cloudevents-structured"
 CONNECT = "connect"
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
     """A message value decoded to an object: the data, how it was encoded, and CloudEvents attributes."""
 
     obj: Any

@@ -31,12 +31,13 @@ from consumer.formats.mapping import (
     resolve_type,
 )
 from consumer.formats.message import CE_BINARY, CE_STRUCTURED, CONNECT, JSON, Decoded, Headers
-from consumer.formats.registry import SchemaRegistry, is_wire_format, schema_id_of
+from consumer.formats.registry import KINDS, SchemaRegistry, is_wire_format, schema_id_of
 
 if TYPE_CHECKING:
     from consumer.config import Settings
 
 EVENT = "event"
+REGISTRY_LABELS = frozenset(KINDS.values())
 MAX_BYTES = 65536
 MAX_TYPE_CHARS = 256
 
@@ -109,8 +110,8 @@ class EventReader:
             raise InvalidEvent("not_object", f"{what} is a {_what(obj)}, not an object")
         if kind == EVENT:
             kind = self._event_type(decoded, headers)
-        if not self.field_map.paths(kind) and decoded.encoding == JSON:
-            return build_event(obj, kind)
+        if not self.field_map.paths(kind) and decoded.encoding not in REGISTRY_LABELS:
+            return build_event(obj, kind)  # nothing to map, no Avro decimals to turn into numbers
         flat = flatten(decoded, kind, self.field_map, headers)
         try:
             return build_event(flat, kind)
