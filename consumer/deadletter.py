@@ -1,8 +1,15 @@
 """Dead letters: the original key and bytes to DLQ_TOPIC with origin and reason headers.
 
-A record only counts as done once the broker acknowledged its dead letter. A failed or refused
-produce (topic missing, not authorised, broker down) is logged loudly and retried with backoff;
-the record stays pending, so its offset is never committed past it.
+A record only counts as done once the broker acknowledged its dead letter. A failed produce is
+told by its error code:
+- **too large** (`MSG_SIZE_TOO_LARGE`: a record near the size limit plus the `dlq.*` headers): the
+  value is cut to fit and written again at once, its original size in `dlq.truncated`;
+- **transient** (broker down, topic missing, not authorised yet, timeouts): logged, retried with
+  backoff; an operator can fix it and the daemon catches up by itself;
+- **permanent** (fatal, or a code that retrying the same record cannot change): the record's
+  partition is held (its commit stops there) with an error line naming the cause and the gauge
+  `engagement_dead_letters_blocked`; it is tried again only every RETRY_MAX_S.
+In every case the record stays pending, so its offset is never committed past it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,38 @@ log = structlog.get_logger("consumer.deadletter")
 
 RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 30.0
+SIZE_MARGIN = 512  # bytes kept free for the record and batch framing when a value is cut to fit
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+# Operator-fixable: retried with backoff like a broker outage (create the topic, grant the ACL).
+FIXABLE = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._QUEUE_FULL,
+        KafkaError._TIMED_OUT,
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+)
+
+
+def produce_failure_kind(err: KafkaError | None) -> str:
+    """`too_large`, `transient` or `permanent` for a failed produce (None: a non-Kafka error, transient)."""
+    if err is None:
+        return "transient"
+    if err.code() in TOO_LARGE:
+        return "too_large"
+    if err.fatal():
+        return "permanent"
+    if err.retriable() or err.code() in FIXABLE:
+        return "transient"
+    return "permanent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,40 +122,60 @@ class DeadLetters:
         self._thread = threading.Thread(target=self._poll, name="dlq-producer", daemon=True)
         self.pending_by_tp: Counter[TopicPartition] = Counter()
         self.pending = 0
+        self._max_bytes = int(config.get("message.max.bytes", 1_000_000))
+        self._blocked: set[int] = set()  # id() of records whose dead letter failed permanently
 
     def start(self) -> None:
         """Start the thread that serves delivery reports."""
         self._thread.start()
 
-    def send(self, record: Record, verdict: Verdict, attempt: int = 0) -> None:
-        """Dead-letter one record; it is done when the broker acknowledges it."""
+    def send(self, record: Record, verdict: Verdict, attempt: int = 0, cut: int | None = None) -> None:
+        """Dead-letter one record (its value cut to `cut` bytes if given); done when the broker acks it."""
         if attempt == 0:
             self.pending += 1
             self.pending_by_tp[record.tp] += 1
         elif not self._is_current(record):  # partition revoked meanwhile: its new owner redoes it
             self._settle(record)
             return
+        value = record.value
+        headers = dead_letter_headers(record, verdict)
+        if cut is not None and value is not None:
+            headers.insert(7, ("dlq.truncated", str(len(value)).encode()))
+            value = value[:cut]
         try:
             self._producer.produce(
                 self._topic,
-                value=record.value,
+                value=value,
                 key=record.key,
-                headers=dead_letter_headers(record, verdict),
-                on_delivery=lambda err, msg: self._report(record, verdict, attempt, err, msg),
+                headers=headers,
+                on_delivery=lambda err, msg: self._report(record, verdict, attempt, cut, err, msg),
             )
-        except Exception as exc:  # queue full, or topic refused up front
-            self._failed(record, verdict, attempt, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # queue full, too large, or topic refused up front
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            self._failed(record, verdict, attempt, cut, err, f"{type(exc).__name__}: {exc}")
 
     def _report(
-        self, record: Record, verdict: Verdict, attempt: int, err: KafkaError | None, msg: Message
+        self,
+        record: Record,
+        verdict: Verdict,
+        attempt: int,
+        cut: int | None,
+        err: KafkaError | None,
+        msg: Message,
     ) -> None:
-        self._loop.call_soon_threadsafe(self._acked, record, verdict, attempt, err, msg)
+        self._loop.call_soon_threadsafe(self._acked, record, verdict, attempt, cut, err, msg)
 
     def _acked(
-        self, record: Record, verdict: Verdict, attempt: int, err: KafkaError | None, msg: Message
+        self,
+        record: Record,
+        verdict: Verdict,
+        attempt: int,
+        cut: int | None,
+        err: KafkaError | None,
+        msg: Message,
     ) -> None:
         if err is not None:
-            self._failed(record, verdict, attempt, err.str())
+            self._failed(record, verdict, attempt, cut, err, err.str())
             return
         self._settle(record)
         metrics.DEAD_LETTERS.labels(verdict.reason).inc()
@@ -130,6 +189,7 @@ class DeadLetters:
             dlq_topic=self._topic,
             dlq_partition=msg.partition(),
             dlq_offset=msg.offset(),
+            truncated_from=len(record.value or b"") if cut is not None else None,
         )
         self._on_done(record)
 
@@ -138,11 +198,64 @@ class DeadLetters:
         self.pending_by_tp[record.tp] -= 1
         if self.pending_by_tp[record.tp] <= 0:
             del self.pending_by_tp[record.tp]
+        if id(record) in self._blocked:
+            self._blocked.discard(id(record))
+            metrics.DEAD_LETTERS_BLOCKED.set(len(self._blocked))
         self._on_settled()
 
-    def _failed(self, record: Record, verdict: Verdict, attempt: int, error: str) -> None:
-        delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2**attempt)
+    def _fit(self, record: Record, verdict: Verdict, cut: int | None) -> int | None:
+        """The next length to cut an oversized value to (then half the last), None when nothing is left."""
+        size = len(record.value or b"")
+        if cut is None:
+            framing = len(record.key or b"") + SIZE_MARGIN + len("dlq.truncated") + 12
+            framing += sum(len(k) + len(v or b"") + 8 for k, v in dead_letter_headers(record, verdict))
+            return max(0, min(size - 1, self._max_bytes - framing))
+        return cut // 2 if cut > 0 else None
+
+    def _failed(
+        self,
+        record: Record,
+        verdict: Verdict,
+        attempt: int,
+        cut: int | None,
+        err: KafkaError | None,
+        error: str,
+    ) -> None:
+        kind = produce_failure_kind(err)
+        if kind == "too_large" and record.value:
+            smaller = self._fit(record, verdict, cut)
+            if smaller is not None:
+                metrics.RETRIES.labels("dlq_too_large").inc()
+                log.warning(
+                    "dead_letter_truncated",
+                    **record.where(),
+                    dlq_topic=self._topic,
+                    error=error,
+                    original_bytes=len(record.value),
+                    cut_to_bytes=smaller,
+                )
+                self._loop.call_soon(self.send, record, verdict, attempt + 1, smaller)
+                return
+            kind = "permanent"  # nothing left to cut: the key or headers alone are too large
         metrics.RETRIES.labels("dlq_produce").inc()
+        if kind == "permanent":
+            delay = RETRY_MAX_S
+            if id(record) not in self._blocked:
+                self._blocked.add(id(record))
+                metrics.DEAD_LETTERS_BLOCKED.set(len(self._blocked))
+            log.error(
+                "dead_letter_refused",
+                **record.where(),
+                dlq_topic=self._topic,
+                error=error,
+                code=err.name() if err is not None else None,
+                retry_in_s=delay,
+                note="a permanent produce error: this partition's commit is held here until the cause "
+                "is fixed (topic or broker configuration); the record is kept, not skipped",
+            )
+            self._loop.call_later(delay, self.send, record, verdict, attempt + 1, cut)
+            return
+        delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2**attempt)
         log.error(
             "dead_letter_produce_failed",
             **record.where(),
@@ -151,7 +264,7 @@ class DeadLetters:
             retry_in_s=delay,
             note="offset stays uncommitted until the dead letter is acknowledged",
         )
-        self._loop.call_later(delay, self.send, record, verdict, attempt + 1)
+        self._loop.call_later(delay, self.send, record, verdict, attempt + 1, cut)
 
     def _on_error(self, err: KafkaError) -> None:
         held = self._repeats.admit(err.name())

@@ -48,6 +48,11 @@ DEAD_LETTERS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+DEAD_LETTERS_BLOCKED = Gauge(
+    "engagement_dead_letters_blocked",
+    "Dead letters refused permanently by the broker (not too large, not transient): their commits are held.",
+    registry=REGISTRY,
+)
 INFLIGHT = Gauge(
     "engagement_inflight_requests",
     "Requests to the API in flight now.",

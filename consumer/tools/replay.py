@@ -75,9 +75,11 @@ class Filter:
     until: datetime | None = None
 
     def skip(self, headers: dict[str, str]) -> str | None:
-        """Why a dead letter is skipped (`reason`, `time`, `no_origin`), None to replay it."""
+        """Why a dead letter is skipped (`reason`, `time`, `no_origin`, `incomplete`), None to replay it."""
         if not headers.get("dlq.topic"):
             return "no_origin"
+        if "dlq.truncated" in headers:
+            return "incomplete"  # the value was cut to fit: replaying it would send a fragment
         if self.reasons and headers.get("dlq.reason") not in self.reasons:
             return "reason"
         if self.since or self.until:
@@ -186,6 +188,10 @@ class Replayer:
                 self.outcome.skipped[why] += 1
                 if why == "no_origin":
                     print(f"warning: {source} has no dlq.topic header; skipped", file=sys.stderr)
+                elif why == "incomplete":
+                    print(
+                        f"warning: {source} holds only part of its original value; skipped", file=sys.stderr
+                    )
                 continue
             origin = meta["dlq.topic"]
             line = (
