@@ -16,12 +16,14 @@ contract's fields, and :func:`consumer.events.build_event` validates them as it 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from consumer.errors import InvalidEvent
 from consumer.events import Event, build_event, json_type, load_object
 from consumer.formats import cloudevents, connect
 from consumer.formats.mapping import (
+    DATA,
     FieldMap,
     Path,
     flatten,
@@ -58,6 +60,10 @@ class EventReader:
                 settings.schema_registry_timeout_s,
             )
         self.registry = registry
+        self._mapped_roots = {
+            kind: frozenset(p.keys[0] for p in paths.values() if p.source == DATA)
+            for kind, paths in self.field_map.by_type.items()
+        }
 
     def read(self, topic: str, value: bytes | None, headers: Headers | None) -> Event:
         """The Event of one message, or InvalidEvent (or SchemaPending: hold the partition and retry)."""
@@ -114,12 +120,16 @@ class EventReader:
             return build_event(obj, kind)  # nothing to map, no Avro decimals to turn into numbers
         flat = flatten(decoded, kind, self.field_map, headers)
         try:
-            return build_event(flat, kind)
+            event = build_event(flat, kind)
         except InvalidEvent as exc:
             path = self.field_map.paths(kind).get(exc.field or "")
             if path is None:
                 raise
             raise InvalidEvent(exc.kind, f"{exc} (mapped from {path.text})", exc.field) from None
+        roots = self._mapped_roots.get(kind)
+        if roots and event.unknown_fields:  # the objects FIELD_MAP reads from are used, not unknown
+            event = replace(event, unknown_fields=tuple(f for f in event.unknown_fields if f not in roots))
+        return event
 
     def _event_type(self, decoded: Decoded, headers: Headers | None) -> str:
         """The attribute type of an event on a mixed topic: CloudEvents `type`, else TYPE_FIELD."""

@@ -110,9 +110,10 @@ def test_connect_envelope() -> None:
 def test_field_map_nested_shape_with_ce_attribute() -> None:
     r = reader(FIELD_MAP=CRM_MAP)
     headers = [("ce_specversion", b"1.0"), ("ce_type", b"deal"), ("ce_lpaccount", b"1234")]
-    visit, attribute = read(r, orjson.dumps(CRM), headers)
-    assert visit == Visit("1234", "v+1=", "s.1")
-    assert attribute == {"type": "lead", "lead": {"topic": "upgrade", "value": 99.5}}
+    event = r.read("engagement.leads", orjson.dumps({**CRM, "extra": 1}), headers)
+    assert event.visit == Visit("1234", "v+1=", "s.1")
+    assert event.attribute == {"type": "lead", "lead": {"topic": "upgrade", "value": 99.5}}
+    assert event.unknown_fields == ("extra",)  # `deal` and `customer` are read by FIELD_MAP
 
 
 def test_field_map_values_validated_like_flat_ones() -> None:
