@@ -19,16 +19,15 @@ from confluent_kafka import KafkaError, Message
 from prometheus_client import Counter as PromCounter
 
 from consumer import metrics
+from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
 from consumer.deadletter import DeadLetters, Verdict
 from consumer.dispatch import Dispatcher
 from consumer.errors import InvalidEvent
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
-from consumer.halt import AuthGate
 from consumer.health import HealthServer
 from consumer.intake import Holds
-from consumer.limiter import ConcurrencyLimiter
 from consumer.liveperson.client import EngagementClient
 from consumer.offsets import CommitPoint, OffsetTracker
 from consumer.records import Record, TopicPartition
@@ -64,7 +63,7 @@ class App:
         self._signals = 0
         self.health: HealthServer | None = None
         self.source: KafkaSource | None = None
-        self.gate: AuthGate | None = None
+        self.accounts: AccountRegistry | None = None
         self.dispatcher: Dispatcher | None = None
         self.dead_letters: DeadLetters | None = None
 
@@ -100,14 +99,15 @@ class App:
         """Open the HTTP session, the health server, the dead-letter producer and the consumer."""
         s = self.settings
         log.info("starting", config=s.masked())
-        limiter = ConcurrencyLimiter(s.max_in_flight, s.adaptive_concurrency)
-        self.gate = AuthGate(
-            s.halt_backoff_initial_s,
-            s.halt_backoff_max_s,
-            self.client.reload_credentials,
-            self._on_halt_change,
+        self.accounts = accounts = AccountRegistry(s, self.client.fetch_token, self._on_halt_change)
+        metrics.INFLIGHT.set_function(lambda: accounts.slots.in_flight)
+        log.info(
+            "accounts",
+            accounts=[a.name or "*" for a in accounts],
+            kinds={a.name or "*": a.kind for a in accounts},
+            directory=s.lp_credentials_dir,
         )
-        self.dispatcher = Dispatcher(s, self.client, limiter, self.tracker, self.gate)
+        self.dispatcher = Dispatcher(s, self.client, accounts, self.tracker)
         self.dead_letters = DeadLetters(
             s.producer_config(),
             s.dlq_topic,
@@ -118,6 +118,7 @@ class App:
         )
         self.dispatcher.dead_letters = self.dead_letters
         await self.client.start()
+        accounts.start()
         self.health = HealthServer(s.http_port, self.liveness, self.readiness)
         await self.health.start()
         self.dead_letters.start()
@@ -146,6 +147,8 @@ class App:
         await self.holds.close()
         await self.source.close(final, max(2.0, deadline - time.monotonic()))
         await self.dead_letters.close()
+        if self.accounts is not None:
+            await self.accounts.close()
         await self.client.close()
         if self.health:
             await self.health.stop()
@@ -171,16 +174,18 @@ class App:
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready when joined to the group, the HTTP session is open, and not halted or stopping."""
+        """Ready when joined to the group, the HTTP session is open, and some account can send."""
         if self.stopping.is_set():
             return False, "stopping"
-        if self.gate and self.gate.halted:
-            return False, f"halted on auth ({self.gate.reason})"
+        halted = self.accounts.halted() if self.accounts else []
+        said = ", ".join(f"{a.name or 'all accounts'}: {a.halt.reason}" for a in halted)
+        if self.accounts is not None and self.accounts.all_halted:
+            return False, f"halted on auth ({said})" if halted else "no account has credentials"
         if not self.client.is_open:
             return False, "http session closed"
         if not (self.source and self.source.joined):
             return False, "not joined to the consumer group yet"
-        return True, "ok"
+        return True, f"ok; halted on auth ({said})" if halted else "ok"
 
     # ---- SourceHandler (on the loop) ---------------------------------------------------------
     def on_messages(self, messages: list[Message]) -> None:
@@ -301,7 +306,7 @@ class App:
 
     def _flow(self) -> None:
         """Backpressure: pause partitions whose pending window is full (or all, when halted/overloaded)."""
-        if self.source is None or self.gate is None:
+        if self.source is None or self.accounts is None:
             return
         s, tracker = self.settings, self.tracker
         assigned = tracker.partitions()
@@ -310,7 +315,10 @@ class App:
             self._overloaded = True
         elif total <= s.max_pending_events // 2:
             self._overloaded = False
-        if self.gate.halted or self.stopping.is_set() or self._overloaded:
+        # Every account halted: nothing can be sent (one halted account among others: its events
+        # are held and its partitions fill their pending windows, the others keep flowing).
+        halted = self.accounts.all_halted
+        if halted or self.stopping.is_set() or self._overloaded:
             want = set(assigned)
         else:
             high, low = s.max_pending_per_partition, s.max_pending_per_partition // 2
@@ -329,7 +337,7 @@ class App:
                 paused=len(want),
                 assigned=len(assigned),
                 pending=total,
-                halted=self.gate.halted,
+                halted=halted,
                 overloaded=self._overloaded,
             )
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from consumer.accounts.credentials import scan
+from consumer.accounts.tokens import DEFAULT_TOKEN_PATH
 from consumer.errors import ConfigError
 from consumer.formats.mapping import input_format_problems
 from consumer.liveperson.oauth import Credentials
@@ -89,8 +91,16 @@ class Settings(BaseSettings):
     lp_access_token: SecretStr | None = None
     lp_access_token_secret: SecretStr | None = None
     credential_files: dict[str, str] = Field(default_factory=dict)
+    lp_account: str | None = None
+    lp_credentials_dir: str | None = None
+    lp_sentinel_url: str | None = None
+    lp_sentinel_token_path: str = DEFAULT_TOKEN_PATH
+    credentials_recheck_s: float = Field(1.0, gt=0)
+    domain_failure_ttl_s: float = Field(5.0, ge=0)
 
     max_in_flight: int = Field(64, ge=1, le=4096)
+    max_in_flight_per_account: int | None = Field(None, ge=1, le=4096)
+    rate_limit_per_account: float | None = Field(None, gt=0)
     adaptive_concurrency: bool = True
     max_batch_attributes: int = Field(50, ge=1, le=1000)
     max_pending_events: int = Field(20000, ge=10)
@@ -148,6 +158,16 @@ class Settings(BaseSettings):
         out.update(dict.fromkeys(self.service_topics, "service"))
         out.update(dict.fromkeys(self.event_topics, EVENT))
         return out
+
+    @property
+    def per_account_limit(self) -> int:
+        """The ceiling of one account's adaptive limit (MAX_IN_FLIGHT_PER_ACCOUNT, at most MAX_IN_FLIGHT)."""
+        return min(self.max_in_flight, self.max_in_flight_per_account or self.max_in_flight)
+
+    @property
+    def has_single_set(self) -> bool:
+        """True when any of the single-set LP_* OAuth 1.0 credentials is given (value or file)."""
+        return bool(self.credential_files) or any(getattr(self, n) is not None for n in SECRET_FIELDS)
 
     @property
     def policy(self) -> StatusPolicy:
@@ -353,11 +373,32 @@ def load_settings(
     return settings
 
 
+def _directory_problems(s: Settings) -> list[str]:
+    """Every unusable account folder, by file; and the single set's place beside the directory."""
+    assert s.lp_credentials_dir is not None
+    found, problems = scan(Path(s.lp_credentials_dir))
+    if s.has_single_set and not s.lp_account:
+        problems.append(
+            "LP_ACCOUNT: required when LP_CREDENTIALS_DIR and the single-set LP_* credentials are both "
+            "set (which account do they belong to?)"
+        )
+    if s.lp_account and s.lp_account in found:
+        problems.append(
+            f"LP_ACCOUNT: account {s.lp_account} also has a folder in LP_CREDENTIALS_DIR: keep one"
+        )
+    if not found and not problems and not s.lp_account:
+        problems.append(f"LP_CREDENTIALS_DIR: no account folders in {s.lp_credentials_dir}")
+    return problems
+
+
 def _semantic_problems(s: Settings, require_kafka: bool, require_credentials: bool) -> list[str]:
     problems: list[str] = _guarantee_problems(s.kafka_properties)
     if require_kafka and not s.kafka_bootstrap_servers:
         problems.append("KAFKA_BOOTSTRAP_SERVERS: required (comma-separated host:port list)")
-    for name in SECRET_FIELDS if require_credentials else ():
+    single_set_required = require_credentials and (not s.lp_credentials_dir or s.lp_account is not None)
+    if require_credentials and s.lp_credentials_dir:
+        problems.extend(_directory_problems(s))
+    for name in SECRET_FIELDS if single_set_required else ():
         if name in s.credential_files:
             continue  # an unreadable file is reported where it is read
         if getattr(s, name) is None or not getattr(s, name).get_secret_value():

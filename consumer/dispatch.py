@@ -30,12 +30,13 @@ import structlog
 from prometheus_client import Counter as PromCounter
 
 from consumer import metrics
+from consumer.accounts.account import Account
+from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
 from consumer.deadletter import DeadLetters, Verdict
 from consumer.events import Visit, encode_attributes
 from consumer.expiring import ExpiringMap
-from consumer.halt import AuthGate
-from consumer.limiter import ConcurrencyLimiter
+from consumer.halt import Probe
 from consumer.liveperson.client import EngagementClient, Reply
 from consumer.offsets import CommitPoint, OffsetTracker
 from consumer.policy import Action, Backoff, parse_retry_after, throttle_delay
@@ -44,6 +45,9 @@ from consumer.records import Record, TopicPartition
 log = structlog.get_logger("consumer.dispatch")
 
 BACKPRESSURE_STATUSES = frozenset({429, 503})
+SENT_ERRORS = frozenset({"timeout", "connection_error"})  # a request went out (the limiter learns from it)
+HALT_ERRORS = frozenset({"credentials", "token_rejected"})  # no usable credentials: halt the account
+PROBE_VISITOR = "engagement-consumer-probe"  # a halt probe sends an empty array for this visitor
 INVALID_ACCOUNTS_MAX = 10_000  # accounts remembered as invalid (422) at once; the oldest go first
 T = TypeVar("T")
 
@@ -58,10 +62,11 @@ CUT: Final = Cut()
 class Lane:
     """The waiting records of one visit and the task that sends them."""
 
-    __slots__ = ("cut", "failures", "held", "queue", "task", "visit", "waiting")
+    __slots__ = ("account", "cut", "failures", "held", "queue", "task", "visit", "waiting")
 
-    def __init__(self, visit: Visit) -> None:
+    def __init__(self, visit: Visit, account: Account) -> None:
         self.visit = visit
+        self.account = account
         self.queue: deque[Record] = deque()
         self.task: asyncio.Task[None] | None = None
         self.failures = 0  # deliveries in a row that ended in an unexpected exception
@@ -77,16 +82,15 @@ class Dispatcher:
         self,
         settings: Settings,
         client: EngagementClient,
-        limiter: ConcurrencyLimiter,
+        accounts: AccountRegistry,
         tracker: OffsetTracker,
-        gate: AuthGate,
         rng: random.Random | None = None,
     ) -> None:
         self._s = settings
         self._client = client
-        self._limiter = limiter
+        self._accounts = accounts
+        self._slots = accounts.slots
         self._tracker = tracker
-        self._gate = gate
         self._rng = rng or random.Random()
         self._policy = settings.policy
         self._backoff = Backoff(
@@ -104,6 +108,7 @@ class Dispatcher:
         self._settled = asyncio.Event()  # set whenever a request or a dead letter finishes
         self._closing = False
         self.dead_letters: DeadLetters | None = None
+        accounts.bind(self._prober)
 
     # ---- intake ------------------------------------------------------------------------------
     def submit(self, record: Record) -> None:
@@ -112,7 +117,11 @@ class Dispatcher:
         visit = record.event.visit
         lane = self._lanes.get(visit)
         if lane is None:
-            lane = self._lanes[visit] = Lane(visit)
+            account = self._accounts.get(visit.account)
+            if account is None:
+                self._unknown([record], visit, 0)
+                return
+            lane = self._lanes[visit] = Lane(visit, account)
         lane.queue.append(record)
         if lane.task is None and not self._closing:
             lane.task = asyncio.create_task(self._run_lane(lane))
@@ -123,6 +132,10 @@ class Dispatcher:
         for record in records:
             record.settled = True
             self.dead_letters.send(record, verdict)
+
+    def _unknown(self, records: list[Record], visit: Visit, attempts: int) -> None:
+        error = f"no credentials for account {visit.account!r}"
+        self.dead_letter(records, Verdict("unknown_account", error, None, attempts))
 
     def complete(self, record: Record) -> None:
         """Mark a record done (delivered, or its dead letter acknowledged)."""
@@ -179,10 +192,11 @@ class Dispatcher:
             while lane.queue and not self._closing:
                 batch: list[Record] = []
                 slot = False
+                account = lane.account
                 try:
-                    await self._limiter.acquire()
+                    await account.acquire()
                     slot = True
-                    batch = self._take(lane)
+                    batch = self._take(lane)  # after the wait: only records of partitions still ours
                     if not batch or self._closing:
                         continue
                     slot = False  # _deliver owns the slot from here
@@ -194,7 +208,7 @@ class Dispatcher:
                 finally:
                     lane.held = []
                     if slot:
-                        self._limiter.release()
+                        account.release()
         finally:
             lane.task = None
             if not lane.queue and self._lanes.get(lane.visit) is lane:
@@ -245,45 +259,56 @@ class Dispatcher:
     async def _deliver(self, lane: Lane, batch: list[Record], slot: bool) -> None:
         """Send one attribute array until it has an outcome (or we stop / lose its partitions)."""
         visit = lane.visit
+        account = lane.account
         attempts = retries = not_found = 0
         started = time.monotonic()
-        probe = False
+        resent = False  # a 401 on a bearer token was answered by a fresh token and a resend
         try:
             while True:
                 batch = lane.held = self._ours(batch)  # every wait below `continue`s back here
                 if not batch or self._stop.is_set():
                     return
+                if account.removed:  # its folder was removed (or replaced) while we waited
+                    if slot:
+                        account.release()
+                        slot = False
+                    replacement = self._accounts.get(visit.account)
+                    if replacement is None:
+                        self._unknown(batch, visit, attempts)
+                        return
+                    account = lane.account = replacement
+                    continue
                 if self._invalid_accounts.get(visit.account):
                     self.dead_letter(
                         batch, Verdict("http_422", "account remembered as invalid (422)", 422, attempts)
                     )
                     return
-                if not probe and self._gate.halted:
+                if account.halt.halted:
                     if slot:
-                        self._limiter.release()
+                        account.release()
                         slot = False
-                    admitted = await self._wait(lane, self._gate.admit(self._stop))
-                    if admitted is None:
-                        return
-                    if not isinstance(admitted, Cut):
-                        probe = admitted
+                    if await self._wait(lane, account.halt.wait(self._stop)) is False:
+                        return  # stopping: the batch stays pending
                     continue  # re-check ownership after waiting
                 if not slot:
-                    if await self._wait(lane, self._limiter.acquire()) is not CUT:
+                    if await self._wait(lane, account.acquire()) is not CUT:
                         slot = True
-                    continue  # re-check ownership after waiting
+                    continue  # re-check ownership (and the halt) after waiting
                 attempts += 1
-                reply = await self._send(visit, batch)
-                self._limiter.release()
+                reply = await self._send(visit, account, batch)
+                account.release()
                 slot = False
                 # The request may have outlived a revoke: act on its outcome only for what is still ours.
                 batch = lane.held = self._may_finish(batch)
                 if not batch:
                     return
-                action = self._policy.action(reply.status) if reply.status is not None else Action.RETRY
-                if reply.status is not None and action is not Action.HALT:
-                    self._gate.accepted(probe)
-                    probe = False
+                status = reply.status
+                if status is not None:
+                    action = self._policy.action(status)
+                else:
+                    action = Action.HALT if reply.error in HALT_ERRORS else Action.RETRY
+                if action is not Action.HALT:
+                    resent = False
                 if action is Action.SUCCESS:
                     self._delivered(batch)
                     return
@@ -297,17 +322,15 @@ class Dispatcher:
                     await self._deliver(lane, batch[mid:], slot=False)
                     return
                 if action is Action.HALT:
-                    assert reply.status is not None
-                    self._gate.halt(reply.status, reply.detail)
-                    if not probe:
-                        admitted = await self._wait(lane, self._gate.admit(self._stop))
-                        if admitted is None:
-                            return
-                        if isinstance(admitted, Cut):
-                            continue
-                        probe = admitted
-                    if probe:
-                        await self._wait(lane, self._gate.wait_step(reply.status, self._stop))
+                    if status == 401 and account.tokens is not None and not resent:
+                        resent = True  # the token may have expired in flight: a fresh one, one resend
+                        account.token_refused(reply.authorization)
+                        metrics.RETRIES.labels("token_refresh").inc()
+                        continue
+                    account.probe_id = visit.account
+                    assert account.probe is not None
+                    account.halt.halt(reply.label, reply.detail, account.probe)
+                    self._settled.set()  # a drain waiting for quiet may now stop waiting for this account
                     continue
                 if action is Action.RETRY_THEN_DEAD_LETTER:
                     if not_found < self._s.not_found_retries:
@@ -336,6 +359,8 @@ class Dispatcher:
                 else:
                     delay = self._backoff.delay(retries, self._rng)
                 fitted = self._backoff.fit(time.monotonic() - started, delay)
+                if reply.error == "token_unavailable":  # no answer about the events: held, never dead-lettered
+                    fitted = delay
                 if fitted is None:
                     self.dead_letter(batch, self._verdict("retries_exhausted", reply, attempts))
                     return
@@ -353,23 +378,41 @@ class Dispatcher:
                 await self._backoff_wait(lane, delay)
         finally:
             if slot:
-                self._limiter.release()
-            self._gate.give_up_probe(probe)
+                account.release()
 
-    async def _send(self, visit: Visit, batch: list[Record]) -> Reply:
+    def _prober(self, account: Account) -> Probe:
+        """The halt probe of an account: re-read its credentials, send one empty array, judge the answer."""
+
+        async def probe() -> str | None:
+            if not account.reload():
+                return f"credentials: {account.problem}"
+            if account.tokens is not None:
+                account.tokens.invalidate()  # the probe asks for a fresh token too
+            visit = Visit(account.probe_id or account.name, PROBE_VISITOR, "probe")
+            reply = await self._client.send(visit, b"[]", account)
+            if reply.status is None:
+                return f"{reply.error}: {reply.detail}"  # not an answer about the credentials
+            if self._policy.action(reply.status) is Action.HALT:
+                return reply.label
+            return None
+
+        return probe
+
+    async def _send(self, visit: Visit, account: Account, batch: list[Record]) -> Reply:
         body = encode_attributes([r.event.attribute for r in batch if r.event is not None])
         tps = {r.tp for r in batch}
         inflight = self._inflight_by_tp  # plain item updates: Counter.update/subtract cost ~1 us more
         for tp in tps:
             inflight[tp] += 1
         try:
-            reply = await self._client.send(visit, body)
+            reply = await self._client.send(visit, body, account)
         finally:
             for tp in tps:
                 inflight[tp] -= 1
             self._settled.set()
-        backpressure = reply.status in BACKPRESSURE_STATUSES or reply.error == "timeout"
-        self._limiter.observe(reply.duration, backpressure)
+        if reply.status is not None or reply.error in SENT_ERRORS:
+            backpressure = reply.status in BACKPRESSURE_STATUSES or reply.error == "timeout"
+            account.limiter.observe(reply.duration, backpressure)
         return reply
 
     def _delivered(self, batch: list[Record]) -> None:
@@ -428,7 +471,7 @@ class Dispatcher:
     def _busy(self, tps: set[TopicPartition] | None = None) -> bool:
         dlq = self.dead_letters.pending_by_tp if self.dead_letters else Counter()
         if tps is None:
-            return self._limiter.in_flight > 0 or (
+            return self._slots.in_flight > 0 or (
                 self.dead_letters is not None and self.dead_letters.pending > 0
             )
         return bool(self._cut) or any(self._inflight_by_tp[tp] > 0 or dlq[tp] > 0 for tp in tps)
@@ -458,7 +501,7 @@ class Dispatcher:
         deadline = time.monotonic() + within_s
         grace = min(self._s.http_timeout_s, within_s / 2)
         await self._quiet(
-            lambda: self._gate.halted or (self._tracker.pending_total == 0 and not self._busy()),
+            lambda: (self._tracker.pending_total == 0 or self._only_held()) and not self._busy(),
             within_s - grace,
         )
         self._closing = True
@@ -470,6 +513,11 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         return clean
+
+
+    def _only_held(self) -> bool:
+        """Every lane left belongs to a halted account: nothing more can be delivered now."""
+        return all(lane.account.halt.halted for lane in self._lanes.values())
 
 
 def _visit(visit: Visit) -> str:

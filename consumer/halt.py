@@ -1,16 +1,20 @@
-"""Auth halt: on 401/403 stop sending, keep every event, and let one probe retry with backoff.
+"""Auth halt of one account: on 401/403 stop sending its events, keep them, and probe with backoff.
 
-While halted, one lane at a time holds the probe: it waits out the backoff step, asks for the
-credentials to be re-read (they may have been rotated in their files), and tries again. Any
-answer other than 401/403 means the credentials are accepted again: the halt ends and every
-waiting lane goes on. Nothing is dead-lettered on an auth failure.
+Each account has its own `Halt`. While halted, the account's lanes wait (holding no request
+slot) and a prober task owned by the halt, not by any lane, waits out a backoff step, has the
+credentials re-read (they may have been rotated in their files) and sends one probe request. So a
+halt ends once the credentials work even when no lane of the account is alive (its partitions were
+revoked, its events went elsewhere). Any answer other than 401/403 to the probe ends the halt and
+every waiting lane goes on. A relapse soon after a recovery keeps the backoff where it was instead
+of starting again at the first step. Nothing is dead-lettered on an auth failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -18,78 +22,110 @@ from consumer import metrics
 
 log = structlog.get_logger("consumer.halt")
 
+# The probe: None when the credentials were accepted, else why the account is still halted.
+Probe = Callable[[], Awaitable[str | None]]
 
-class AuthGate:
-    """The halted/not-halted state, the probe token, and the backoff between probes."""
+
+class Halt:
+    """The halted/not-halted state of one account, its prober task and the backoff between probes."""
 
     def __init__(
         self,
+        account: str,
         initial_s: float,
         max_s: float,
-        reload_credentials: Callable[[], None],
-        on_change: Callable[[bool], None],
+        on_change: Callable[[bool], None] = lambda halted: None,
     ) -> None:
+        self.account = account
         self._initial = initial_s
         self._max = max_s
-        self._reload = reload_credentials
         self._on_change = on_change
-        self._probe = asyncio.Lock()
+        self._gauge = metrics.HALTED.labels(account)
+        self._gauge.set(0)
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._prober: asyncio.Task[None] | None = None
+        self._recovered_at = float("-inf")
         self.halted = False
         self.reason = ""
-        self._step = 0
+        self.step = 0
 
-    async def admit(self, stop: asyncio.Event) -> bool | None:
-        """Before an attempt: True if it is the probe (holds the token), False if not halted, None on stop."""
-        if not self.halted:
-            return False
-        await self._probe.acquire()
-        if stop.is_set():
-            self._probe.release()
-            return None
-        if not self.halted:
-            self._probe.release()
-            return False
-        return True
-
-    def halt(self, status: int, detail: str) -> None:
-        """Enter the halt (idempotent) after a 401/403."""
-        if not self.halted:
-            self.halted = True
-            self._step = 0
-            self.reason = f"http_{status}"
-            metrics.HALTED.set(1)
-            log.error(
-                "halted_on_auth",
-                status=status,
-                error=detail,
-                action="consumption paused, events kept; retrying with backoff and re-reading credentials",
-            )
-            self._on_change(True)
-
-    async def wait_step(self, status: int, stop: asyncio.Event) -> None:
-        """The probe, after a 401/403: wait one backoff step (or stop), then re-read the credentials."""
-        delay = min(self._max, self._initial * 2**self._step)
-        self._step += 1
-        metrics.RETRIES.labels("auth").inc()
-        log.error("auth_still_failing", status=status, step=self._step, retry_in_s=delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        try:
-            self._reload()
-        except (OSError, ValueError) as exc:  # missing, unreadable, or not UTF-8: keep probing
-            log.error("credentials_reload_failed", error=str(exc))
-
-    def accepted(self, probe: bool) -> None:
-        """After an answer that is not 401/403: credentials work; end the halt and release the probe."""
+    def halt(self, reason: str, detail: str, probe: Probe) -> None:
+        """Enter the halt (idempotent) and start the prober."""
         if self.halted:
-            self.halted = False
-            metrics.HALTED.set(0)
-            log.info("auth_recovered", after_steps=self._step)
-            self._on_change(False)
-        if probe and self._probe.locked():
-            self._probe.release()
+            return
+        self.halted = True
+        self.reason = reason
+        self._resumed.clear()
+        if time.monotonic() - self._recovered_at > self._max:
+            self.step = 0
+        self._gauge.set(1)
+        log.error(
+            "halted_on_auth",
+            account=self.account,
+            reason=reason,
+            error=detail,
+            action="this account's events are kept; probing with backoff, re-reading its credentials",
+        )
+        self._on_change(True)
+        self._prober = asyncio.get_running_loop().create_task(self._probe_loop(probe))
 
-    def give_up_probe(self, probe: bool) -> None:
-        """The probing lane has nothing left to send (revoked, stopped): pass the token on."""
-        if probe and self._probe.locked():
-            self._probe.release()
+    async def wait(self, stop: asyncio.Event) -> bool:
+        """Wait until the halt ends (True) or until stop (False); the caller re-checks both."""
+        if not self.halted:
+            return True
+        resumed = asyncio.ensure_future(self._resumed.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((resumed, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            resumed.cancel()
+            stopped.cancel()
+        return not stop.is_set()
+
+    async def _probe_loop(self, probe: Probe) -> None:
+        while self.halted:
+            delay = min(self._max, self._initial * 2**self.step)
+            self.step += 1
+            metrics.RETRIES.labels("auth").inc()
+            log.error(
+                "auth_still_failing",
+                account=self.account,
+                reason=self.reason,
+                step=self.step,
+                retry_in_s=delay,
+            )
+            await asyncio.sleep(delay)
+            try:
+                still = await probe()
+            except Exception as exc:  # a probe that fails unexpectedly is one more failed step
+                log.exception("halt_probe_failed", account=self.account, error=str(exc))
+                continue
+            if still is None:
+                self._resume()
+            else:
+                self.reason = still
+
+    def _resume(self) -> None:
+        self.halted = False
+        self.reason = ""
+        self._recovered_at = time.monotonic()
+        self._gauge.set(0)
+        log.info("auth_recovered", account=self.account, after_steps=self.step)
+        self._resumed.set()
+        self._on_change(False)
+
+    def dismiss(self) -> None:
+        """The account is no longer served: end the halt quietly so its waiting lanes move on."""
+        if self._prober is not None:
+            self._prober.cancel()
+        self.halted = False
+        self._resumed.set()
+
+    async def close(self) -> None:
+        """Stop probing (shutdown)."""
+        task, self._prober = self._prober, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -17,8 +17,9 @@ The adaptive mode follows Vector's adaptive request concurrency, with TCP's slow
   below a quarter of the old limit). A limit far above a throttle (slow start ran into a token
   bucket's burst) so comes down in one round trip instead of a cut per round trip.
 
-A throttling API is so kept near its limit instead of flooded with 429s. The limit is exported as
-`engagement_concurrency_limit`; the requests in flight as `engagement_inflight_requests`.
+A throttling API is so kept near its limit instead of flooded with 429s. Each account has its own
+limiter (exported as `engagement_concurrency_limit{account}`), so a 429 from one account cuts only
+that account's limit.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 import time
 from collections import deque
 
-from consumer import metrics
+from prometheus_client import Gauge
 
 INCREASE_TOLERANCE = 1.5  # latency up to this multiple of the baseline counts as stable
 DECREASE_THRESHOLD = 2.5  # latency above this multiple of the baseline is back-pressure
@@ -41,7 +42,9 @@ BASELINE_ALPHA = 0.05  # EWMA weight of a new latency sample in the baseline
 class ConcurrencyLimiter:
     """An asyncio semaphore whose size may change while it is in use (FIFO waiters)."""
 
-    def __init__(self, max_limit: int, adaptive: bool = True, initial: int | None = None) -> None:
+    def __init__(
+        self, max_limit: int, adaptive: bool = True, initial: int | None = None, gauge: Gauge | None = None
+    ) -> None:
         self.max_limit = max_limit
         self.adaptive = adaptive
         start = max_limit if not adaptive else min(max_limit, initial or max(4, max_limit // 4))
@@ -54,8 +57,9 @@ class ConcurrencyLimiter:
         self._last_decrease = float("-inf")
         self._cut_from = self._cut_to = 0.0  # the limit before and after the last cut
         self._stale = [0, 0]  # answers (and back-pressure answers) sent before the last cut
-        metrics.CONCURRENCY_LIMIT.set(self._whole)
-        metrics.INFLIGHT.set_function(lambda: self.in_flight)
+        self._gauge = gauge
+        if gauge is not None:
+            gauge.set(self._whole)
 
     @property
     def limit(self) -> int:
@@ -96,7 +100,8 @@ class ConcurrencyLimiter:
         whole = max(1, int(limit))
         if whole != self._whole:
             self._whole = whole
-            metrics.CONCURRENCY_LIMIT.set(whole)
+            if self._gauge is not None:
+                self._gauge.set(whole)
 
     def _refine(self, backpressure: bool) -> None:
         """An answer to a request sent before the last cut: how far did the old limit overshoot?"""

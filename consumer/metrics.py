@@ -76,14 +76,24 @@ COMMITTED_OFFSET = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+# The `account` label is "" (the same series as no label, for Prometheus) when one set of
+# credentials serves every account; else an account that has credentials (bounded cardinality).
 HALTED = Gauge(
     "engagement_halted",
-    "1 while delivery is halted on an authentication failure (401/403).",
+    "1 while an account's delivery is halted on an authentication failure (401/403, credentials).",
+    ["account"],
     registry=REGISTRY,
 )
 CONCURRENCY_LIMIT = Gauge(
     "engagement_concurrency_limit",
-    "Current adaptive limit on requests in flight.",
+    "Current adaptive limit on an account's requests in flight.",
+    ["account"],
+    registry=REGISTRY,
+)
+ACCOUNT_REQUESTS = Counter(
+    "engagement_account_requests",
+    "HTTP requests to the Engagement Attributes API by account (with credentials) and status.",
+    ["account", "status"],
     registry=REGISTRY,
 )
 LANE_ERRORS = Counter(

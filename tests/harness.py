@@ -263,8 +263,8 @@ class Daemon:
         for family in text_string_to_metric_families(body):
             declared.add(family.name)
             declared.update(f"{family.name}_{suffix}" for suffix in _SUFFIXES.get(family.type, ()))
-            for s in family.samples:
-                samples[(s.name, frozenset(s.labels.items()))] = s.value
+            for s in family.samples:  # an empty label value is no label (as Prometheus reads it)
+                samples[(s.name, frozenset((k, v) for k, v in s.labels.items() if v))] = s.value
         return declared, samples
 
     def metric(self, name: str, **labels: str) -> float:

@@ -1,21 +1,27 @@
-"""The Engagement Attributes API client: exact URL, OAuth 1.0 signed per attempt, one pooled session."""
+"""The Engagement Attributes API client: exact URL, signed per attempt by the visit's account, one session."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import aiohttp
 from prometheus_client import Counter
 from yarl import URL
 
 from consumer import metrics
+from consumer.accounts.credentials import ClientCredentials, CredentialsProblem
+from consumer.accounts.tokens import TokenRejected, fetch_token
 from consumer.config import Settings
 from consumer.errors import RetryableError
 from consumer.events import Visit
 from consumer.liveperson.domain import DomainResolver
-from consumer.liveperson.oauth import Signer
 from consumer.liveperson.url import events_url
+
+if TYPE_CHECKING:
+    from consumer.accounts.account import Account
 
 USER_AGENT = "engagement-consumer/0.1"
 _EVENTS_HEADERS = {"Content-Type": "application/json", "x-http-method-override": "PUT"}
@@ -26,10 +32,11 @@ class Reply:
     """The outcome of one attempt: an HTTP status, or a transport error kind."""
 
     status: int | None
-    error: str | None = None  # timeout | connection_error | domain_lookup
+    error: str | None = None  # timeout | connection_error | domain_lookup | credentials | token_*
     detail: str = ""
     retry_after: str | None = None
     duration: float = 0.0
+    authorization: str = field(default="", repr=False)  # the header sent (to drop a refused token)
 
     @property
     def label(self) -> str:
@@ -42,7 +49,6 @@ class EngagementClient:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._signer = Signer(settings.credentials())
         self._session: aiohttp.ClientSession | None = None
         self._fixed_base: str | None = None
         if settings.lp_base_url:
@@ -51,6 +57,9 @@ class EngagementClient:
             self._fixed_base = f"{settings.lp_scheme}://{settings.lp_domain}"
         self._resolver = DomainResolver(
             settings.lp_domain_api_url, settings.lp_domain_cache_ttl_s, settings.lp_scheme
+        )
+        self._sentinel = DomainResolver(
+            settings.lp_domain_api_url, settings.lp_domain_cache_ttl_s, settings.lp_scheme, service="sentinel"
         )
         self._requests: dict[str, Counter] = {}  # engagement_requests_total children by status label
 
@@ -80,9 +89,13 @@ class EngagementClient:
         if self._session is not None:
             await self._session.close()
 
-    def reload_credentials(self) -> None:
-        """Re-read the credentials (from their files when configured) for the next attempts."""
-        self._signer = Signer(self._settings.credentials())
+    async def fetch_token(self, account: str, creds: ClientCredentials) -> tuple[str, float]:
+        """An OAuth 2.0 app token for an account from Sentinel (LP_SENTINEL_URL, else the Domain API)."""
+        assert self._session is not None, "start() first"
+        s = self._settings
+        base = s.lp_sentinel_url or await self._sentinel.base_url(self._session, account)
+        url = base.rstrip("/") + s.lp_sentinel_token_path.format(account=quote(account, safe=""))
+        return await fetch_token(self._session, url, creds, s.http_timeout_s)
 
     def _count(self, label: str) -> None:
         child = self._requests.get(label)
@@ -90,18 +103,24 @@ class EngagementClient:
             child = self._requests[label] = metrics.REQUESTS.labels(label)
         child.inc()
 
-    async def send(self, visit: Visit, body: bytes) -> Reply:
-        """POST the attribute array of one visit; signed afresh (new nonce and timestamp)."""
+    async def send(self, visit: Visit, body: bytes, account: Account) -> Reply:
+        """POST the attribute array of one visit; signed afresh (new nonce and timestamp) by its account."""
         assert self._session is not None, "start() first"
         started = time.perf_counter()
         try:
             base = self._fixed_base or await self._resolver.base_url(self._session, visit.account)
         except RetryableError as exc:
-            reply = Reply(None, "domain_lookup", str(exc), None, time.perf_counter() - started)
-            self._count(reply.label)
-            return reply
+            return self._failed(account, "domain_lookup", str(exc), started)
         url = events_url(base, visit.account, visit.visitor, visit.sid)
-        headers = {**_EVENTS_HEADERS, "Authorization": self._signer.authorization("POST", url, body)}
+        try:
+            authorization = await account.authorization("POST", url, body)
+        except CredentialsProblem as exc:
+            return self._failed(account, "credentials", str(exc), started)
+        except TokenRejected as exc:
+            return self._failed(account, "token_rejected", str(exc), started)
+        except RetryableError as exc:
+            return self._failed(account, "token_unavailable", str(exc), started)
+        headers = {**_EVENTS_HEADERS, "Authorization": authorization}
         status: int | None = None
         error: str | None = None
         detail = ""
@@ -122,7 +141,16 @@ class EngagementClient:
             status, retry_after = None, None
             error, detail = "connection_error", f"{type(exc).__name__}: {exc}"
         duration = time.perf_counter() - started
-        reply = Reply(status, error, detail, retry_after, duration)
-        self._count(reply.label)
+        reply = Reply(status, error, detail, retry_after, duration, authorization)
+        label = reply.label
+        self._count(label)
+        account.count(label)
         metrics.REQUEST_DURATION.observe(duration)
+        return reply
+
+    def _failed(self, account: Account, error: str, detail: str, started: float) -> Reply:
+        """No request was sent: the base URL or the credentials are not available."""
+        reply = Reply(None, error, detail, None, time.perf_counter() - started)
+        self._count(reply.label)
+        account.count(reply.label)
         return reply

@@ -23,17 +23,24 @@ class DomainResolver:
     """Find `https://{baseURI}` for an account; cache it for `ttl_s`; concurrent look-ups share one call."""
 
     def __init__(
-        self, api_url: str, ttl_s: float, scheme: str = "https", max_entries: int = DOMAIN_CACHE_MAX
+        self,
+        api_url: str,
+        ttl_s: float,
+        scheme: str = "https",
+        max_entries: int = DOMAIN_CACHE_MAX,
+        service: str = "smt",
     ) -> None:
         self._api_url = api_url.rstrip("/")
+        self._service = service
         self._scheme = scheme
         self._cache: ExpiringMap[str, str] = ExpiringMap(max_entries, ttl_s)
         self._inflight: dict[str, asyncio.Future[str]] = {}
 
     def lookup_url(self, account: str) -> str:
-        """The Domain API URL for an account's `smt` service."""
+        """The Domain API URL for an account's service (`smt`: the Engagement Attributes API)."""
         account_segment = quote(account, safe="")
-        return f"{self._api_url}/api/account/{account_segment}/service/smt/baseURI.json?version=1.0"
+        service = self._service
+        return f"{self._api_url}/api/account/{account_segment}/service/{service}/baseURI.json?version=1.0"
 
     async def base_url(self, session: aiohttp.ClientSession, account: str) -> str:
         """The API base for an account; raise RetryableError when the Domain API fails."""

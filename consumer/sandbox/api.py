@@ -8,8 +8,15 @@ body) -> 401; query (exactly `v=1` and a non-empty `sid`), headers (`Content-Typ
 application/json`, `x-http-method-override: PUT`) and body (a JSON array of 1+ lead/service
 attributes) -> 400; then the scripted outcome (see `consumer.sandbox.script`), 200 `{}` by default.
 
-`GET /api/account/{account}/service/smt/baseURI.json?version=1.0` answers
-`{"baseURI": "127.0.0.1:PORT"}`: this same server, as a bare domain like LivePerson's. The daemon
+`GET /api/account/{account}/service/{smt|sentinel}/baseURI.json?version=1.0` answers
+`{"baseURI": "127.0.0.1:PORT"}`: this same server, as a bare domain like LivePerson's.
+
+Accounts: `set_account(account, creds)` gives an account its own OAuth 1.0 keys or OAuth 2.0
+client credentials; its requests are then checked against those (an account without its own
+uses `.credentials`). `POST /sentinel/api[/v2]/account/{account}/app/token` (form
+`grant_type=client_credentials&client_id&client_secret`) issues bearer tokens living
+`token_lifetime_s`; a request of an OAuth 2.0 account needs `Authorization: Bearer` with an
+unexpired token issued for that account, else 401. `token_fail_status` scripts the token endpoint. The daemon
 builds `https://{domain}`, so a test that uses the Domain API must also override the scheme to
 `http` in the daemon's configuration; `.domain` is that host:port, `.base_url` the full base.
 
@@ -35,6 +42,7 @@ from urllib.parse import parse_qsl, unquote
 from aiohttp import web
 from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
 
+from consumer.accounts.credentials import ClientCredentials
 from consumer.liveperson.oauth import Credentials
 from consumer.sandbox.script import Attribute, Received, Reply, Scripting, VisitKey
 
@@ -68,14 +76,14 @@ class _Validator(RequestValidator):  # type: ignore[misc]
         return bool(nonce)
 
     def validate_client_key(self, client_key: str, request: Any) -> bool:
-        return client_key == self._api.credentials.consumer_key
+        return client_key == self._api._checking.consumer_key
 
     def get_client_secret(self, client_key: str, request: Any) -> str:
-        creds = self._api.credentials
+        creds = self._api._checking
         return creds.consumer_secret if client_key == creds.consumer_key else "dummy-secret"
 
     def get_access_token_secret(self, client_key: str, token: str, request: Any) -> str:
-        creds = self._api.credentials
+        creds = self._api._checking
         return creds.access_token_secret if token == creds.access_token else "dummy-secret"
 
     def validate_timestamp_and_nonce(
@@ -131,6 +139,13 @@ class SandboxAPI(Scripting):
     ) -> None:
         super().__init__(seed)
         self.credentials = credentials
+        self._checking = credentials  # the OAuth 1.0 keys the request being verified must be signed with
+        self.accounts: dict[str, Credentials | ClientCredentials] = {}
+        self.token_lifetime_s = 3600.0
+        self.token_fail_status: int | None = None
+        self.token_requests: list[tuple[str, int]] = []  # (account, status) of every token request
+        self._tokens: dict[str, tuple[str, float]] = {}  # token -> (account, expires at, monotonic)
+        self._token_serial = 0
         self.verify_signatures = verify_signatures
         self.received: list[Received] = []
         self.domain_lookups: list[str] = []
@@ -150,6 +165,20 @@ class SandboxAPI(Scripting):
     def set_credentials(self, credentials: Credentials) -> None:
         """Accept these credentials from now on (and no longer the previous ones)."""
         self.credentials = credentials
+
+    def set_account(self, account: str, credentials: Credentials | ClientCredentials | None) -> None:
+        """Check this account's requests against its own credentials (None: the shared ones again).
+
+        New OAuth 2.0 client credentials revoke the tokens issued for the account before."""
+        if credentials is None:
+            self.accounts.pop(account, None)
+        else:
+            self.accounts[account] = credentials
+        self._tokens = {t: v for t, v in self._tokens.items() if v[0] != account}
+
+    def expire_tokens(self, account: str | None = None) -> None:
+        """Make every token issued (for one account, or all) expire now."""
+        self._tokens = {t: v for t, v in self._tokens.items() if account is not None and v[0] != account}
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Bind and serve; `.base_url` and `.domain` then name the bound address."""
@@ -230,6 +259,11 @@ class SandboxAPI(Scripting):
             and seg[6] == "baseURI.json"
         ):
             return self._domain_api(unquote(seg[3]), unquote(seg[5]), raw_query)
+        tail = seg[3:] if seg[1:3] == ["sentinel", "api"] else []
+        if tail[:1] == ["v2"]:
+            tail = tail[1:]
+        if len(tail) == 4 and tail[0] == "account" and tail[2:] == ["app", "token"]:
+            return await self._token(request, unquote(tail[1]))
         return _json(404, {"error": "not found"})
 
     def _domain_api(self, account: str, service: str, raw_query: str) -> web.Response:
@@ -239,7 +273,7 @@ class SandboxAPI(Scripting):
         if self.domain_fail_times > 0:
             self.domain_fail_times -= 1
             return _json(self.domain_fail_status, {"error": "scripted domain API failure"})
-        if service != "smt":
+        if service not in ("smt", "sentinel"):
             return _json(404, {"error": f"unknown service {service}"})
         return _json(200, {"service": service, "account": account, "baseURI": self.domain})
 
@@ -251,7 +285,7 @@ class SandboxAPI(Scripting):
         raw_url = f"{request.scheme}://{request.host}{request.raw_path}"
         query = parse_qsl(raw_query, keep_blank_values=True)
         attributes, body_problem = _parse_attributes(body)
-        auth_problem = self._verify(raw_url, body, request.headers) if self.verify_signatures else ""
+        auth_problem = self._verify(raw_url, body, request.headers, account) if self.verify_signatures else ""
         received = Received(
             account, visitor, dict(query).get("sid", ""), attributes, 0, arrived, raw_url, not auth_problem
         )
@@ -298,11 +332,49 @@ class SandboxAPI(Scripting):
             status=reply.status, body=body, headers=reply.headers, content_type="application/json"
         )
 
-    def _verify(self, raw_url: str, body: bytes, headers: Mapping[str, str]) -> str:
-        """Why the OAuth 1.0 signature of this request is refused ("" if it is accepted)."""
+    async def _token(self, request: web.Request, account: str) -> web.Response:
+        """Sentinel's client-credentials grant: a bearer token for the account's OAuth 2.0 app."""
+        form = await request.post() if request.method == "POST" else {}
+        creds = self.accounts.get(account)
+        status = 200
+        payload: dict[str, object] = {}
+        if request.method != "POST" or form.get("grant_type") != "client_credentials":
+            status, payload = 400, {"error": "unsupported_grant_type"}
+        elif self.token_fail_status is not None:
+            status, payload = self.token_fail_status, {"error": "scripted token endpoint failure"}
+        elif (
+            not isinstance(creds, ClientCredentials)
+            or form.get("client_id") != creds.client_id
+            or form.get("client_secret") != creds.client_secret
+        ):
+            status, payload = 401, {"error": "invalid_client"}
+        else:
+            self._token_serial += 1
+            token = f"sandbox-token-{self._token_serial}-{self.random.getrandbits(48):012x}"
+            self._tokens[token] = (account, time.monotonic() + self.token_lifetime_s)
+            payload = {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime_s}
+        self.token_requests.append((account, status))
+        return _json(status, payload)
+
+    def _verify_bearer(self, account: str, authorization: str) -> str:
+        if not authorization.startswith("Bearer "):
+            return "account uses OAuth 2.0: Bearer token required"
+        issued = self._tokens.get(authorization[7:])
+        if issued is None or issued[0] != account:
+            return "unknown bearer token"
+        if issued[1] <= time.monotonic():
+            return "bearer token expired"
+        return ""
+
+    def _verify(self, raw_url: str, body: bytes, headers: Mapping[str, str], account: str = "") -> str:
+        """Why the authentication of this request is refused ("" if it is accepted)."""
         authorization = headers.get("Authorization")
         if not authorization:
             return "missing Authorization header"
+        own = self.accounts.get(account)
+        if isinstance(own, ClientCredentials):
+            return self._verify_bearer(account, authorization)
+        self._checking = own or self.credentials
         try:
             valid, oauth_request = self._endpoint.validate_request(
                 raw_url,
@@ -312,7 +384,7 @@ class SandboxAPI(Scripting):
             )
         except ValueError as exc:
             return f"unverifiable request: {exc}"
-        creds = self.credentials
+        creds = self._checking
         if oauth_request is None:
             return "malformed OAuth parameters"
         nonce = (oauth_request.client_key, oauth_request.nonce)

@@ -8,7 +8,8 @@ first match wins:
 3. `script(received)`                      a free-form hook; `None` means "no opinion"
 4. `reject_attribute(predicate)`           400 if any attribute of the array matches
 5. `fail_visitor(visitor, statuses, ...)`  those statuses, cycling, or `times` times
-6. `throttle_rps`                          token bucket; over the rate 429 with `Retry-After: 1`
+6. `throttle_account(account, rps)`, `throttle_rps`  token buckets (one per throttled account,
+   one for everything else); over the rate 429 with `Retry-After: 1`
 7. `status_mix`                            {status: probability}, from a seeded random
 8. 200 with `{}`
 """
@@ -85,9 +86,8 @@ class Scripting:
         self._rejects: list[Callable[[Attribute], bool]] = []
         self._hang: set[str] = set()
         self._reset: set[str] = set()
-        self._tokens = 0.0
-        self._bucket_rate = 0.0
-        self._refilled = time.monotonic()
+        self._buckets: dict[str, _Bucket] = {}
+        self._account_rps: dict[str, float] = {}
 
     def fail_visitor(
         self,
@@ -111,6 +111,13 @@ class Scripting:
         """Answer 400 to any request whose array holds an attribute matching `predicate`."""
         self._rejects.append(predicate)
 
+    def throttle_account(self, account: str, rps: float | None) -> None:
+        """Answer 429 (`Retry-After: 1`) to this account's requests above `rps` (None: stop)."""
+        if rps is None:
+            self._account_rps.pop(account, None)
+        else:
+            self._account_rps[account] = rps
+
     def hang_visitor(self, visitor: str) -> None:
         """Never answer this visitor's requests (until the sandbox stops)."""
         self._hang.add(visitor)
@@ -130,6 +137,7 @@ class Scripting:
         self.script = None
         self.status_mix = {}
         self.throttle_rps = None
+        self._account_rps.clear()
         self._accounts.clear()
         self._failures.clear()
         self._rejects.clear()
@@ -163,7 +171,11 @@ class Scripting:
                 failure.remaining -= 1
             headers = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
             return Reply(next(failure.statuses), headers)
-        if self.throttle_rps is not None and not self._take_token(self.throttle_rps):
+        account_rps = self._account_rps.get(received.account)
+        if account_rps is not None:
+            if not self._take_token(received.account, account_rps):
+                return Reply(429, {"Retry-After": "1"})
+        elif self.throttle_rps is not None and not self._take_token("", self.throttle_rps):
             return Reply(429, {"Retry-After": "1"})
         if self.status_mix:
             draw = self.random.random()
@@ -173,14 +185,22 @@ class Scripting:
                     return Reply(mixed, {"Retry-After": "1"} if mixed == 429 else {})
         return Reply(200)
 
-    def _take_token(self, rate: float) -> bool:
+    def _take_token(self, key: str, rate: float) -> bool:
         now = time.monotonic()
         burst = max(1.0, rate)
-        if rate != self._bucket_rate:  # a new rate starts with a full bucket
-            self._bucket_rate, self._tokens = rate, burst
-        self._tokens = min(burst, self._tokens + (now - self._refilled) * rate)
-        self._refilled = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        bucket = self._buckets.get(key)
+        if bucket is None or rate != bucket.rate:  # a new rate starts with a full bucket
+            bucket = self._buckets[key] = _Bucket(rate, burst, now)
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.refilled) * rate)
+        bucket.refilled = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
             return True
         return False
+
+
+@dataclass
+class _Bucket:
+    rate: float
+    tokens: float
+    refilled: float

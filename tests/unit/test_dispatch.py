@@ -6,17 +6,18 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 import pytest
 
+from consumer.accounts.account import Account, TokenFetch
+from consumer.accounts.credentials import CredentialsProblem
+from consumer.accounts.registry import AccountRegistry
 from consumer.config import load_settings
 from consumer.deadletter import Verdict
 from consumer.dispatch import Dispatcher
 from consumer.events import Visit, parse_event
-from consumer.halt import AuthGate
-from consumer.limiter import ConcurrencyLimiter
 from consumer.liveperson.client import Reply
 from consumer.offsets import CommitPoint, OffsetTracker
 from consumer.records import Record
@@ -31,17 +32,28 @@ class FakeClient:
 
     answer: Callable[[Visit, list[str]], Reply] = lambda v, t: Reply(200)
     calls: list[tuple[Visit, list[str]]] = field(default_factory=list)
+    auths: list[str] = field(default_factory=list)  # the Authorization of every call, probes too
+    auth: str = ""  # the Authorization of the call being answered (for `answer` to look at)
     in_flight: dict[Visit, int] = field(default_factory=dict)
     max_per_visit: int = 0
 
-    async def send(self, visit: Visit, body: bytes) -> Reply:
+    async def send(self, visit: Visit, body: bytes, account: Account) -> Reply:
+        try:
+            auth = await account.authorization("POST", "https://lp.test/e?v=1&sid=s", body)
+        except CredentialsProblem as exc:
+            return Reply(None, "credentials", str(exc))
+        self.auths.append(auth)
         topics = [a["lead"]["topic"] for a in orjson.loads(body)]
+        if not topics:  # a halt probe (an empty array)
+            self.auth = auth
+            return replace(self.answer(visit, topics), authorization=auth)
         self.calls.append((visit, topics))
         self.in_flight[visit] = self.in_flight.get(visit, 0) + 1
         self.max_per_visit = max(self.max_per_visit, self.in_flight[visit])
         await asyncio.sleep(0)
         self.in_flight[visit] -= 1
-        return self.answer(visit, topics)
+        self.auth = auth
+        return replace(self.answer(visit, topics), authorization=auth)
 
 
 @dataclass
@@ -60,43 +72,57 @@ class FakeDeadLetters:
         self.dispatcher.complete(record)
 
 
+SINGLE_SET = {
+    "LP_CONSUMER_KEY": "k",
+    "LP_CONSUMER_SECRET": "s",
+    "LP_ACCESS_TOKEN": "t",
+    "LP_ACCESS_TOKEN_SECRET": "ts",
+}
+
+
 def build(
-    answer: Callable[[Visit, list[str]], Reply], **env: str
+    answer: Callable[[Visit, list[str]], Reply], fetch_token: TokenFetch | None = None, **env: str
 ) -> tuple[Dispatcher, FakeClient, FakeDeadLetters, OffsetTracker]:
+    """A dispatcher with the single-set credentials, or (LP_CREDENTIALS_DIR given) a directory's."""
     settings = load_settings(
         {
-            "LP_CONSUMER_KEY": "k",
-            "LP_CONSUMER_SECRET": "s",
-            "LP_ACCESS_TOKEN": "t",
-            "LP_ACCESS_TOKEN_SECRET": "ts",
+            **({} if "LP_CREDENTIALS_DIR" in env else SINGLE_SET),
             "RETRY_INITIAL_S": "0.001",
             "RETRY_MAX_BACKOFF_S": "0.002",
             "NOT_FOUND_BACKOFF_S": "0.001",
             "HALT_BACKOFF_INITIAL_S": "0.001",
             "HALT_BACKOFF_MAX_S": "0.002",
+            "MAX_IN_FLIGHT": "8",
+            "ADAPTIVE_CONCURRENCY": "false",
             **env,
         },
         require_kafka=False,
     )
     client = FakeClient(answer)
     tracker = OffsetTracker()
-    gate = AuthGate(0.001, 0.002, lambda: None, lambda halted: None)
-    d = Dispatcher(
-        settings,
-        client,
-        ConcurrencyLimiter(8, adaptive=False),
-        tracker,
-        gate,  # type: ignore[arg-type]
-        random.Random(1),
-    )
+    accounts = AccountRegistry(settings, fetch_token=fetch_token or _no_tokens)
+    d = Dispatcher(settings, client, accounts, tracker, random.Random(1))  # type: ignore[arg-type]
     dl = FakeDeadLetters(d)
     d.dead_letters = dl  # type: ignore[assignment]
     return d, client, dl, tracker
 
 
-def submit(d: Dispatcher, tracker: OffsetTracker, items: list[tuple[str, str]], account: str = "1") -> None:
+async def _no_tokens(account: str, creds: object) -> tuple[str, float]:
+    raise AssertionError("no OAuth 2.0 account here")
+
+
+def submit(
+    d: Dispatcher,
+    tracker: OffsetTracker,
+    items: list[tuple[str, str]],
+    account: str = "1",
+    start: int | None = None,
+) -> None:
+    """Consume `items` (visitor, topic) at the next offsets (`start`: when earlier ones are still pending)."""
     gen = tracker.assign(TP)
-    for offset, (visitor, topic) in enumerate(items, start=tracker.position(TP) or 0):
+    for offset, (visitor, topic) in enumerate(
+        items, start=tracker.position(TP) or 0 if start is None else start
+    ):
         value = orjson.dumps({"account": account, "visitor": visitor, "sid": "s", "topic": topic})
         tracker.add(TP, offset)
         r = Record("leads", 0, offset, gen, visitor.encode(), value, None, None, parse_event(value, "lead"))
@@ -161,19 +187,19 @@ async def test_401_halts_everyone_without_dead_letters_until_accepted() -> None:
     state = {"ok": False}
     d, client, dl, tracker = build(lambda v, t: Reply(200) if state["ok"] else Reply(401))
     submit(d, tracker, [(f"v{i}", f"x{i}") for i in range(20)])
-    gate = d._gate
+    halt = d._accounts.get("1").halt  # type: ignore[union-attr]
 
     async def probes(n: int) -> None:
-        while gate._step < n:
+        while halt.step < n:
             await asyncio.sleep(0.001)
 
     await asyncio.wait_for(probes(4), 5)
-    assert gate.halted
+    assert halt.halted
     # the 8 requests in flight when the halt began (limiter of 8), then one probe per backoff step
-    assert len(client.calls) <= 8 + gate._step + 1
+    assert len(client.calls) <= 8 + halt.step + 1
     state["ok"] = True
     await settle(tracker)
-    assert not dl.letters and not gate.halted
+    assert not dl.letters and not halt.halted
     assert len({x for _, t in client.calls for x in t}) == 20
 
 

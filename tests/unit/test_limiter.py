@@ -47,16 +47,17 @@ def test_fixed_limit_ignores_observations() -> None:
     assert lim.limit == 16
 
 
-async def test_inflight_and_limit_are_exported_as_gauges() -> None:
-    lim = ConcurrencyLimiter(64, adaptive=True, initial=8)
+async def test_limit_is_exported_on_the_gauge_it_is_given() -> None:
+    gauge = metrics.CONCURRENCY_LIMIT.labels("limiter-test")
+    lim = ConcurrencyLimiter(64, adaptive=True, initial=8, gauge=gauge)
     await lim.acquire()
     await lim.acquire()
-    assert _gauge(metrics.INFLIGHT) == 2
-    assert _gauge(metrics.CONCURRENCY_LIMIT) == 8
+    assert lim.in_flight == 2
+    assert gauge._value.get() == 8
     lim.release()
-    assert _gauge(metrics.INFLIGHT) == 1
+    assert lim.in_flight == 1
     lim.observe(RTT, backpressure=True, now=1.0)
-    assert _gauge(metrics.CONCURRENCY_LIMIT) == 4
+    assert gauge._value.get() == 4
 
 
 def test_slow_start_doubles_per_round_trip_while_the_limit_is_used() -> None:

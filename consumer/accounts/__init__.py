@@ -1,0 +1,1 @@
+"""Many LivePerson accounts behind one daemon: credentials per account, isolation, a registry."""

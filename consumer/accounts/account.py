@@ -1,0 +1,145 @@
+"""One LivePerson account as the dispatcher sees it: credentials, limits, halt, request counts.
+
+The dispatcher asks a visit's `Account` for a request slot (`acquire`: the account's own adaptive
+limit, then its token bucket, then a fair share of the global slots) and for an `Authorization`
+header (OAuth 1.0 signature, or an OAuth 2.0 bearer token from its token cache), and reports the
+outcomes to it (`observe`, `count`, `halt`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+
+import structlog
+from prometheus_client import Counter
+
+from consumer import metrics
+from consumer.accounts.credentials import AccountCredentials, ClientCredentials, CredentialsProblem, kind
+from consumer.accounts.slots import FairSlots, TokenBucket
+from consumer.accounts.tokens import TokenCache
+from consumer.halt import Halt, Probe
+from consumer.limiter import ConcurrencyLimiter
+from consumer.liveperson.oauth import Signer
+
+log = structlog.get_logger("consumer.accounts")
+
+Loader = Callable[[], AccountCredentials]  # raises CredentialsProblem or OSError
+TokenFetch = Callable[[str, ClientCredentials], Awaitable[tuple[str, float]]]
+
+
+class Account:
+    """Credentials (signer or token cache), limiter, bucket and halt of one account."""
+
+    def __init__(
+        self,
+        name: str,
+        load: Loader,
+        slots: FairSlots,
+        limiter: ConcurrencyLimiter,
+        bucket: TokenBucket | None,
+        halt: Halt,
+        fetch_token: TokenFetch,
+    ) -> None:
+        self.name = name  # "" when one set of credentials serves every account
+        self._load = load
+        self._slots = slots
+        self.limiter = limiter
+        self.bucket = bucket
+        self.halt = halt
+        self._fetch_token = fetch_token
+        self.probe: Probe | None = None  # set by the dispatcher: one probe request for this account
+        self.removed = False
+        self.probe_id = name  # the account id a probe request is sent for (the wildcard's last halted one)
+        self.kind = "oauth1"
+        self.signer: Signer | None = None
+        self.tokens: TokenCache | None = None
+        self.problem: str | None = None
+        self._creds: AccountCredentials | None = None
+        self._requests: dict[str, Counter] = {}
+        self.reload()
+
+    # ---- credentials -------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the credentials; True if they are usable. A problem halts the account (logged)."""
+        try:
+            creds = self._load()
+        except (CredentialsProblem, OSError, ValueError) as exc:  # ValueError: a file not UTF-8
+            if str(exc) != self.problem:
+                log.error("credentials_unusable", account=self.name, error=str(exc))
+            self.problem = str(exc)
+            self.signer = None
+            self.halt_if_unusable()
+            return False
+        self.problem = None
+        if creds != self._creds:
+            self._creds = creds
+            self.kind = kind(creds)
+            if isinstance(creds, ClientCredentials):
+                self.signer = None
+                self.tokens = TokenCache(functools.partial(self._fetch_token, self.name, creds))
+            else:
+                self.tokens = None
+                self.signer = Signer(creds)
+        return True
+
+    def halt_if_unusable(self) -> None:
+        """Halt the account while its credentials cannot be read (its events are held)."""
+        if self.problem is not None and self.probe is not None:
+            self.halt.halt(f"credentials: {self.problem}", self.problem, self.probe)
+
+    async def authorization(self, method: str, url: str, body: bytes) -> str:
+        """The `Authorization` header for one attempt (signed afresh, or the current bearer token)."""
+        signer = self.signer
+        if signer is not None:
+            return signer.authorization(method, url, body)
+        if self.tokens is not None and self.problem is None:
+            return "Bearer " + await self.tokens.token()
+        raise CredentialsProblem(self.problem or f"account {self.name}: no usable credentials")
+
+    def token_refused(self, authorization: str) -> None:
+        """A 401 on a bearer token: forget it (if still current) so the resend fetches a new one."""
+        if self.tokens is not None and authorization.startswith("Bearer "):
+            self.tokens.invalidate(authorization[7:])
+
+    # ---- slots --------------------------------------------------------------------------------
+    async def acquire(self) -> None:
+        """Wait for this account's slot (its adaptive limit), its rate, then a fair global slot."""
+        await self.limiter.acquire()
+        try:
+            bucket = self.bucket
+            if bucket is not None:
+                wait = bucket.delay()
+                if wait > 0:
+                    try:
+                        await asyncio.sleep(wait)
+                    except asyncio.CancelledError:
+                        bucket.refund()
+                        raise
+            await self._slots.acquire(self.name)
+        except BaseException:
+            self.limiter.release()
+            raise
+
+    def release(self) -> None:
+        """Give both slots back."""
+        self._slots.release()
+        self.limiter.release()
+
+    # ---- outcomes -----------------------------------------------------------------------------
+    def count(self, label: str) -> None:
+        """One more request answered `label` (engagement_account_requests_total)."""
+        child = self._requests.get(label)
+        if child is None:
+            child = self._requests[label] = metrics.ACCOUNT_REQUESTS.labels(self.name, label)
+        child.inc()
+
+    def describe(self) -> dict[str, object]:
+        """What /readyz and logs may show: kind, halt, limit (never a secret)."""
+        return {
+            "kind": self.kind,
+            "halted": self.halt.halted,
+            "reason": self.halt.reason or self.problem or "",
+            "limit": self.limiter.limit,
+        }

@@ -1,0 +1,152 @@
+"""The accounts the daemon serves, made from the configuration and kept in step with LP_CREDENTIALS_DIR.
+
+Three modes: no directory and no `LP_ACCOUNT`: the single-set `LP_*` credentials serve every
+account (one `Account` named ""); `LP_ACCOUNT`: they serve that account only; a directory: one
+account per folder (plus `LP_ACCOUNT`'s, if set). A watcher task re-checks the folders every
+`CREDENTIALS_RECHECK_S` (a stat per file, no reads unless something changed): new folders become
+accounts, removed ones stop being served, changed files are re-read. Nothing on the request path
+touches the file system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import structlog
+
+from consumer import metrics
+from consumer.accounts.account import Account, Loader, TokenFetch
+from consumer.accounts.credentials import Fingerprint, account_folders, fingerprint, load_folder
+from consumer.accounts.slots import FairSlots, TokenBucket
+from consumer.config import Settings
+from consumer.halt import Halt, Probe
+from consumer.limiter import ConcurrencyLimiter
+
+log = structlog.get_logger("consumer.accounts")
+
+
+class AccountRegistry:
+    """Finds the `Account` of an event's account id (None: no credentials for it)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fetch_token: TokenFetch,
+        on_halt_change: Callable[[bool], None] = lambda halted: None,
+    ) -> None:
+        self._s = settings
+        self._fetch_token = fetch_token
+        self._on_halt_change = on_halt_change
+        self.slots = FairSlots(settings.max_in_flight)
+        self._accounts: dict[str, Account] = {}
+        self._any: Account | None = None
+        self._prints: dict[str, Fingerprint] = {}
+        self._prober: Callable[[Account], Probe] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._dir = Path(settings.lp_credentials_dir) if settings.lp_credentials_dir else None
+        if settings.lp_account is not None:
+            self._add(settings.lp_account, settings.credentials)
+        elif self._dir is None:
+            self._any = self._add("", settings.credentials)
+        if self._dir is not None:
+            self.rescan()
+
+    # ---- look-up (hot path) -----------------------------------------------------------------
+    def get(self, account: str) -> Account | None:
+        """The account serving this account id, or None when it has no credentials."""
+        return self._any or self._accounts.get(account)
+
+    def __iter__(self) -> Iterator[Account]:
+        return iter(list(self._accounts.values()))
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    @property
+    def all_halted(self) -> bool:
+        """True when no account can send (every one is halted, or there is none)."""
+        return all(a.halt.halted for a in self._accounts.values())
+
+    def halted(self) -> list[Account]:
+        """The halted accounts."""
+        return [a for a in self._accounts.values() if a.halt.halted]
+
+    # ---- wiring and lifecycle ----------------------------------------------------------------
+    def bind(self, prober: Callable[[Account], Probe]) -> None:
+        """Give every account (now and later) its probe request; halt those whose files are unusable."""
+        self._prober = prober
+        for account in self._accounts.values():
+            account.probe = prober(account)
+            account.halt_if_unusable()
+
+    def start(self) -> None:
+        """Watch the credentials directory (if any)."""
+        if self._dir is not None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def close(self) -> None:
+        """Stop watching and probing."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for account in self._accounts.values():
+            await account.halt.close()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._s.credentials_recheck_s)
+            try:
+                self.rescan()
+            except OSError as exc:
+                log.error("credentials_dir_unreadable", directory=str(self._dir), error=str(exc))
+
+    def rescan(self) -> None:
+        """Pick up added, removed and changed account folders."""
+        assert self._dir is not None
+        folders = account_folders(self._dir)
+        for name, folder in folders.items():
+            if name == self._s.lp_account:
+                continue
+            now = fingerprint(folder)
+            account = self._accounts.get(name)
+            if account is None:
+                self._prints[name] = now
+                account = self._add(name, functools.partial(load_folder, folder))
+                log.info("account_added", account=name, kind=account.kind, usable=account.problem is None)
+            elif now != self._prints.get(name):
+                self._prints[name] = now
+                if account.reload():
+                    log.info("credentials_reloaded", account=name, kind=account.kind)
+        for name in [n for n in self._accounts if n not in folders and n != self._s.lp_account]:
+            self._remove(name)
+
+    def _add(self, name: str, load: Loader) -> Account:
+        s = self._s
+        limiter = ConcurrencyLimiter(
+            s.per_account_limit, s.adaptive_concurrency, gauge=metrics.CONCURRENCY_LIMIT.labels(name)
+        )
+        bucket = TokenBucket(s.rate_limit_per_account) if s.rate_limit_per_account else None
+        halt = Halt(name, s.halt_backoff_initial_s, s.halt_backoff_max_s, self._on_halt_change)
+        account = Account(name, load, self.slots, limiter, bucket, halt, self._fetch_token)
+        self._accounts[name] = account
+        if self._prober is not None:
+            account.probe = self._prober(account)
+            account.halt_if_unusable()
+        return account
+
+    def _remove(self, name: str) -> None:
+        account = self._accounts.pop(name)
+        self._prints.pop(name, None)
+        account.removed = True
+        account.halt.dismiss()
+        for gauge in (metrics.HALTED, metrics.CONCURRENCY_LIMIT):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name)
+        log.warning(
+            "account_removed", account=name, note="its events are now dead-lettered as unknown_account"
+        )

@@ -1,0 +1,134 @@
+"""Credential folders, the account registry and the configuration of many accounts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from consumer.accounts.credentials import ClientCredentials, scan, write_folder
+from consumer.accounts.registry import AccountRegistry
+from consumer.config import load_settings
+from consumer.errors import ConfigError
+from consumer.liveperson.oauth import Credentials
+
+pytestmark = pytest.mark.timeout(10)
+
+KEYS = Credentials("ck-1", "cs-1", "at-1", "ats-1")
+APP = ClientCredentials("client-1", "client-secret-1")
+SINGLE = {
+    "LP_CONSUMER_KEY": "k",
+    "LP_CONSUMER_SECRET": "s",
+    "LP_ACCESS_TOKEN": "t",
+    "LP_ACCESS_TOKEN_SECRET": "x",
+}
+
+
+async def _no_tokens(account: str, creds: ClientCredentials) -> tuple[str, float]:
+    raise AssertionError("not called")
+
+
+def registry(env: dict[str, str]) -> AccountRegistry:
+    return AccountRegistry(load_settings(env, require_kafka=False), _no_tokens)
+
+
+def test_folders_of_both_kinds_load_and_secrets_never_show(tmp_path: Path) -> None:
+    write_folder(tmp_path / "100", KEYS)
+    write_folder(tmp_path / "200", APP)
+    (tmp_path / "..data").mkdir()  # a Kubernetes volume's own entries are ignored
+    found, problems = scan(tmp_path)
+    assert problems == [] and found == {"100": KEYS, "200": APP}
+    assert "cs-1" not in repr(found) and "ats-1" not in repr(found) and "client-secret-1" not in repr(found)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "named"),
+    [
+        (lambda f: (f / "access-token").unlink(), "access-token: missing"),
+        (lambda f: (f / "consumer-secret").write_bytes(b"\xff\xfe"), "consumer-secret: not UTF-8"),
+        (lambda f: (f / "consumer-key").write_text("  \n"), "consumer-key: empty"),
+        (lambda f: (f / "client-id").write_text("cid"), "client-id: both OAuth 1.0"),
+    ],
+    ids=["missing", "not-utf8", "empty", "both-kinds"],
+)
+def test_a_bad_folder_is_a_start_up_error_naming_the_file(tmp_path: Path, breakage, named: str) -> None:
+    write_folder(tmp_path / "100", KEYS)
+    write_folder(tmp_path / "200", KEYS)
+    breakage(tmp_path / "200")
+    with pytest.raises(ConfigError) as err:
+        load_settings({"LP_CREDENTIALS_DIR": str(tmp_path)}, require_kafka=False)
+    assert len(err.value.problems) == 1, err.value.problems
+    assert "account 200" in err.value.problems[0] and named in err.value.problems[0]
+    assert str(tmp_path / "200") in err.value.problems[0]
+
+
+def test_the_single_set_beside_a_directory_needs_lp_account(tmp_path: Path) -> None:
+    write_folder(tmp_path / "100", KEYS)
+    with pytest.raises(ConfigError) as err:
+        load_settings({"LP_CREDENTIALS_DIR": str(tmp_path), **SINGLE}, require_kafka=False)
+    assert [p.split(":")[0] for p in err.value.problems] == ["LP_ACCOUNT"]
+    with pytest.raises(ConfigError) as err:
+        load_settings({"LP_CREDENTIALS_DIR": str(tmp_path / "missing")}, require_kafka=False)
+    assert "cannot read" in err.value.problems[0]
+    s = load_settings(
+        {"LP_CREDENTIALS_DIR": str(tmp_path), "LP_ACCOUNT": "300", **SINGLE}, require_kafka=False
+    )
+    assert s.lp_account == "300"
+
+
+async def test_the_three_modes_find_accounts() -> None:
+    anyone = registry(SINGLE)
+    assert anyone.get("1") is anyone.get("2") is not None and anyone.get("1").name == ""  # type: ignore[union-attr]
+    one = registry({**SINGLE, "LP_ACCOUNT": "7"})
+    assert one.get("7") is not None and one.get("8") is None
+
+
+async def test_the_directory_is_followed_without_a_restart(tmp_path: Path) -> None:
+    write_folder(tmp_path / "100", KEYS)
+    reg = registry({"LP_CREDENTIALS_DIR": str(tmp_path)})
+    first = reg.get("100")
+    assert first is not None and reg.get("200") is None and first.signer is not None
+    signer = first.signer
+    write_folder(tmp_path / "200", APP)
+    write_folder(tmp_path / "100", Credentials("ck-2", "cs-2", "at-2", "ats-2"))
+    reg.rescan()
+    assert reg.get("200") is not None and reg.get("200").kind == "oauth2"  # type: ignore[union-attr]
+    assert reg.get("100") is first and first.signer is not signer, "changed files are re-read"
+    for name in ("consumer-key", "consumer-secret", "access-token", "access-token-secret"):
+        (tmp_path / "100" / name).unlink()
+    (tmp_path / "100").rmdir()
+    reg.rescan()
+    assert reg.get("100") is None and first.removed
+
+
+async def test_an_unreadable_folder_at_run_time_halts_that_account_alone(tmp_path: Path) -> None:
+    write_folder(tmp_path / "100", KEYS)
+    write_folder(tmp_path / "200", KEYS)
+    reg = registry({"LP_CREDENTIALS_DIR": str(tmp_path), "HALT_BACKOFF_INITIAL_S": "0.01"})
+    probes: list[str] = []
+
+    def prober(account):  # type: ignore[no-untyped-def]
+        async def probe() -> str | None:
+            probes.append(account.name)
+            return None if account.reload() else "credentials"
+
+        return probe
+
+    reg.bind(prober)
+    (tmp_path / "200" / "access-token").unlink()
+    (tmp_path / "200" / "consumer-key").write_text("ck-changed")  # a change the watcher notices
+    reg.rescan()
+    bad, good = reg.get("200"), reg.get("100")
+    assert bad is not None and good is not None
+    assert bad.halt.halted and "access-token: missing" in bad.halt.reason and not good.halt.halted
+    assert not reg.all_halted
+    write_folder(tmp_path / "200", KEYS)
+
+    async def resumed() -> None:
+        while bad.halt.halted:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(resumed(), 5)
+    assert "200" in probes
+    await reg.close()
