@@ -359,7 +359,9 @@ class Dispatcher:
                 else:
                     delay = self._backoff.delay(retries, self._rng)
                 fitted = self._backoff.fit(time.monotonic() - started, delay)
-                if reply.error == "token_unavailable":  # no answer about the events: held, never dead-lettered
+                if (
+                    reply.error == "token_unavailable"
+                ):  # no answer about the events: held, never dead-lettered
                     fitted = delay
                 if fitted is None:
                     self.dead_letter(batch, self._verdict("retries_exhausted", reply, attempts))
@@ -513,7 +515,6 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         return clean
-
 
     def _only_held(self) -> bool:
         """Every lane left belongs to a halted account: nothing more can be delivered now."""

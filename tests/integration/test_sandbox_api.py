@@ -314,6 +314,7 @@ async def test_an_unusable_domain_api_base_uri_is_a_failed_lookup_not_an_excepti
     sandbox: SandboxAPI, base_uri: str
 ) -> None:
     """An odd `baseURI` from the Domain API is retried like any failed lookup, never raised."""
+    from consumer.accounts.registry import AccountRegistry
     from consumer.config import load_settings
     from consumer.events import Visit
     from consumer.liveperson.client import EngagementClient
@@ -331,9 +332,11 @@ async def test_an_unusable_domain_api_base_uri_is_a_failed_lookup_not_an_excepti
         require_kafka=False,
     )
     client = EngagementClient(settings)
+    account = AccountRegistry(settings, client.fetch_token).get("1234")
+    assert account is not None
     await client.start()
     try:
-        reply = await client.send(Visit("1234", "v", "s"), body_of(LEAD))
+        reply = await client.send(Visit("1234", "v", "s"), body_of(LEAD), account)
     finally:
         await client.close()
     assert reply.status is None and reply.error == "domain_lookup"

@@ -19,6 +19,7 @@ from consumer.deadletter import Verdict
 from consumer.dispatch import Dispatcher
 from consumer.events import Visit, parse_event
 from consumer.liveperson.client import Reply
+from consumer.liveperson.oauth import Credentials
 from consumer.offsets import CommitPoint, OffsetTracker
 from consumer.records import Record
 
@@ -276,17 +277,20 @@ async def test_a_lane_error_after_part_of_a_split_requeues_only_the_unsettled_re
 
 async def test_a_credential_file_that_is_not_utf8_keeps_the_halt_probing() -> None:
     """Re-reading credentials that fail to decode is a failed reload (logged), not a dead lane."""
+    d, _, dl, tracker = build(lambda v, t: Reply(401))
+    account = d._accounts.get("1")
+    assert account is not None
     reloads = {"n": 0}
 
-    def reload() -> None:
+    def load() -> Credentials:
         reloads["n"] += 1
         b"\xff\xfe".decode("utf-8")
+        raise AssertionError("unreachable")
 
-    gate = AuthGate(0.001, 0.002, reload, lambda halted: None)
-    gate.halt(401, "unauthorized")
-    await gate.wait_step(401, asyncio.Event())
-    await gate.wait_step(401, asyncio.Event())
-    assert reloads["n"] == 2 and gate.halted
+    account._load = load
+    submit(d, tracker, [("a", "x0")])
+    await until(lambda: reloads["n"] >= 2)
+    assert account.halt.halted and "credentials" in account.halt.reason and not dl.letters
 
 
 # ---- issue 9 item 6 / issue 13: waits re-check ownership; a revoke drops waiting lanes at once ------
@@ -299,13 +303,13 @@ class GatedClient(FakeClient):
 
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    async def send(self, visit: Visit, body: bytes) -> Reply:
+    async def send(self, visit: Visit, body: bytes, account: Account) -> Reply:
         gate = self.hold.get(visit.visitor)
         if gate is not None:
             self.calls.append((visit, [a["lead"]["topic"] for a in orjson.loads(body)]))
             await gate.wait()
             return self.answer(visit, ["held"])
-        return await super().send(visit, body)
+        return await super().send(visit, body, account)
 
 
 def record_on(tracker: OffsetTracker, tp: tuple[str, int], visitor: str, topic: str) -> Record:
@@ -319,10 +323,9 @@ def record_on(tracker: OffsetTracker, tp: tuple[str, int], visitor: str, topic: 
 def gated(
     answer: Callable[[Visit, list[str]], Reply], slots: int = 8, **env: str
 ) -> tuple[Dispatcher, GatedClient, FakeDeadLetters, OffsetTracker]:
-    d, _, dl, tracker = build(answer, **env)
+    d, _, dl, tracker = build(answer, **{"MAX_IN_FLIGHT": str(slots), **env})
     client = GatedClient(answer)
     d._client = client  # type: ignore[assignment]
-    d._limiter = ConcurrencyLimiter(slots, adaptive=False)
     return d, client, dl, tracker
 
 
@@ -348,7 +351,7 @@ async def test_a_lane_waiting_for_a_slot_never_sends_after_its_partition_moved()
     d.submit(record_on(tracker, TP, "a", "a0"))  # 503, then backs off and waits for the only slot
     await until(lambda: len(client.calls) == 1)
     d.submit(record_on(tracker, TP1, "b", "b0"))  # takes the slot while a backs off
-    await until(lambda: len(client.calls) == 2 and d._limiter._waiters)
+    await until(lambda: len(client.calls) == 2 and d._accounts.get("1").limiter._waiters)  # type: ignore[union-attr]
     await asyncio.wait_for(d.revoke([TP]), 1.0)
     tracker.assign(TP)  # handed over and assigned again: a new generation, the old batch is not ours
     release_b.set()
@@ -410,14 +413,17 @@ async def test_no_dead_letter_after_a_long_request_outlived_the_revoke() -> None
 
 
 async def test_revoke_drops_lanes_held_by_the_auth_halt_at_once() -> None:
-    d, client, dl, tracker = gated(lambda v, t: Reply(401))
-    d._gate = AuthGate(30, 30, lambda: None, lambda halted: None)  # the probe waits 30 s between tries
+    # the prober waits 30 s between tries
+    d, client, dl, tracker = gated(
+        lambda v, t: Reply(401), HALT_BACKOFF_INITIAL_S="30", HALT_BACKOFF_MAX_S="30"
+    )
+    halt = d._accounts.get("1").halt  # type: ignore[union-attr]
     d.submit(record_on(tracker, TP, "a", "a0"))
     d.submit(record_on(tracker, TP, "b", "b0"))
-    await until(lambda: len(client.calls) == 2 and d._gate._probe.locked())  # a probes, b waits for it
+    await until(lambda: len(client.calls) == 2 and halt.halted)  # both lanes wait for the halt to end
     await asyncio.wait_for(d.revoke([TP]), 1.0)
     await until(lambda: not d._lanes, timeout=1.0)
-    assert not dl.letters and not d._gate._probe.locked()
+    assert not dl.letters and halt.halted, "the halt outlives its lanes (its prober goes on)"
 
 
 async def test_429_with_a_retry_after_beyond_the_budget_waits_what_the_budget_allows() -> None:

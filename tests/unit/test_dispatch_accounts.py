@@ -66,7 +66,7 @@ async def test_a_halt_holds_only_its_account_and_its_prober_ends_it_with_no_lane
     assert not good.halt.halted and len({t[0] for v, t in client.calls if v.account == "100"}) == 30
     assert not dl.letters
     await until(lambda: bad.halt.step >= 3)
-    assert await d.revoke([TP]) == {TP: 0}  # every lane of the halted account is gone
+    assert (await d.revoke([TP]))[TP].offset == 0  # every lane of the halted account is gone
     revoked["200"] = False
     write_folder(tmp_path / "200", Credentials("ck-201", "cs-201", "at-201", "ats-201"))
     await until(lambda: not bad.halt.halted)
