@@ -97,7 +97,7 @@ class Dispatcher:
             settings.retry_initial_s, settings.retry_max_backoff_s, settings.retry_max_elapsed_s
         )
         self._lanes: dict[Visit, Lane] = {}
-        self._revoking: set[TopicPartition] = set()
+        self._revoking: set[tuple[TopicPartition, int]] = set()  # (partition, assignment generation)
         self._cut: set[Lane] = set()  # lanes whose wait a revoke cut, not yet resumed
         self._inflight_by_tp: Counter[TopicPartition] = Counter()
         self._delivered_by_type: dict[str, PromCounter] = {}  # attributes_delivered children by type
@@ -143,7 +143,9 @@ class Dispatcher:
 
     def is_current(self, record: Record) -> bool:
         """True while the record's partition is still ours, in the same assignment, not being revoked."""
-        return record.tp not in self._revoking and self._tracker.owns(record.tp, record.generation)
+        return (record.tp, record.generation) not in self._revoking and self._tracker.owns(
+            record.tp, record.generation
+        )
 
     def _ours(self, batch: list[Record]) -> list[Record]:
         """The records of a batch that may still be sent (re-check after every wait)."""
@@ -449,19 +451,30 @@ class Dispatcher:
         Queued records and lanes waiting (slot, backoff, halt) let go of those partitions at once;
         only requests on the wire and unacknowledged dead letters are waited for.
         """
+        began = time.monotonic()
         gone = set(tps)
-        self._revoking |= gone
+        generations = {(tp, g) for tp in tps if (g := self._tracker.generation(tp)) is not None}
+        self._revoking |= generations
         self._forget(gone)
         self._cut_waits(gone)
         await self._quiet(lambda: not self._busy(gone), self._s.revoke_drain_s)
         offsets: dict[TopicPartition, CommitPoint] = {}
-        for tp in tps:
-            point = self._tracker.commit_point(tp)
-            if point is not None:
-                offsets[tp] = point
-            self._tracker.drop(tp)
-        self._revoking -= gone
-        log.info("revoke_drained", partitions=len(tps), still_busy=self._busy(gone), commit=_fmt(offsets))
+        for tp, generation in generations:
+            # The poll thread may have given up on this revoke and assigned the partition again:
+            # leave a newer assignment alone.
+            if self._tracker.owns(tp, generation):
+                point = self._tracker.commit_point(tp)
+                if point is not None:
+                    offsets[tp] = point
+                self._tracker.drop(tp, generation)
+        self._revoking -= generations
+        log.info(
+            "revoke_drained",
+            partitions=len(tps),
+            took_s=round(time.monotonic() - began, 3),
+            still_busy=self._busy(gone),
+            commit=_fmt(offsets),
+        )
         return offsets
 
     def lose(self, tps: list[TopicPartition]) -> None:

@@ -107,17 +107,19 @@ class OffsetTracker:
         self.pending_total = 0
 
     def assign(self, tp: TopicPartition, committed: int | None = None, metadata: str | None = None) -> int:
-        """Start tracking a newly assigned partition (idempotent); return its assignment generation.
+        """Start tracking a newly assigned partition; return its new assignment generation.
 
         `committed`/`metadata`: the group's commit for it; a readable map there names offsets to skip.
+        State left from an earlier assignment (a revoke that had not finished on the loop when the
+        poll thread gave up waiting for it) is dropped: that assignment is over.
         """
-        if tp not in self._parts:
-            part = self._parts[tp] = PartitionOffsets()
-            self._generation[tp] = self._next_generation
-            self._next_generation += 1
-            if self.map_max_bytes and committed is not None and committed >= 0:
-                part.inherited = self._read_map(tp, committed, metadata)
-        return self._generation[tp]
+        self.drop(tp)
+        part = self._parts[tp] = PartitionOffsets()
+        generation = self._generation[tp] = self._next_generation
+        self._next_generation += 1
+        if self.map_max_bytes and committed is not None and committed >= 0:
+            part.inherited = self._read_map(tp, committed, metadata)
+        return generation
 
     @staticmethod
     def _read_map(tp: TopicPartition, committed: int, metadata: str | None) -> deque[Run] | None:
@@ -143,8 +145,14 @@ class OffsetTracker:
         """The current assignment generation of a partition, None if not assigned."""
         return self._generation.get(tp)
 
-    def drop(self, tp: TopicPartition) -> None:
-        """Forget a partition (revoked or lost); later completions for it are ignored."""
+    def drop(self, tp: TopicPartition, generation: int | None = None) -> None:
+        """Forget a partition (revoked or lost); later completions for it are ignored.
+
+        With `generation`, only while the partition is still in that assignment: a late drop of a
+        slow revoke must not erase a newer assignment of the same partition.
+        """
+        if generation is not None and self._generation.get(tp) != generation:
+            return
         part = self._parts.pop(tp, None)
         self._generation.pop(tp, None)
         if part is not None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,6 +59,7 @@ class SourceHandler(Protocol):
 class _Command:
     kind: str  # commit | pause | resume
     tps: dict[TopicPartition, CommitPoint] | list[TopicPartition]
+    epochs: dict[TopicPartition, int]  # the assignment of each partition the command was made for
 
 
 class KafkaSource:
@@ -86,6 +88,12 @@ class KafkaSource:
         self._closed: asyncio.Future[None] = loop.create_future()
         self.last_poll = time.monotonic()
         self.assignment: set[TopicPartition] = set()
+        # Assignment epochs: a number per assignment of a partition, set by the thread on assign; the
+        # loop's copy tags every command, and the thread drops commands of an earlier assignment (a
+        # stale pause would leave a re-assigned partition paused for good, a stale commit rewind it).
+        self._epochs = itertools.count(1)
+        self._epoch: dict[TopicPartition, int] = {}  # thread side
+        self._loop_epoch: dict[TopicPartition, int] = {}  # loop side: as the loop last learned it
         self.joined = False
         self.fatal: str | None = None
         self._repeats = Repeats()  # a broker outage reports every reconnect attempt
@@ -98,17 +106,27 @@ class KafkaSource:
     def commit(self, points: dict[TopicPartition, CommitPoint]) -> None:
         """Commit these offsets (with their maps) asynchronously from the poll thread."""
         if points:
-            self._commands.put(_Command("commit", points))
+            self._commands.put(_Command("commit", points, self._tag(points)))
 
     def pause(self, tps: list[TopicPartition]) -> None:
         """Stop fetching these partitions (the thread keeps polling)."""
         if tps:
-            self._commands.put(_Command("pause", tps))
+            self._commands.put(_Command("pause", tps, self._tag(tps)))
 
     def resume(self, tps: list[TopicPartition]) -> None:
         """Fetch these partitions again."""
         if tps:
-            self._commands.put(_Command("resume", tps))
+            self._commands.put(_Command("resume", tps, self._tag(tps)))
+
+    def _tag(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self._loop_epoch.get(tp, 0) for tp in tps}
+
+    def _assigned(
+        self, tps: list[TopicPartition], epochs: dict[TopicPartition, int], committed: Committed
+    ) -> None:
+        """On the loop: learn the new assignment's epochs, then tell the handler."""
+        self._loop_epoch.update(epochs)
+        self._handler.on_assigned(tps, committed)
 
     async def close(self, final: dict[TopicPartition, CommitPoint], within_s: float) -> None:
         """Commit `final` synchronously, leave the group and close the consumer."""
@@ -173,18 +191,22 @@ class KafkaSource:
                 cmd = self._commands.get_nowait()
             except queue.Empty:
                 return
+            current = {tp for tp, epoch in cmd.epochs.items() if self._epoch.get(tp) == epoch}
+            if len(current) < len(cmd.epochs):
+                stale = sorted(set(cmd.epochs) - current)
+                log.debug("stale_command_dropped", command=cmd.kind, partitions=_fmt(stale))
             try:
                 if cmd.kind == "commit":
                     assert isinstance(cmd.tps, dict)
-                    owned = _kafka_tps({tp: c for tp, c in cmd.tps.items() if tp in self.assignment})
+                    owned = _kafka_tps({tp: c for tp, c in cmd.tps.items() if tp in current})
                     if owned:
                         consumer.commit(offsets=owned, asynchronous=True)
                 elif cmd.kind == "pause":
-                    tps = [KafkaTP(t, p) for t, p in cmd.tps if (t, p) in self.assignment]
+                    tps = [KafkaTP(t, p) for t, p in cmd.tps if (t, p) in current]
                     if tps:
                         consumer.pause(tps)
                 elif cmd.kind == "resume":
-                    tps = [KafkaTP(t, p) for t, p in cmd.tps if (t, p) in self.assignment]
+                    tps = [KafkaTP(t, p) for t, p in cmd.tps if (t, p) in current]
                     if tps:
                         consumer.resume(tps)
             except KafkaException as exc:  # e.g. _STATE after a revoke: the partition is gone
@@ -210,6 +232,8 @@ class KafkaSource:
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         self.assignment.update(tps)
+        epochs = {tp: next(self._epochs) for tp in tps}
+        self._epoch.update(epochs)
         self.joined = True
         log.info("partitions_assigned", partitions=_fmt(tps))
         committed: Committed = {}
@@ -219,7 +243,7 @@ class KafkaSource:
                 committed = {(c.topic, c.partition): (c.offset, c.metadata) for c in got if c.error is None}
             except KafkaException as exc:
                 log.warning("committed_read_failed", error=str(exc), partitions=_fmt(tps))
-        self._call_loop(lambda: self._handler.on_assigned(tps, committed))
+        self._call_loop(lambda: self._assigned(tps, epochs, committed))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
@@ -233,6 +257,8 @@ class KafkaSource:
         if offsets:
             _commit(consumer, offsets, "revoke_commit")
         self.assignment.difference_update(tps)
+        for tp in tps:
+            self._epoch.pop(tp, None)
         for t, p in tps:
             _forget_partition_metrics(t, p)
 
@@ -240,6 +266,8 @@ class KafkaSource:
         tps = [(p.topic, p.partition) for p in partitions]
         log.warning("partitions_lost", partitions=_fmt(tps))
         self.assignment.difference_update(tps)
+        for tp in tps:
+            self._epoch.pop(tp, None)
         self._call_loop(lambda: self._handler.on_lost(tps))
         for t, p in tps:
             _forget_partition_metrics(t, p)

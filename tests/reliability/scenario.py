@@ -49,6 +49,7 @@ __all__ = [
     "make_events",
     "measure",
     "metric_total",
+    "owned",
     "produce_all",
     "read_all",
     "stop_clean",
@@ -339,3 +340,14 @@ def assert_duplicates_within(fig: Figures, window: set[tuple[str, int, int]], fa
 def metric_total(daemon: Daemon, name: str) -> float:
     """A metric summed over every label set; fails when the daemon does not declare it."""
     return daemon.metric_sum(name)
+
+
+def owned(daemon: Daemon) -> set[str]:
+    """The partitions a daemon owns now (`topic[p]`), from its assignment log lines."""
+    have: set[str] = set()
+    for e in daemon.log_events():
+        if e.get("event") == "partitions_assigned":
+            have |= set(e["partitions"])
+        elif e.get("event") in ("partitions_revoked", "partitions_lost"):
+            have -= set(e["partitions"])
+    return have

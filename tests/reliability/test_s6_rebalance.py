@@ -10,7 +10,7 @@ partitions had already delivered above that prefix: duplicates, never below the 
 from __future__ import annotations
 
 import pytest
-from harness import Daemon, Topics, wait_until
+from harness import Topics, wait_until
 from scenario import (
     Stream,
     Tally,
@@ -18,6 +18,7 @@ from scenario import (
     committed_offsets,
     conclude,
     make_events,
+    owned,
     stop_clean,
     wait_committed,
     wait_delivered,
@@ -26,17 +27,6 @@ from scenario import (
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(150)]
 
 EVENTS = 2400
-
-
-def owned(daemon: Daemon) -> set[str]:
-    """The partitions a daemon owns now, from its assignment log lines."""
-    have: set[str] = set()
-    for e in daemon.log_events():
-        if e.get("event") == "partitions_assigned":
-            have |= set(e["partitions"])
-        elif e.get("event") in ("partitions_revoked", "partitions_lost"):
-            have -= set(e["partitions"])
-    return have
 
 
 def test_second_instance_joins_then_first_leaves_mid_stream(

@@ -467,3 +467,19 @@ async def test_the_memory_of_invalid_accounts_is_bounded(monkeypatch: pytest.Mon
     submit(d, tracker, [("again", "y")], account="acct-39")  # the most recent is still remembered
     await settle(tracker)
     assert len(client.calls) == 40 and dl.letters[-1][1].attempts == 0
+
+
+async def test_a_slow_revoke_finishing_late_leaves_a_newer_assignment_alone() -> None:
+    """Issue 9 item 8: the poll thread gave up on a revoke and the partition came back meanwhile."""
+    d, client, _, tracker = gated(lambda v, t: Reply(200), REVOKE_DRAIN_S="5")
+    client.hold["a"] = release = asyncio.Event()
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    await until(lambda: len(client.calls) == 1)
+    revoke = asyncio.create_task(d.revoke([TP]))
+    await until(lambda: d._revoking)
+    new = tracker.assign(TP)
+    d.submit(record_on(tracker, TP, "b", "b0"))
+    await until(lambda: tracker.pending(TP) == 0)  # the new assignment's record is sent at once
+    release.set()
+    assert await asyncio.wait_for(revoke, 1.0) == {}  # nothing of the old assignment left to commit
+    assert tracker.owns(TP, new) and tracker.position(TP) == 1

@@ -185,3 +185,15 @@ def test_owner_after_owner_never_skips_an_offset_that_is_not_done(data: st.DataO
                 done.add(o)
         commit = t.commit_point(TP) or commit
         assert commit is None or len(commit.metadata) <= limit
+
+
+def test_a_late_drop_does_not_erase_a_newer_assignment() -> None:
+    """A slow revoke's drop() that comes after the partition was assigned again leaves the new state."""
+    t, old = tracker_with([0, 1])
+    new = t.assign(TP)  # assigned again while the old revoke was still draining (the thread gave up)
+    assert new != old and t.pending(TP) == 0 and t.pending_total == 0
+    t.add(TP, 5)
+    t.drop(TP, old)  # the late revoke finishes
+    assert t.owns(TP, new) and t.position(TP) == 5 and t.pending_total == 1
+    t.drop(TP, new)
+    assert t.generation(TP) is None and t.pending_total == 0

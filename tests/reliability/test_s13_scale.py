@@ -1,0 +1,165 @@
+"""Scenario 13: scale out and back while events flow: three replicas of one consumer group.
+
+Two replicas consume a mixed workload at a steady rate (most visits answered 200; a few answered
+404 until dead-lettered, a few 503 or 429 with Retry-After every other request, so lanes are
+waiting out backoffs when partitions move); a third joins mid-run (scale up), then one leaves
+with SIGTERM (scale down), then one is killed with SIGKILL (a crash). After each change every
+partition must be owned by exactly one live replica within a deadline; at the end nothing is
+lost, nothing out of order per visit, every dead letter written, the group's commits at the end
+offsets.
+
+Runs on Tansu and on librdkafka's mock cluster (hosted in the test process). The time from each
+change to full reassignment and the duplicates (by the phase their second arrival fell in) go
+to results.json.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from harness import Daemon, MockCluster, Topics, free_port, next_id, wait_until
+from scenario import (
+    Spec,
+    Stream,
+    Tally,
+    assert_sound,
+    conclude,
+    make_events,
+    owned,
+    stop_clean,
+    visitor_name,
+    wait_committed,
+    wait_delivered,
+)
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
+
+EVENTS = 1600
+RATE = 50  # events/s: the stream runs through all three membership changes
+VISITORS = 60
+NOT_FOUND, FLAKY_5XX, THROTTLED = (0, 1), (2, 3), (4, 5)  # visitor numbers with scripted answers
+JOIN_S, LEAVE_S = 40.0, 20.0  # deadlines to full reassignment (Tansu's joins are slow)
+KILL_S = 6.0 + 20.0  # session.timeout.ms, then the rebalance
+
+
+def _visitor(i: int) -> str:
+    return f"v{visitor_name(i)}"
+
+
+def _script(api: Any, specs: list[Spec]) -> None:
+    for i in NOT_FOUND:
+        api.fail_visitor(_visitor(i), 404)
+    for i in FLAKY_5XX:
+        api.fail_visitor(_visitor(i), [503, 200])
+    for i in THROTTLED:
+        api.fail_visitor(_visitor(i), [429, 200], retry_after="1")
+    doomed = {_visitor(i) for i in NOT_FOUND}
+    for s in specs:
+        if s.visit and s.visit[1] in doomed:
+            s.expect = "dead_letter"
+
+
+def _all_owned(live: list[Daemon], everything: set[str]) -> bool:
+    """Every partition owned by exactly one live replica."""
+    shares = [owned(d) for d in live]
+    return set().union(*shares) == everything and sum(map(len, shares)) == len(everything)
+
+
+def _reassigned(live: list[Daemon], everything: set[str], what: str, within: float) -> float:
+    began = time.monotonic()
+    wait_until(lambda: _all_owned(live, everything), within, what, interval=0.05)
+    return time.monotonic() - began
+
+
+@pytest.mark.parametrize("cluster", ["tansu", "mock"])
+def test_scale_up_sigterm_and_sigkill_while_events_flow(
+    cluster: str,
+    request: pytest.FixtureRequest,
+    api: Any,
+    daemon_env: Callable[..., dict[str, str]],
+    start_daemon: Callable[..., Daemon],
+    recorder: Any,
+) -> None:
+    if cluster == "tansu":
+        broker = request.getfixturevalue("broker")
+        topics: Topics = request.getfixturevalue("topics")
+        bootstrap = broker.bootstrap
+    else:
+        mock: MockCluster = request.getfixturevalue("mock_cluster")
+        n = next_id()
+        topics = Topics(f"leads-m{n}", f"services-m{n}", f"dlq-m{n}", f"group-m{n}", mock.partitions)
+        mock.create(topics.leads, topics.services, topics.dlq)
+        bootstrap = mock.bootstrap
+    env = daemon_env(api.base_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, **topics.env())
+    everything = {f"{t}[{p}]" for t in (topics.leads, topics.services) for p in range(topics.partitions)}
+    specs = make_events(topics.leads, topics.services, EVENTS, visitors=VISITORS, seed=13)
+    _script(api, specs)
+    api.latency, api.jitter = 0.005, 0.01
+    tally = Tally(api)
+
+    def replica(wait_ready: bool = True) -> Daemon:
+        return start_daemon({**env, "HTTP_PORT": str(free_port())}, wait_ready=wait_ready)
+
+    first, second = replica(), replica()
+    stream = Stream(bootstrap, specs, rate=RATE).start()
+    wait_until(lambda: len(tally.update().count) >= EVENTS // 10, 40, "a tenth delivered")
+    _reassigned([first, second], everything, "two replicas to share every partition", JOIN_S)
+    marks = {"up": time.monotonic()}
+
+    third = replica(wait_ready=False)  # scale up
+    wait_until(lambda: owned(third), JOIN_S, "the third replica to own partitions", interval=0.05)
+    _reassigned([first, second, third], everything, "all owned after the join", JOIN_S)
+    join_s = time.monotonic() - marks["up"]
+
+    marks["term"] = time.monotonic()
+    first.proc.send_signal(signal.SIGTERM)  # scale down
+    leave_s = _reassigned([second, third], everything, "all owned after the SIGTERM", LEAVE_S)
+    code_first = first.stop(timeout=30)
+    exit_s = time.monotonic() - marks["term"]
+
+    marks["kill"] = time.monotonic()
+    second.kill()  # a crash: its partitions move on after session.timeout.ms
+    kill_s = _reassigned([third], everything, "all owned after the SIGKILL", KILL_S)
+    marks["end"] = time.monotonic()
+
+    stream.join(120)
+    wait_delivered(tally, specs, 90)
+    wait_committed(bootstrap, topics.group, specs, timeout=60)
+    code, _, stopped = stop_clean(third)
+    fig = conclude(bootstrap, topics, specs, tally)
+    dups = _duplicates_by_phase(tally, marks)
+    where = "Tansu" if cluster == "tansu" else "librdkafka mock cluster"
+    recorder.record(
+        f"13{'a' if cluster == 'tansu' else 'b'}",
+        f"Scale up, SIGTERM one, SIGKILL one ({where})",
+        f"3 replicas of one group, {EVENTS} events at {RATE}/s (404/503/429 visits among {VISITORS}); "
+        f"full reassignment after: join {join_s:.1f} s, SIGTERM {leave_s:.1f} s (exit {exit_s:.1f} s), "
+        f"SIGKILL {kill_s:.1f} s; duplicates by phase: {dups}",
+        fig,
+        join_s=round(join_s, 1),
+        leave_s=round(leave_s, 1),
+        kill_s=round(kill_s, 1),
+        duplicates_by_phase=dups,
+    )
+    assert code_first == 0 and code == 0, stopped
+    assert stopped.get("uncommitted") == 0, stopped
+    assert_sound(fig)
+    assert fig.dead_lettered == sum(s.expect == "dead_letter" for s in specs) > 0
+
+
+def _duplicates_by_phase(tally: Tally, marks: dict[str, float]) -> dict[str, int]:
+    """Second (and later) API arrivals of an id, by the phase they fell in."""
+    phases = sorted(marks.items(), key=lambda kv: kv[1])
+    out = {name: 0 for name, _ in [("before", 0.0), *phases]}
+    for times in tally.update().times.values():
+        for t in times[1:]:
+            name = "before"
+            for phase, began in phases:
+                if t >= began:
+                    name = phase
+            out[name] += 1
+    return out
