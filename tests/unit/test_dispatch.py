@@ -120,7 +120,7 @@ def submit(
     start: int | None = None,
 ) -> None:
     """Consume `items` (visitor, topic) at the next offsets (`start`: when earlier ones are still pending)."""
-    gen = tracker.assign(TP)
+    gen = tracker.generation(TP) or tracker.assign(TP)  # assign() starts a new assignment
     for offset, (visitor, topic) in enumerate(
         items, start=tracker.position(TP) or 0 if start is None else start
     ):
