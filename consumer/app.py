@@ -31,7 +31,7 @@ from consumer.intake import Holds
 from consumer.liveperson.client import EngagementClient
 from consumer.offsets import CommitPoint, OffsetTracker
 from consumer.records import Record, TopicPartition
-from consumer.source import Committed, KafkaSource
+from consumer.source import Committed, KafkaSource, unreadable_record
 
 log = structlog.get_logger("consumer.app")
 
@@ -206,10 +206,15 @@ class App:
         assert self.dispatcher is not None
         for m in messages:
             err = m.error()
+            unreadable = None
             if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume_error", error=err.str(), topic=m.topic(), partition=m.partition())
-                continue
+                unreadable = unreadable_record(m)
+                if unreadable is None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning(
+                            "consume_error", error=err.str(), topic=m.topic(), partition=m.partition()
+                        )
+                    continue
             topic, partition, offset = m.topic(), m.partition(), m.offset()
             if topic is None or partition is None or offset is None:
                 continue
@@ -230,10 +235,22 @@ class App:
                 ts if ts_type else None,
             )
             consumed[topic] += 1
-            if tp in self.holds:
+            if unreadable is not None:  # dead-lettered (origin and error in its headers), never skipped
+                self._unreadable(record, unreadable)
+            elif tp in self.holds:
                 self.holds.add(record)  # behind a record waiting for its schema: keep the order
             else:
                 self._read(record)
+
+    def _unreadable(self, record: Record, error: str) -> None:
+        assert self.dispatcher is not None
+        record.key, record.value, record.headers = None, b"", None  # an error event carries no record
+        metrics.INVALID_EVENTS.labels("consume_error").inc()
+        self.counts["invalid"] += 1
+        log.error(
+            "unreadable_record", **record.where(), error=error, action="dead-lettered with an empty value"
+        )
+        self.dispatcher.dead_letter([record], Verdict("consume_error", error))
 
     def _read(self, record: Record) -> None:
         """Decode one record: dead-letter it if invalid, hold its partition if its schema is not here yet."""

@@ -332,6 +332,34 @@ def _commit(
     return False
 
 
+# Consume errors about one record at a known offset that can never be read as it is: it is
+# dead-lettered (empty value, the error in its headers) instead of skipped.
+UNREADABLE = frozenset(
+    {
+        KafkaError._BAD_MSG,
+        KafkaError._BAD_COMPRESSION,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.UNSUPPORTED_COMPRESSION_TYPE,
+        KafkaError._NOT_IMPLEMENTED,
+        KafkaError._KEY_DESERIALIZATION,
+        KafkaError._VALUE_DESERIALIZATION,
+    }
+)
+
+
+def unreadable_record(m: Message) -> str | None:
+    """`CODE: text` when a consume error stands for one unreadable record at a known offset, else None."""
+    err = m.error()
+    if err is None or err.code() not in UNREADABLE:
+        return None
+    offset = m.offset()
+    if m.topic() is None or m.partition() is None or offset is None or offset < 0:
+        return None
+    return f"{err.name()}: {err.str()}"
+
+
 def _take_ready(consumer: Consumer) -> list[Message]:
     """Up to BATCH_SIZE messages: what is there now, else the first to come within POLL_TIMEOUT_S.
 

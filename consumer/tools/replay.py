@@ -78,8 +78,8 @@ class Filter:
         """Why a dead letter is skipped (`reason`, `time`, `no_origin`, `incomplete`), None to replay it."""
         if not headers.get("dlq.topic"):
             return "no_origin"
-        if "dlq.truncated" in headers:
-            return "incomplete"  # the value was cut to fit: replaying it would send a fragment
+        if "dlq.truncated" in headers or headers.get("dlq.reason") == "consume_error":
+            return "incomplete"  # the value was cut to fit, or could not be read: nothing whole to send
         if self.reasons and headers.get("dlq.reason") not in self.reasons:
             return "reason"
         if self.since or self.until:

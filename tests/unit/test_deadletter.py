@@ -73,3 +73,4 @@ def test_replay_skips_a_dead_letter_whose_value_was_cut() -> None:
     origin = {"dlq.topic": "leads", "dlq.reason": "invalid_event"}
     assert Filter().skip(origin) is None
     assert Filter().skip({**origin, "dlq.truncated": "1000000"}) == "incomplete"
+    assert Filter().skip({**origin, "dlq.reason": "consume_error"}) == "incomplete"

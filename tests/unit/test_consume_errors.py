@@ -1,0 +1,82 @@
+"""A consume error for a record that cannot be read (corrupt, undecompressable): dead-lettered, not skipped.
+
+No broker here: a real broker cannot be made to serve a corrupt batch through the test harness, so
+the source's handling is fed confluent_kafka Message objects built with the error librdkafka gives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, Message
+
+from consumer.app import App
+from consumer.config import load_settings
+from consumer.deadletter import Verdict
+from consumer.records import Record
+
+pytestmark = pytest.mark.timeout(10)
+TOPIC = "engagement.leads"
+
+
+class Dispatcher:
+    def __init__(self) -> None:
+        self.letters: list[tuple[Record, Verdict]] = []
+        self.submitted: list[Record] = []
+
+    def dead_letter(self, records: list[Record], verdict: Verdict) -> None:
+        self.letters.extend((r, verdict) for r in records)
+
+    def submit(self, record: Record) -> None:
+        self.submitted.append(record)
+
+
+def app_with_partition() -> tuple[App, Dispatcher]:
+    settings = load_settings(
+        {
+            "LP_CONSUMER_KEY": "k",
+            "LP_CONSUMER_SECRET": "s",
+            "LP_ACCESS_TOKEN": "t",
+            "LP_ACCESS_TOKEN_SECRET": "x",
+        },
+        require_kafka=False,
+    )
+    app = App(settings)
+    fake = Dispatcher()
+    app.dispatcher = fake  # type: ignore[assignment]
+    app.on_assigned([(TOPIC, 0)], {})
+    return app, fake
+
+
+def good(offset: int) -> Any:
+    value = b'{"account":"1","visitor":"v","sid":"s","topic":"t"}'
+    return Message(topic=TOPIC, partition=0, offset=offset, key=b"v", value=value)
+
+
+@pytest.mark.parametrize("code", [KafkaError._BAD_MSG, KafkaError._BAD_COMPRESSION, KafkaError.INVALID_MSG])
+async def test_an_unreadable_record_is_dead_lettered_with_its_origin_and_error(code: int) -> None:
+    app, dispatcher = app_with_partition()
+    broken = Message(topic=TOPIC, partition=0, offset=1, error=KafkaError(code, "Decompression failed"))
+    app.on_messages([good(0), broken, good(2)])
+    assert [r.offset for r in dispatcher.submitted] == [0, 2]
+    ((record, verdict),) = dispatcher.letters
+    assert (record.topic, record.partition, record.offset, record.value) == (TOPIC, 0, 1, b"")
+    assert verdict.reason == "consume_error" and "Decompression failed" in verdict.error
+    assert KafkaError(code).name() in verdict.error
+    assert app.tracker.pending((TOPIC, 0)) == 3  # offset 1 is pending until its dead letter is acked
+    app.tracker.done((TOPIC, 0), 0, record.generation)
+    assert app.tracker.position((TOPIC, 0)) == 1  # the commit cannot pass it
+
+
+async def test_errors_without_a_record_are_not_dead_lettered() -> None:
+    app, dispatcher = app_with_partition()
+    app.on_messages(
+        [
+            Message(topic=TOPIC, partition=0, offset=5, error=KafkaError(KafkaError._PARTITION_EOF)),
+            Message(error=KafkaError(KafkaError._TRANSPORT, "broker down")),
+            Message(topic=TOPIC, partition=0, offset=-1001, error=KafkaError(KafkaError._BAD_MSG)),
+            Message(topic="other", partition=0, offset=3, error=KafkaError(KafkaError._BAD_MSG)),  # not ours
+        ]
+    )
+    assert not dispatcher.letters and app.tracker.pending((TOPIC, 0)) == 0
