@@ -1,6 +1,6 @@
 """The Confluent wire format (byte 0, a 4-byte big-endian schema id, the payload) via a Schema Registry.
 
-Decoding is confluent-kafka's own deserializers (Avro, JSON Schema) over its
+Decoding is confluent-kafka's own deserializers (Avro, JSON Schema, Protobuf) over its
 ``SchemaRegistryClient``; this module only decides *when* the network may be used. The daemon's
 intake runs on the event loop, so :meth:`SchemaRegistry.decode` never calls the registry: a schema
 id it has not prepared yet raises :class:`SchemaPending`, and the intake holds that partition
@@ -13,7 +13,9 @@ deserializer, decode the first message once so every cache, references included,
   ``unknown_schema``.
 - A payload the deserializer refuses (truncated, not matching its schema): ``undecodable``.
 
-Schema ids are cached for the life of the process (ids are immutable in a registry).
+Schema ids are cached for the life of the process (ids are immutable in a registry). Protobuf
+needs a message class per schema id and message index (consumer.formats.protobuf); its schemas are
+fetched in the registry's ``serialized`` format by a second client, whose cache holds only those.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from consumer.errors import InvalidEvent
+from consumer.formats.protobuf import build_decoder, message_indexes
 
 MAGIC = 0
 HEADER_BYTES = 5
@@ -63,6 +66,9 @@ class SchemaRegistry:
         if user_info:
             conf["basic.auth.user.info"] = user_info
         self.client = SchemaRegistryClient(conf)
+        self._conf = conf
+        self._protobuf_client: Any = None
+        self._protobuf: dict[tuple[int, tuple[int, ...]], Callable[[bytes], Any]] = {}
         self._ready: dict[int, tuple[str, Callable[[bytes], Any]]] = {}
         self._unknown: dict[int, float] = {}
         self._fetching: dict[int, threading.Lock] = {}  # one fetch per id when partitions wait on the same
@@ -82,9 +88,22 @@ class SchemaRegistry:
     def prepare(self, schema_id: int, value: bytes) -> None:
         """Fetch a schema and build its deserializer (blocking: run it in a worker thread)."""
         with self._fetching.setdefault(schema_id, threading.Lock()):
-            until = self._unknown.get(schema_id)
-            if schema_id not in self._ready and (until is None or until <= time.monotonic()):
+            if self._needs(schema_id, value):
                 self._prepare(schema_id, value)
+
+    def _needs(self, schema_id: int, value: bytes) -> bool:
+        until = self._unknown.get(schema_id)
+        if until is not None and until > time.monotonic():
+            return False
+        ready = self._ready.get(schema_id)
+        if ready is None:
+            return True
+        if ready[0] == "protobuf":
+            try:
+                return (schema_id, message_indexes(value)) not in self._protobuf
+            except ValueError:
+                return False
+        return False
 
     def _prepare(self, schema_id: int, value: bytes) -> None:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -100,6 +119,9 @@ class SchemaRegistry:
         except Exception as exc:  # httpx transport errors, timeouts, DNS: all mean "try again"
             raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from None
         label = KINDS.get(str(schema.schema_type or "AVRO").upper())
+        if label == "protobuf":
+            self._prepare_protobuf(schema_id, value)
+            return
         deserialize = self._deserializer(label) if label else None
         if label is None or deserialize is None:
             self._ready[schema_id] = (str(schema.schema_type), _unsupported(schema_id, schema.schema_type))
@@ -115,6 +137,46 @@ class SchemaRegistry:
             if _is_transport(exc):
                 raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from None
         self._ready[schema_id] = (label, deserialize)
+
+    def _prepare_protobuf(self, schema_id: int, value: bytes) -> None:
+        """Build the class of this value's message index (once per id and index); blocking."""
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        if self._protobuf_client is None:
+            self._protobuf_client = SchemaRegistryClient(self._conf)
+        try:
+            indexes = message_indexes(value)
+        except ValueError:
+            indexes = None  # this message is bad: decode() says so; the id is ready for the others
+        if indexes is not None and (schema_id, indexes) not in self._protobuf:
+            try:
+                decode = build_decoder(self._protobuf_client, schema_id, indexes, _no_subject)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code != 404:
+                    raise RegistryUnavailable(f"HTTP {exc.http_status_code}: {exc.error_message}") from None
+                decode = _refuse(f"schema id {schema_id}: a reference is missing ({exc.error_message})")
+            except Exception as exc:
+                if _is_transport(exc):
+                    raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from None
+                decode = _refuse(f"protobuf schema id {schema_id}, message {list(indexes)}: {_one_line(exc)}")
+            self._protobuf[(schema_id, indexes)] = decode
+        self._ready[schema_id] = ("protobuf", self._protobuf_dispatch(schema_id))
+
+    def _protobuf_dispatch(self, schema_id: int) -> Callable[[bytes], Any]:
+        def decode(value: bytes) -> Any:
+            try:
+                indexes = message_indexes(value)
+            except ValueError as exc:
+                raise InvalidEvent(
+                    "undecodable", f"protobuf payload of schema id {schema_id}: {exc}"
+                ) from None
+            message = self._protobuf.get((schema_id, indexes))
+            if message is None:  # a message type of this schema not seen yet: build its class off the loop
+                raise SchemaPending(schema_id)
+            return message(value)
+
+        return decode
 
     def _deserializer(self, label: str) -> Callable[[bytes], Any] | None:
         if label == "avro":
@@ -139,18 +201,30 @@ def _decode(deserialize: Callable[[bytes], Any], value: bytes, schema_id: int, l
         if exc.http_status_code == 404:
             raise InvalidEvent("unknown_schema", f"schema id {schema_id}: {exc.error_message}") from None
         raise SchemaPending(schema_id) from None
-    except InvalidEvent:
+    except (InvalidEvent, SchemaPending):
         raise
     except Exception as exc:
         if _is_transport(exc):
             raise SchemaPending(schema_id) from None
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise InvalidEvent("undecodable", f"{label} payload of schema id {schema_id}: {detail}") from None
+        raise InvalidEvent(
+            "undecodable", f"{label} payload of schema id {schema_id}: {_one_line(exc)}"
+        ) from None
 
 
 def _no_subject(ctx: object, record_name: object) -> None:
     """Subject strategy for decoding by schema id alone (no subject: no latest-version look-ups)."""
     return None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _refuse(detail: str) -> Callable[[bytes], Any]:
+    def refuse(value: bytes) -> Any:
+        raise InvalidEvent("undecodable", detail)
+
+    return refuse
 
 
 def _unsupported(schema_id: int, schema_type: object) -> Callable[[bytes], Any]:
