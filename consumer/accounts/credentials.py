@@ -32,7 +32,7 @@ class ClientCredentials:
     client_secret: str
 
     def __repr__(self) -> str:
-        return f"ClientCredentials(client_id={self.client_id!r}, client_secret='***')"
+        return "ClientCredentials(client_id='***', client_secret='***')"
 
     __str__ = __repr__
 
@@ -46,12 +46,12 @@ def kind(creds: AccountCredentials) -> str:
 
 
 def masked(creds: AccountCredentials) -> dict[str, str]:
-    """What may be shown of credentials: the kind and the public identifier; secrets as `***`."""
+    """What may be shown of credentials: the kind, every value as `***`."""
     if isinstance(creds, ClientCredentials):
-        return {"kind": "oauth2", "client_id": creds.client_id, "client_secret": "***"}
+        return {"kind": "oauth2", "client_id": "***", "client_secret": "***"}
     return {
         "kind": "oauth1",
-        "consumer_key": creds.consumer_key,
+        "consumer_key": "***",
         "consumer_secret": "***",
         "access_token": "***",
         "access_token_secret": "***",

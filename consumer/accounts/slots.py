@@ -80,12 +80,13 @@ class TokenBucket:
         self.rate = rate
         self.burst = max(1.0, burst if burst is not None else rate / 10)
         self._tokens = self.burst
-        self._stamp = time.monotonic()
+        self._stamp: float | None = None
 
     def delay(self, now: float | None = None) -> float:
         """Take one token (possibly in advance): how long to wait before using it."""
         now = time.monotonic() if now is None else now
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        if self._stamp is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         self._tokens -= 1.0
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate

@@ -56,10 +56,17 @@ class EngagementClient:
         elif settings.lp_domain:
             self._fixed_base = f"{settings.lp_scheme}://{settings.lp_domain}"
         self._resolver = DomainResolver(
-            settings.lp_domain_api_url, settings.lp_domain_cache_ttl_s, settings.lp_scheme
+            settings.lp_domain_api_url,
+            settings.lp_domain_cache_ttl_s,
+            settings.lp_scheme,
+            failure_ttl_s=settings.domain_failure_ttl_s,
         )
         self._sentinel = DomainResolver(
-            settings.lp_domain_api_url, settings.lp_domain_cache_ttl_s, settings.lp_scheme, service="sentinel"
+            settings.lp_domain_api_url,
+            settings.lp_domain_cache_ttl_s,
+            settings.lp_scheme,
+            service="sentinel",
+            failure_ttl_s=settings.domain_failure_ttl_s,
         )
         self._requests: dict[str, Counter] = {}  # engagement_requests_total children by status label
 

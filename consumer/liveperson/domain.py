@@ -1,4 +1,10 @@
-"""Domain lookup: the base URI of an account's `smt` service via LivePerson's Domain API, cached."""
+"""Domain lookup: the base URI of an account's service via LivePerson's Domain API, cached per account.
+
+Each account has its own entry: fresh for `ttl_s`; after that the next lookup asks again, and
+while the Domain API fails the last good base URI keeps being used (stale-if-error, for up to
+`STALE_MAX_S`). A failure is remembered for `failure_ttl_s`: visits of that account meanwhile get
+the stale base URI, or fail at once without calling the Domain API again (no call per visit).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from consumer.liveperson.url import base_url_problem
 log = structlog.get_logger("consumer.domain")
 
 DOMAIN_CACHE_MAX = 10_000  # accounts whose base URI is cached at once; the least recently used go first
+STALE_MAX_S = 7 * 24 * 3600.0  # how long a last good base URI may stand in while lookups fail
 
 
 class DomainResolver:
@@ -29,11 +36,15 @@ class DomainResolver:
         scheme: str = "https",
         max_entries: int = DOMAIN_CACHE_MAX,
         service: str = "smt",
+        failure_ttl_s: float = 5.0,
     ) -> None:
         self._api_url = api_url.rstrip("/")
         self._service = service
         self._scheme = scheme
         self._cache: ExpiringMap[str, str] = ExpiringMap(max_entries, ttl_s)
+        self._last_good: ExpiringMap[str, str] = ExpiringMap(max_entries, max(ttl_s, STALE_MAX_S))
+        self._failed: ExpiringMap[str, str] = ExpiringMap(max_entries, failure_ttl_s)
+        self._failure_ttl = failure_ttl_s
         self._inflight: dict[str, asyncio.Future[str]] = {}
 
     def lookup_url(self, account: str) -> str:
@@ -47,14 +58,29 @@ class DomainResolver:
         hit = self._cache.get(account)
         if hit is not None:
             return hit
+        failed = self._failed.get(account) if self._failure_ttl > 0 else None
+        if failed is not None:
+            stale = self._last_good.get(account)
+            if stale is not None:
+                return stale
+            raise RetryableError("domain_lookup", f"{failed} (remembered for {self._failure_ttl:g}s)")
         pending = self._inflight.get(account)
         if pending is not None:
             return await asyncio.shield(pending)
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._inflight[account] = fut
         try:
-            base = await self._fetch(session, account)
-            self._cache.set(account, base)
+            try:
+                base = await self._fetch(session, account)
+            except RetryableError as exc:
+                stale = self._stale_after(account, exc)
+                if stale is None:
+                    raise
+                base = stale
+            else:
+                self._cache.set(account, base)
+                self._last_good.set(account, base)
+                self._failed.pop(account)
             fut.set_result(base)
             return base
         except BaseException as exc:
@@ -63,6 +89,20 @@ class DomainResolver:
             raise
         finally:
             del self._inflight[account]
+
+    def _stale_after(self, account: str, exc: RetryableError) -> str | None:
+        """Remember a failed lookup; the last good base URI to use meanwhile, if there is one."""
+        if self._failure_ttl > 0:
+            self._failed.set(account, str(exc))
+        stale = self._last_good.get(account)
+        log.warning(
+            "domain_lookup_failed",
+            account=account,
+            service=self._service,
+            error=str(exc),
+            using=stale or "nothing (visits retry)",
+        )
+        return stale
 
     async def _fetch(self, session: aiohttp.ClientSession, account: str) -> str:
         url = self.lookup_url(account)

@@ -151,6 +151,7 @@ class SandboxAPI(Scripting):
         self.domain_lookups: list[str] = []
         self.domain_fail_times = 0
         self.domain_fail_status = 503
+        self.domain_fail_only: str | None = None  # fail only this account's lookups (None: any)
         self.in_flight: Counter[VisitKey] = Counter()
         self.max_in_flight_per_visit = 0
         self.max_in_flight = 0
@@ -270,7 +271,7 @@ class SandboxAPI(Scripting):
         self.domain_lookups.append(account)
         if dict(parse_qsl(raw_query)).get("version") != "1.0":
             return _json(400, {"error": "version=1.0 is required"})
-        if self.domain_fail_times > 0:
+        if self.domain_fail_times > 0 and self.domain_fail_only in (None, account):
             self.domain_fail_times -= 1
             return _json(self.domain_fail_status, {"error": "scripted domain API failure"})
         if service not in ("smt", "sentinel"):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
+from consumer.accounts.credentials import masked, scan
+from consumer.config import Settings
 from consumer.tools.common import settings_or_report
 
 
@@ -28,5 +31,21 @@ def main(args: argparse.Namespace) -> int:
         return 1
     out = settings.masked()
     out["status_policy_effective"] = settings.policy.describe()
+    out["accounts"] = listing(settings)
     print(json.dumps(out, indent=2, sort_keys=True, default=str))
     return 0
+
+
+def listing(settings: Settings) -> dict[str, dict[str, str]]:
+    """The accounts the daemon would serve, each with its kind and where its credentials are (masked)."""
+    single = {"kind": "oauth1", "source": "LP_* (single set)"}
+    if settings.lp_credentials_dir is None:
+        return {settings.lp_account or "* (every account)": single}
+    found, _ = scan(Path(settings.lp_credentials_dir))
+    out = {
+        account: {**masked(creds), "source": str(Path(settings.lp_credentials_dir) / account)}
+        for account, creds in found.items()
+    }
+    if settings.lp_account:
+        out[settings.lp_account] = single
+    return out

@@ -251,3 +251,26 @@ def test_check_config_names_each_unreadable_credential_file_without_a_traceback(
     ]:
         named = [line for line in lines if f"{var}: " in line and str(path) in line and says in line]
         assert named, (var, lines)
+
+
+def test_check_config_lists_the_accounts_masked_and_names_a_bad_folders_file(tmp_path: Path) -> None:
+    from consumer.accounts.credentials import ClientCredentials, write_folder
+
+    write_folder(tmp_path / "100", CREDS)
+    write_folder(tmp_path / "200", ClientCredentials("app-id-200", "app-secret-200"))
+    env = {"PATH": os.environ.get("PATH", ""), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    env["LP_CREDENTIALS_DIR"] = str(tmp_path)
+    good = cli("check-config", env=env)
+    out, err = text(good)
+    assert good.returncode == 0, err
+    accounts = json.loads(out)["accounts"]
+    assert {a: v["kind"] for a, v in accounts.items()} == {"100": "oauth1", "200": "oauth2"}
+    for secret in (*SECRETS, "app-id-200", "app-secret-200"):
+        assert secret not in out + err
+    (tmp_path / "200" / "client-secret").write_bytes(b"\xff")
+    bad = cli("check-config", env=env)
+    _, err = text(bad)
+    assert bad.returncode == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"config error: LP_CREDENTIALS_DIR: account 200: {tmp_path / '200' / 'client-secret'}: not UTF-8"
+    ]

@@ -131,8 +131,9 @@ def test_auth_failure_halts_without_losing_anything_and_rotation_resumes(
 def test_domain_lookup_finds_the_base_uri_retries_failures_and_caches(
     broker, topics: Topics, api, daemon_env, start_daemon
 ) -> None:
-    api.domain_fail_times = 2  # the Domain API answers 503 twice, then the base URI
-    env = daemon_env("", LP_DOMAIN_API_URL=api.base_url, LP_SCHEME="http")
+    api.domain_fail_times = 2  # the Domain API answers 503 twice to ACCOUNT, then the base URI
+    api.domain_fail_only = ACCOUNT
+    env = daemon_env("", LP_DOMAIN_API_URL=api.base_url, LP_SCHEME="http", DOMAIN_FAILURE_TTL_S="0.2")
     env.pop("LP_BASE_URL")
     msgs = [(topics.leads, f"v{i}".encode(), event(ACCOUNT, f"v{i}", topic=f"e{i}")) for i in range(20)]
     msgs += [(topics.leads, b"w", event("5678", "w", topic="other-account"))]

@@ -189,4 +189,3 @@ def test_raw_query_parameters_sign_as_oauthlib(query: list[tuple[str, str]]) -> 
     assert Signer(CREDS).authorization("POST", url, BODY, nonce=NONCE, timestamp=TS) == oauthlib_header(
         url, BODY
     )
-
