@@ -43,11 +43,17 @@ class PartitionOffsets:
     next_offset: int | None = None  # one past the highest offset seen
     committed: tuple[int, int | None, int, int] | None = None  # state when last handed out for commit
     inherited: deque[Run] | None = None  # done runs named by the previous owner's map, not reached yet
+    inherited_base: int = 0  # the committed offset that map came with
 
     def skips(self, offset: int) -> bool:
         """True if the previous owner's map names this offset done (then it counts as seen and done)."""
         runs = self.inherited
         assert runs is not None
+        if self.next_offset is None and offset < self.inherited_base:
+            # Not resumed from the commit the map belongs to (an offset reset: the log was truncated
+            # or the topic recreated), so its offsets may name other records now: forget it.
+            self.inherited = None
+            return False
         while runs and runs[0][1] <= offset:
             runs.popleft()
         if not runs:
@@ -119,6 +125,7 @@ class OffsetTracker:
         self._next_generation += 1
         if self.map_max_bytes and committed is not None and committed >= 0:
             part.inherited = self._read_map(tp, committed, metadata)
+            part.inherited_base = committed
         return generation
 
     @staticmethod

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from harness import Daemon, LocalBroker, free_port
+from kafka_io import MockCluster
 from scenario import Figures
 from tcp_proxy import TcpProxy
 
@@ -88,3 +89,11 @@ def proxied_broker(tmp_path: Path) -> Iterator[tuple[LocalBroker, TcpProxy]]:
     port = free_port()
     with TcpProxy(port) as proxy, LocalBroker(port, tmp_path / "tansu.log", advertised_port=proxy.port) as b:
         yield b, proxy
+
+
+@pytest.fixture
+def mock_cluster() -> Iterator[MockCluster]:
+    """A librdkafka mock cluster hosted by this test process (keeps commit metadata)."""
+    cluster = MockCluster()
+    yield cluster
+    cluster.close()

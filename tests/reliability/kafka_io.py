@@ -91,6 +91,32 @@ def committed_offsets(bootstrap: str, group: str, tps: list[TP]) -> dict[TP, int
     return {(tp.topic, tp.partition): tp.offset for tp in got}
 
 
+class MockCluster:
+    """librdkafka's mock cluster hosted in this process; it keeps commit metadata (Tansu drops it).
+
+    Other processes (the daemon) reach it over loopback TCP at `bootstrap`. Topics are created on
+    first use with 4 partitions; CreateTopics is not served.
+    """
+
+    PARTITIONS = 4
+
+    def __init__(self) -> None:
+        self._host = Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "", **QUIET})
+        brokers = self._host.list_topics(timeout=10).brokers.values()
+        self.bootstrap = ",".join(f"{b.host}:{b.port}" for b in brokers)
+
+    def create(self, *topics: str) -> None:
+        """Create topics (a producer's metadata request creates them on the mock cluster)."""
+        for topic in topics:
+            meta = self._host.list_topics(topic, timeout=10).topics[topic]
+            assert meta.error is None and len(meta.partitions) == self.PARTITIONS, (topic, meta.error)
+
+    def close(self) -> None:
+        """Stop hosting the cluster (it lives as long as its hosting client)."""
+        self._host.flush(5)
+        del self._host
+
+
 @dataclass
 class DeadLetter:
     """One record read back from the dead-letter topic."""

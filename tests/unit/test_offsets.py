@@ -156,6 +156,14 @@ def test_plain_commits_without_maps_and_unreadable_maps_are_ignored() -> None:
     assert consume(off, [0, 1, 2]) == []
 
 
+def test_a_map_is_dropped_when_consumption_did_not_resume_from_its_commit() -> None:
+    first, gen = owner()
+    consume(first, [10, 11, 12])
+    first.done(TP, 11, gen)
+    reset, _ = owner(commit=first.commit_point(TP))  # offset reset: the log now starts below it
+    assert consume(reset, [0, 1, 10, 11, 12]) == []
+
+
 def test_to_commit_reports_a_changed_map_at_the_same_offset() -> None:
     t, gen = owner()
     consume(t, [0, 1, 2, 3])
