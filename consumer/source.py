@@ -80,6 +80,7 @@ class KafkaSource:
         self._loop = loop
         self._revoke_timeout_s = revoke_timeout_s
         self._read_commits = read_commits  # read commit metadata (offset maps) at assignment
+        self._maps_refused = False  # the broker refused a map (offset.metadata.max.bytes): commit plain
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._final: dict[TopicPartition, CommitPoint] | None = None
@@ -198,7 +199,9 @@ class KafkaSource:
             try:
                 if cmd.kind == "commit":
                     assert isinstance(cmd.tps, dict)
-                    owned = _kafka_tps({tp: c for tp, c in cmd.tps.items() if tp in current})
+                    owned = _kafka_tps(
+                        {tp: c for tp, c in cmd.tps.items() if tp in current}, plain=self._maps_refused
+                    )
                     if owned:
                         consumer.commit(offsets=owned, asynchronous=True)
                 elif cmd.kind == "pause":
@@ -283,6 +286,12 @@ class KafkaSource:
                 log.warning("kafka_error", error=err.str(), code=err.name(), suppressed=held)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[KafkaTP]) -> None:
+        refused = [p for p in partitions if p.error is not None and p.error.code() == _TOO_LARGE]
+        if (refused or (err is not None and err.code() == _TOO_LARGE)) and not self._maps_refused:
+            self._maps_refused = True
+            log.error(
+                "offset_map_refused", partitions=_fmt([(p.topic, p.partition) for p in refused]), **_REFUSED
+            )
         if err is not None:
             log.warning("commit_failed", error=str(err))
             return
@@ -304,10 +313,17 @@ class KafkaSource:
             log.debug("stats_unreadable", error=str(exc))
 
 
-def _kafka_tps(points: dict[TopicPartition, CommitPoint]) -> list[KafkaTP]:
-    """Commit offsets, with their map as metadata when there is one."""
+_TOO_LARGE = KafkaError.OFFSET_METADATA_TOO_LARGE
+_REFUSED = {
+    "note": "the broker's offset.metadata.max.bytes is below OFFSET_MAP_MAX_BYTES: committing plain "
+    "from now on (more duplicates after a crash); lower OFFSET_MAP_MAX_BYTES"
+}
+
+
+def _kafka_tps(points: dict[TopicPartition, CommitPoint], plain: bool = False) -> list[KafkaTP]:
+    """Commit offsets, with their map as metadata when there is one (and not `plain`)."""
     return [
-        KafkaTP(t, p, c.offset, metadata=c.metadata) if c.metadata else KafkaTP(t, p, c.offset)
+        KafkaTP(t, p, c.offset, metadata=c.metadata) if c.metadata and not plain else KafkaTP(t, p, c.offset)
         for (t, p), c in points.items()
     ]
 
@@ -323,6 +339,10 @@ def _commit(
             return True
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is not None and err.code() == _TOO_LARGE and any(tp.metadata for tp in tps):
+                log.error("offset_map_refused", phase=what, **_REFUSED)
+                tps = _kafka_tps(offsets, plain=True)
+                continue
             retriable = err is not None and err.retriable() and attempt < attempts
             if not retriable:
                 log.error("commit_failed", phase=what, error=str(exc), attempt=attempt)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 from confluent_kafka import TopicPartition as KafkaTP
 
 from consumer.offsets import CommitPoint
@@ -28,6 +29,7 @@ class RecordingConsumer:
     paused: list[TopicPartition] = field(default_factory=list)
     resumed: list[TopicPartition] = field(default_factory=list)
     committed: list[tuple[TopicPartition, int]] = field(default_factory=list)
+    metadata: list[str | None] = field(default_factory=list)
 
     def pause(self, tps: list[KafkaTP]) -> None:
         self.paused += [(p.topic, p.partition) for p in tps]
@@ -37,6 +39,7 @@ class RecordingConsumer:
 
     def commit(self, offsets: list[KafkaTP], asynchronous: bool) -> None:
         self.committed += [((p.topic, p.partition), p.offset) for p in offsets]
+        self.metadata += [p.metadata for p in offsets]
 
 
 @dataclass
@@ -77,3 +80,23 @@ async def test_a_stale_pause_or_commit_is_dropped_after_the_partition_was_assign
     await asyncio.to_thread(source._apply, consumer)
     assert consumer.paused == [TP] and consumer.committed == [(TP, 7)]
     assert len(handler.assigned) == 2
+
+
+class Refused:
+    """A per-partition commit result carrying the broker's OFFSET_METADATA_TOO_LARGE."""
+
+    topic, partition, offset = TP[0], TP[1], 7
+    error = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE)
+
+
+async def test_commits_carry_the_map_until_the_broker_refuses_its_size() -> None:
+    consumer = RecordingConsumer()
+    source = KafkaSource({}, ["leads"], Handler(), asyncio.get_running_loop(), 1.0)
+    await asyncio.to_thread(source._on_assign, consumer, [KafkaTP(*TP)])
+    source.commit({TP: CommitPoint(7, "ec1rXYZ")})
+    await asyncio.to_thread(source._apply, consumer)
+    source._on_commit(None, [Refused()])  # type: ignore[list-item]
+    source.commit({TP: CommitPoint(8, "ec1rXYZ")})
+    await asyncio.to_thread(source._apply, consumer)
+    assert consumer.committed == [(TP, 7), (TP, 8)]
+    assert consumer.metadata[0] == "ec1rXYZ" and not consumer.metadata[1], "still sending a refused map"
