@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from consumer.formats.message import Decoded, Headers, find_header
+from consumer.liveperson.url import mask_url
 
 if TYPE_CHECKING:
     from consumer.config import Settings
@@ -171,5 +172,6 @@ def input_format_problems(s: Settings) -> list[str]:
         problems.append("TYPE_FIELD/TYPE_MAP: only used with EVENT_TOPICS, which is not set")
     url = s.schema_registry_url
     if url and not all(u.strip().startswith(("http://", "https://")) for u in url.split(",")):
-        problems.append(f"SCHEMA_REGISTRY_URL: must start with http:// or https:// (got {url!r})")
+        shown = mask_url(url) if "://" in url else url.rpartition("@")[2]  # never echo a user-info
+        problems.append(f"SCHEMA_REGISTRY_URL: must start with http:// or https:// (got {shown!r})")
     return problems

@@ -191,3 +191,8 @@ def test_config_one_line_per_input_format_problem(tmp_path: Any) -> None:
     assert s.schema_registry_basic_auth_user_info is not None
     assert s.schema_registry_basic_auth_user_info.get_secret_value() == "user:pw"
     assert "user:pw" not in repr(s) and s.masked()["schema_registry_basic_auth_user_info"] == "***"
+    with pytest.raises(ConfigError) as bad_url:
+        load_settings({**BASE, "SCHEMA_REGISTRY_URL": "u:secret-pw@registry.local:8081"}, require_kafka=False)
+    assert "secret-pw" not in str(bad_url.value.problems)
+    url = load_settings({**BASE, "SCHEMA_REGISTRY_URL": "https://u:secret-pw@sr:8081"}, require_kafka=False)
+    assert "secret-pw" not in str(url.masked())
