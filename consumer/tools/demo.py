@@ -3,7 +3,9 @@
 Starts an embedded Kafka-protocol broker (Tansu, a child process), a local LivePerson sandbox
 (signatures checked; 30 ms +/- 20 ms latency, ~2% 429 with Retry-After, ~1% 500, a few visitors
 that are gone (404), one invalid account (422)), produces lead and service events (a few of them
-malformed) and runs the real daemon between them in this process. Shows live progress, then a
+malformed) and runs the real daemon between them in this process. Two accounts have their own
+credentials (an OAuth 2.0 app, and OAuth 1.0 keys that were revoked: that account halts alone
+until the demo rotates its files half way through; see `demo_accounts`). Shows live progress, then a
 summary; exit 0 when every produced event was delivered or dead-lettered and its offset committed.
 """
 
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
+from consumer.tools.demo_accounts import ACCOUNTS, UNKNOWN_ACCOUNT, DemoAccounts
 from consumer.tools.demo_formats import formats_note, start_mix
 from consumer.tools.produce import sample_event, visitor_id
 
@@ -32,7 +35,6 @@ if TYPE_CHECKING:
 
 TOPICS = {"demo.leads": 4, "demo.services": 4, "demo.events": 4, "demo.dlq": 1}
 GROUP = "engagement-demo"
-ACCOUNTS = ("10001", "10002", "10003")
 BAD_ACCOUNT = "99999"  # the sandbox answers 422 to it
 MALFORMED = (
     b"{not json",
@@ -80,7 +82,7 @@ def plan_events(n: int, seed: int) -> Plan:
     rng = random.Random(seed)
     visits = []
     for j in range(max(20, n // 10)):
-        account = BAD_ACCOUNT if j % 97 == 5 else rng.choice(ACCOUNTS)
+        account = BAD_ACCOUNT if j % 97 == 5 else UNKNOWN_ACCOUNT if j % 89 == 7 else rng.choice(ACCOUNTS)
         visits.append((account, visitor_id(rng), f"sid-{j}.{rng.randrange(10**6)}"))
     plan = Plan(gone_visitors=[v for k, (_, v, _) in enumerate(visits) if k % 67 == 3])
     malformed = set(rng.sample(range(n), min(n, max(3, n // 500))))
@@ -217,6 +219,7 @@ class Demo:
         self.registry, plan.messages, self.formats = start_mix(plan.messages, args.seed)
         broker = LocalBroker(log_path=args.log_file.with_suffix(".tansu.log"))
         api = SandboxAPI(DEFAULT_CREDENTIALS, seed=args.seed)
+        self.accounts = DemoAccounts(BAD_ACCOUNT, DEFAULT_CREDENTIALS)
         title = f"engagement-consumer demo: {args.events} events, sandbox with faults, daemon in between"
         with Display(self.console, title) as display:
             try:
@@ -229,12 +232,14 @@ class Demo:
                     return 1
                 await api.start()
                 self._script(api, plan)
+                self.accounts.script(api)
                 display.note(f"broker {broker.bootstrap}, sandbox API {api.base_url}; joining the group ...")
                 summary = await self._run(broker, api, plan, display)
             finally:
                 await api.stop()
                 await asyncio.to_thread(broker.stop)
                 self.registry.stop()
+                self.accounts.close()
         self.console.print(summary_table(summary))
         self.console.print(
             "[bold green]OK[/]: every produced event was delivered or dead-lettered, and committed"
@@ -258,6 +263,7 @@ class Demo:
 
         env = daemon_env(broker.bootstrap, api.base_url, DEFAULT_CREDENTIALS, self.args.log_level)
         env["SCHEMA_REGISTRY_URL"] = self.registry.url
+        self.accounts.configure(env, api)
         app = App(load_settings(env))
         app_task = asyncio.create_task(app.run())
         feed = Feed(broker.bootstrap, plan.messages, self.args.rate)
@@ -269,6 +275,7 @@ class Demo:
                 await asyncio.sleep(0.25)
                 snap = self._snapshot(app, feed)
                 display.update(snap)
+                self.accounts.tick(app, feed.acked, len(feed.messages), display.note)
                 if feed.finished.is_set() and self._complete(snap, feed):
                     stopped = ""
                     break
@@ -344,6 +351,7 @@ class Demo:
                 for (t, p), (c, e) in missing.items()
             )
         notes = [f"daemon logs: {self.args.log_file}", formats_note(self.formats)]
+        notes += self.accounts.notes(api, self.started)
         if self.first_consumed is not None:
             notes.append(f"first event consumed {self.first_consumed - self.started:.1f}s after start")
         if stopped:
