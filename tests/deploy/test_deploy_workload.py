@@ -32,6 +32,7 @@ from deploy_render import (
 from deploy_schemas import KAFKA_TRIGGER_KEYS
 
 from consumer import config as daemon_config
+from consumer.accounts.credentials import scan
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(60)]
 
@@ -176,6 +177,9 @@ def test_credentials_are_files_from_a_secret(directory: Path) -> None:
     secret_mounts = {}
     for m in c["volumeMounts"]:
         vol = volumes[m["name"]]
+        if "projected" in vol:  # account folders (LP_CREDENTIALS_DIR): rotated in place too
+            assert "subPath" not in m, "a subPath mount never sees a rotated Secret"
+            assert m.get("readOnly") is True
         if "secret" in vol:
             assert "subPath" not in m, "a subPath mount never sees a rotated Secret"
             assert m.get("readOnly") is True
@@ -216,6 +220,9 @@ def test_references_resolve_in_the_overlay() -> None:
     for v in spec["volumes"]:
         if "secret" in v:
             refs.append(("Secret", v["secret"]["secretName"]))
+        for source in v.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                refs.append(("Secret", source["secret"]["name"]))
         if "configMap" in v:
             refs.append(("ConfigMap", v["configMap"]["name"]))
     c = container(resources)
@@ -256,6 +263,12 @@ def _daemon_environment(resources: list[dict[str, Any]], tmp_path: Path) -> dict
         if "secret" in vol:
             for key, value in secrets.get(vol["secret"]["secretName"], {}).items():
                 (local / key).write_text(value)
+        for source in vol.get("projected", {}).get("sources", []):
+            if "secret" in source:  # items map a Secret's keys to paths (account folders)
+                values = secrets[source["secret"]["name"]]
+                for item in source["secret"].get("items", [{"key": k, "path": k} for k in values]):
+                    (local / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+                    (local / item["path"]).write_text(values[item["key"]])
     env = dict(config_data(resources))
     for e in c.get("env", []):
         if "value" in e:
@@ -265,8 +278,8 @@ def _daemon_environment(resources: list[dict[str, Any]], tmp_path: Path) -> dict
             env[e["name"]] = secrets[ref["name"]][ref["key"]]
     for key, value in env.items():
         for mount, local in remap.items():
-            if value.startswith(mount):
-                env[key] = local + value[len(mount) :]
+            if value.startswith(mount) or value + "/" == mount:
+                env[key] = local + value[len(mount) :] if value.startswith(mount) else local.rstrip("/")
     return env
 
 
@@ -283,6 +296,10 @@ def test_overlay_configuration_loads_in_the_daemon(tmp_path: Path) -> None:
     assert settings.kafka_properties.get("sasl.password") == "REPLACE_WITH_KAFKA_PASSWORD"
     creds = settings.credentials()
     assert creds.consumer_key == "REPLACE_WITH_LP_CONSUMER_KEY"
+    if settings.lp_credentials_dir:  # every account's folder is complete and of one kind
+        found, problems = scan(Path(settings.lp_credentials_dir))
+        assert not problems and found, problems
+        assert settings.lp_account not in found
 
 
 def _partitions(so: dict[str, Any]) -> dict[str, int]:
