@@ -31,7 +31,8 @@ from consumer.intake import Holds
 from consumer.liveperson.client import EngagementClient
 from consumer.offsets import CommitPoint, OffsetTracker
 from consumer.records import Record, TopicPartition
-from consumer.source import Committed, KafkaSource, unreadable_record
+from consumer.source import Committed, KafkaSource
+from consumer.unreadable import unreadable_record
 
 log = structlog.get_logger("consumer.app")
 

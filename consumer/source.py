@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import queue
@@ -28,6 +29,7 @@ from confluent_kafka import TopicPartition as KafkaTP
 from consumer import metrics
 from consumer.logs import Repeats
 from consumer.offsets import CommitPoint, TopicPartition
+from consumer.unreadable import StuckBatches
 
 log = structlog.get_logger("consumer.source")
 
@@ -97,6 +99,7 @@ class KafkaSource:
         self._loop_epoch: dict[TopicPartition, int] = {}  # loop side: as the loop last learned it
         self.joined = False
         self.fatal: str | None = None
+        self._stuck = StuckBatches()  # broken batches being walked past, one dead-lettered offset at a time
         self._repeats = Repeats()  # a broker outage reports every reconnect attempt
 
     # ---- loop side -------------------------------------------------------------------------
@@ -157,6 +160,8 @@ class KafkaSource:
                     self.last_poll = time.monotonic()
                     continue  # the loop has not taken the last batches yet: fetch nothing more
                 messages = _take_ready(consumer)
+                if messages:
+                    messages = self._stuck.filter(messages, functools.partial(_seek, consumer))
                 self.last_poll = time.monotonic()
                 if messages:
                     self._loop.call_soon_threadsafe(self._hand_over, messages)
@@ -260,6 +265,7 @@ class KafkaSource:
         if offsets:
             _commit(consumer, offsets, "revoke_commit")
         self.assignment.difference_update(tps)
+        self._stuck.forget(tps)
         for tp in tps:
             self._epoch.pop(tp, None)
         for t, p in tps:
@@ -269,6 +275,7 @@ class KafkaSource:
         tps = [(p.topic, p.partition) for p in partitions]
         log.warning("partitions_lost", partitions=_fmt(tps))
         self.assignment.difference_update(tps)
+        self._stuck.forget(tps)
         for tp in tps:
             self._epoch.pop(tp, None)
         self._call_loop(lambda: self._handler.on_lost(tps))
@@ -352,32 +359,12 @@ def _commit(
     return False
 
 
-# Consume errors about one record at a known offset that can never be read as it is: it is
-# dead-lettered (empty value, the error in its headers) instead of skipped.
-UNREADABLE = frozenset(
-    {
-        KafkaError._BAD_MSG,
-        KafkaError._BAD_COMPRESSION,
-        KafkaError.INVALID_MSG,
-        KafkaError.INVALID_MSG_SIZE,
-        KafkaError.INVALID_RECORD,
-        KafkaError.UNSUPPORTED_COMPRESSION_TYPE,
-        KafkaError._NOT_IMPLEMENTED,
-        KafkaError._KEY_DESERIALIZATION,
-        KafkaError._VALUE_DESERIALIZATION,
-    }
-)
-
-
-def unreadable_record(m: Message) -> str | None:
-    """`CODE: text` when a consume error stands for one unreadable record at a known offset, else None."""
-    err = m.error()
-    if err is None or err.code() not in UNREADABLE:
-        return None
-    offset = m.offset()
-    if m.topic() is None or m.partition() is None or offset is None or offset < 0:
-        return None
-    return f"{err.name()}: {err.str()}"
+def _seek(consumer: Consumer, topic: str, partition: int, offset: int) -> None:
+    """Move a partition's fetch position (to walk past a broken batch); a failure is logged."""
+    try:
+        consumer.seek(KafkaTP(topic, partition, offset))
+    except KafkaException as exc:  # not assigned any more, or not fetching yet: the next report retries
+        log.warning("seek_failed", topic=topic, partition=partition, offset=offset, error=str(exc))
 
 
 def _take_ready(consumer: Consumer) -> list[Message]:

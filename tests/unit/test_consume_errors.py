@@ -80,3 +80,25 @@ async def test_errors_without_a_record_are_not_dead_lettered() -> None:
         ]
     )
     assert not dispatcher.letters and app.tracker.pending((TOPIC, 0)) == 0
+
+
+def test_a_batch_reported_again_and_again_is_walked_one_offset_at_a_time() -> None:
+    from consumer.unreadable import StuckBatches
+
+    stuck = StuckBatches()
+    seeks: list[tuple[str, int, int]] = []
+
+    def seek(topic: str, partition: int, offset: int) -> None:
+        seeks.append((topic, partition, offset))
+
+    def broken() -> Any:  # librdkafka names the batch's base offset, whatever offset was fetched
+        return Message(topic=TOPIC, partition=0, offset=1, error=KafkaError(KafkaError._BAD_COMPRESSION))
+
+    handed = [m.offset() for m in stuck.filter([good(0), broken()], seek)]
+    assert handed == [0, 1] and seeks == []
+    handed += [m.offset() for m in stuck.filter([broken()], seek)]  # fetched at 1 again: stuck
+    assert handed == [0, 1] and seeks == [(TOPIC, 0, 2)]
+    handed += [m.offset() for m in stuck.filter([broken()], seek)]  # 2 is inside the batch
+    handed += [m.offset() for m in stuck.filter([broken()], seek)]  # so is 3
+    handed += [m.offset() for m in stuck.filter([good(4)], seek)]
+    assert handed == [0, 1, 2, 3, 4] and [o for _, _, o in seeks] == [2, 3, 4] and len(stuck) == 0
