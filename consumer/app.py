@@ -20,7 +20,7 @@ from prometheus_client import Counter as PromCounter
 
 from consumer import metrics
 from consumer.accounts.registry import AccountRegistry
-from consumer.config import Settings
+from consumer.config import CLOSE_RESERVE_S, Settings
 from consumer.deadletter import DeadLetters, Verdict
 from consumer.dispatch import Dispatcher
 from consumer.errors import InvalidEvent
@@ -140,7 +140,7 @@ class App:
         deadline = time.monotonic() + self.settings.shutdown_drain_s
         log.info("shutting_down", drain_deadline_s=self.settings.shutdown_drain_s)
         self.source.pause(self.tracker.partitions())
-        clean = await self.dispatcher.drain(max(0.5, deadline - time.monotonic() - 3.0))
+        clean = await self.dispatcher.drain(max(0.5, deadline - time.monotonic() - CLOSE_RESERVE_S))
         final = {
             tp: c for tp in self.tracker.partitions() if (c := self.tracker.commit_point(tp)) is not None
         }

@@ -20,6 +20,10 @@ from consumer.policy import StatusPolicy, parse_status_policy
 
 CommaList = Annotated[list[str], NoDecode]
 
+# Of SHUTDOWN_DRAIN_S, what is kept for the final commit, leaving the group and closing the consumer.
+CLOSE_RESERVE_S = 3.0
+MIN_SHUTDOWN_DRAIN_S = 5.0
+
 SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp_access_token_secret")
 # Secrets of the input side (read from `*_FILE` too, masked when printed; not OAuth credentials).
 INPUT_SECRETS = ("schema_registry_basic_auth_user_info",)
@@ -391,8 +395,27 @@ def _directory_problems(s: Settings) -> list[str]:
     return problems
 
 
+def _deadline_problems(s: Settings) -> list[str]:
+    """Drain deadlines that cannot be kept: each says what would go wrong."""
+    problems = []
+    if s.http_timeout_s > s.revoke_drain_s:
+        problems.append(
+            f"REVOKE_DRAIN_S: must be at least HTTP_TIMEOUT_S ({s.http_timeout_s:g} s; got "
+            f"{s.revoke_drain_s:g}): a request still on the wire when a revoke stops waiting can land "
+            "after the new owner's newer one for the same visit (out of order)"
+        )
+    if s.shutdown_drain_s < MIN_SHUTDOWN_DRAIN_S:
+        problems.append(
+            f"SHUTDOWN_DRAIN_S: must be at least {MIN_SHUTDOWN_DRAIN_S:g} s (got {s.shutdown_drain_s:g}): "
+            f"{CLOSE_RESERVE_S:g} s of it are kept for the final commit and leaving the group, "
+            "the rest drains"
+        )
+    return problems
+
+
 def _semantic_problems(s: Settings, require_kafka: bool, require_credentials: bool) -> list[str]:
     problems: list[str] = _guarantee_problems(s.kafka_properties)
+    problems.extend(_deadline_problems(s))
     if require_kafka and not s.kafka_bootstrap_servers:
         problems.append("KAFKA_BOOTSTRAP_SERVERS: required (comma-separated host:port list)")
     single_set_required = require_credentials and (not s.lp_credentials_dir or s.lp_account is not None)

@@ -62,7 +62,7 @@ CUT: Final = Cut()
 class Lane:
     """The waiting records of one visit and the task that sends them."""
 
-    __slots__ = ("account", "cut", "failures", "held", "queue", "task", "visit", "waiting")
+    __slots__ = ("account", "backoff_until", "cut", "failures", "held", "queue", "task", "visit", "waiting")
 
     def __init__(self, visit: Visit, account: Account) -> None:
         self.visit = visit
@@ -73,6 +73,7 @@ class Lane:
         self.held: list[Record] = []  # the batch being delivered (taken from the queue)
         self.waiting = False  # suspended in `_wait` (slot, backoff, halt): a revoke may cut it
         self.cut = False  # a revoke cancelled that wait; the lane re-checks its batch
+        self.backoff_until = 0.0  # monotonic end of the backoff it waits out (0: none)
 
 
 class Dispatcher:
@@ -253,10 +254,14 @@ class Dispatcher:
 
     async def _backoff_wait(self, lane: Lane, delay: float) -> None:
         """A lane's backoff: ends early on stop, or once a revoke left the lane nothing of its batch."""
-        deadline = time.monotonic() + delay
-        while (remaining := deadline - time.monotonic()) > 0 and not self._stop.is_set():
-            if await self._wait(lane, self._pause(remaining)) is not CUT or not self._ours(lane.held):
-                return
+        deadline = lane.backoff_until = time.monotonic() + delay
+        self._settled.set()  # a shutdown drain may be waiting for every lane to be in a backoff
+        try:
+            while (remaining := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+                if await self._wait(lane, self._pause(remaining)) is not CUT or not self._ours(lane.held):
+                    return
+        finally:
+            lane.backoff_until = 0.0
 
     async def _deliver(self, lane: Lane, batch: list[Record], slot: bool) -> None:
         """Send one attribute array until it has an outcome (or we stop / lose its partitions)."""
@@ -457,7 +462,10 @@ class Dispatcher:
         self._revoking |= generations
         self._forget(gone)
         self._cut_waits(gone)
-        await self._quiet(lambda: not self._busy(gone), self._s.revoke_drain_s)
+        # After the shutdown drain (the revoke inside consumer.close()) nothing more is waited for:
+        # the drain had its time, and closing must fit in what is left to leave the group.
+        within = 0.0 if self._closing else self._s.revoke_drain_s
+        await self._quiet(lambda: not self._busy(gone), within)
         offsets: dict[TopicPartition, CommitPoint] = {}
         for tp, generation in generations:
             # The poll thread may have given up on this revoke and assigned the partition again:
@@ -510,13 +518,18 @@ class Dispatcher:
 
         Both phases share `within_s`. The first matters for duplicates: a partition's commit point is
         its lowest undone offset, so one record left queued would make every later record of its
-        partition that other visits already delivered come again after the restart. The second
-        (up to HTTP_TIMEOUT_S, at most half the budget) lets requests started just before it end.
+        partition that other visits already delivered come again after the restart; it ends early
+        when every lane left is halted or in a backoff that outlasts it (nothing more can be done).
+        The second (up to HTTP_TIMEOUT_S, at most half the budget) lets requests started just
+        before it end.
         """
         deadline = time.monotonic() + within_s
         grace = min(self._s.http_timeout_s, within_s / 2)
+        first = deadline - grace
         await self._quiet(
-            lambda: (self._tracker.pending_total == 0 or self._only_held()) and not self._busy(),
+            lambda: (
+                (self._tracker.pending_total == 0 or self._nothing_due_before(first)) and not self._busy()
+            ),
             within_s - grace,
         )
         self._closing = True
@@ -529,9 +542,13 @@ class Dispatcher:
         await asyncio.gather(*tasks, return_exceptions=True)
         return clean
 
-    def _only_held(self) -> bool:
-        """Every lane left belongs to a halted account: nothing more can be delivered now."""
-        return all(lane.account.halt.halted for lane in self._lanes.values())
+    def _nothing_due_before(self, deadline: float) -> bool:
+        """Every lane left is held by its account's halt or waits out a backoff past `deadline`.
+
+        Then nothing more can be delivered before it: a stopping member leaves the group now, so
+        its partitions move on, instead of sitting out backoffs it will not see the end of.
+        """
+        return all(lane.account.halt.halted or lane.backoff_until > deadline for lane in self._lanes.values())
 
 
 def _visit(visit: Visit) -> str:

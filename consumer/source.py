@@ -174,8 +174,10 @@ class KafkaSource:
             log.exception("source_thread_failed")
         finally:
             if consumer is not None:
+                began = time.monotonic()
                 try:
-                    consumer.close()
+                    consumer.close()  # the revoke callback, then LeaveGroup: the partitions move on now
+                    log.info("consumer_closed", took_s=round(time.monotonic() - began, 3))
                 except Exception:
                     log.exception("consumer_close_failed")
             self._loop.call_soon_threadsafe(self._set_closed)

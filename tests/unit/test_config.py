@@ -204,3 +204,18 @@ def test_a_config_problem_line_never_shows_a_url_password() -> None:
         load_settings({**BASE, "LP_BASE_URL": "https://user:url-SECRET@api.example:notaport"})
     assert err.value.problems and not any("url-SECRET" in p for p in err.value.problems)
     assert any(p.startswith("LP_BASE_URL:") and "user:***@" in p for p in err.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "10"}, "REVOKE_DRAIN_S: must be at least HTTP_TIMEOUT_S"),
+        ({"SHUTDOWN_DRAIN_S": "2"}, "SHUTDOWN_DRAIN_S: must be at least 5"),
+    ],
+)
+def test_drain_deadlines_that_cannot_be_kept_are_refused_with_why(env: dict[str, str], says: str) -> None:
+    """Issue 9 item 7: a revoke shorter than a request, a shutdown shorter than closing the consumer."""
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, **env})
+    assert any(line.startswith(says) for line in err.value.problems), err.value.problems
+    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "5"})

@@ -388,7 +388,9 @@ async def test_revoke_keeps_the_other_partitions_records_of_a_waiting_lane() -> 
 
 
 async def test_revoke_waits_for_a_request_on_the_wire_and_its_dead_letter() -> None:
-    d, client, dl, tracker = gated(lambda v, t: Reply(404), NOT_FOUND_RETRIES="0", REVOKE_DRAIN_S="5")
+    d, client, dl, tracker = gated(
+        lambda v, t: Reply(404), NOT_FOUND_RETRIES="0", REVOKE_DRAIN_S="5", HTTP_TIMEOUT_S="0.05"
+    )
     client.hold["a"] = release = asyncio.Event()
     d.submit(record_on(tracker, TP, "a", "a0"))
     await until(lambda: len(client.calls) == 1)
@@ -401,7 +403,9 @@ async def test_revoke_waits_for_a_request_on_the_wire_and_its_dead_letter() -> N
 
 
 async def test_no_dead_letter_after_a_long_request_outlived_the_revoke() -> None:
-    d, client, dl, tracker = gated(lambda v, t: Reply(404), NOT_FOUND_RETRIES="0", REVOKE_DRAIN_S="0.05")
+    d, client, dl, tracker = gated(
+        lambda v, t: Reply(404), NOT_FOUND_RETRIES="0", REVOKE_DRAIN_S="0.05", HTTP_TIMEOUT_S="0.05"
+    )
     client.hold["a"] = release = asyncio.Event()
     d.submit(record_on(tracker, TP, "a", "a0"))
     await until(lambda: len(client.calls) == 1)
@@ -471,7 +475,7 @@ async def test_the_memory_of_invalid_accounts_is_bounded(monkeypatch: pytest.Mon
 
 async def test_a_slow_revoke_finishing_late_leaves_a_newer_assignment_alone() -> None:
     """Issue 9 item 8: the poll thread gave up on a revoke and the partition came back meanwhile."""
-    d, client, _, tracker = gated(lambda v, t: Reply(200), REVOKE_DRAIN_S="5")
+    d, client, _, tracker = gated(lambda v, t: Reply(200), REVOKE_DRAIN_S="5", HTTP_TIMEOUT_S="0.05")
     client.hold["a"] = release = asyncio.Event()
     d.submit(record_on(tracker, TP, "a", "a0"))
     await until(lambda: len(client.calls) == 1)
@@ -483,3 +487,30 @@ async def test_a_slow_revoke_finishing_late_leaves_a_newer_assignment_alone() ->
     release.set()
     assert await asyncio.wait_for(revoke, 1.0) == {}  # nothing of the old assignment left to commit
     assert tracker.owns(TP, new) and tracker.position(TP) == 1
+
+
+async def test_the_revoke_inside_close_does_not_wait_again_after_the_drain() -> None:
+    """Issue 9 item 7: consumer.close() runs the revoke callback after the shutdown drain; waiting
+    REVOKE_DRAIN_S again there (a dead letter the broker never acknowledges) outlasts the time kept
+    for closing, and the member never leaves the group."""
+    d, _, _, tracker = gated(
+        lambda v, t: Reply(404), NOT_FOUND_RETRIES="0", REVOKE_DRAIN_S="5", HTTP_TIMEOUT_S="0.05"
+    )
+    unacked = FakeDeadLetters()  # takes dead letters and never acknowledges them
+    unacked.send = lambda record, verdict: unacked.pending_by_tp.update([record.tp])  # type: ignore[method-assign]
+    d.dead_letters = unacked  # type: ignore[assignment]
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    await until(lambda: unacked.pending_by_tp[TP])
+    await asyncio.wait_for(d.drain(0.2), 2.0)
+    assert await asyncio.wait_for(d.revoke([TP]), 1.0) == {TP: CommitPoint(0)}
+
+
+async def test_the_shutdown_drain_does_not_wait_for_lanes_in_a_long_backoff() -> None:
+    """Issue 13: a stopping member leaves the group promptly; a backoff beyond the drain is not waited for."""
+    d, client, _, tracker = gated(lambda v, t: Reply(503), RETRY_INITIAL_S="30", RETRY_MAX_BACKOFF_S="30")
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    await until(lambda: len(client.calls) == 1)
+    began = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(d.drain(2.0), 5.0)  # its first phase could last 1 s
+    assert asyncio.get_running_loop().time() - began < 0.5  # the backoff (4 s with this seed) outlasts it
+    assert tracker.pending_total == 1 and not client.calls[1:]
