@@ -307,6 +307,7 @@ class App:
         assert self.source is not None
         while True:
             await asyncio.sleep(self.settings.commit_interval_s)
+            self.tracker.commit_failed(self.source.failed_commits())
             self.source.commit(self.tracker.to_commit())
 
     async def _flow_loop(self) -> None:

@@ -10,7 +10,7 @@ transaction markers) is never fetched, so naming it done skips nothing.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -213,6 +213,13 @@ class OffsetTracker:
                 part.committed = state
                 out[tp] = self._point(part, offset)
         return out
+
+    def commit_failed(self, tps: Iterable[TopicPartition]) -> None:
+        """The broker refused these partitions' last commit: `to_commit` hands them out again."""
+        for tp in tps:
+            part = self._parts.get(tp)
+            if part is not None:
+                part.committed = None
 
     def commit_point(self, tp: TopicPartition) -> CommitPoint | None:
         """The commit point of a partition now (None before its first event)."""

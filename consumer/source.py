@@ -82,6 +82,7 @@ class KafkaSource:
         self._loop = loop
         self._revoke_timeout_s = revoke_timeout_s
         self._read_commits = read_commits  # read commit metadata (offset maps) at assignment
+        self._failed: set[TopicPartition] = set()  # loop side: partitions whose commit the broker refused
         self._maps_refused = False  # the broker refused a map (offset.metadata.max.bytes): commit plain
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -111,6 +112,11 @@ class KafkaSource:
         """Commit these offsets (with their maps) asynchronously from the poll thread."""
         if points:
             self._commands.put(_Command("commit", points, self._tag(points)))
+
+    def failed_commits(self) -> list[TopicPartition]:
+        """Partitions whose last asynchronous commit failed since last asked (to be committed again)."""
+        failed, self._failed = list(self._failed), set()
+        return failed
 
     def pause(self, tps: list[TopicPartition]) -> None:
         """Stop fetching these partitions (the thread keeps polling)."""
@@ -301,6 +307,9 @@ class KafkaSource:
             log.error(
                 "offset_map_refused", partitions=_fmt([(p.topic, p.partition) for p in refused]), **_REFUSED
             )
+        failed = [(p.topic, p.partition) for p in partitions if err is not None or p.error is not None]
+        if failed:  # e.g. ILLEGAL_GENERATION during a rebalance: an idle partition would never be retried
+            self._loop.call_soon_threadsafe(self._failed.update, failed)
         if err is not None:
             log.warning("commit_failed", error=str(err))
             return

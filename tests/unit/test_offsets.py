@@ -205,3 +205,15 @@ def test_a_late_drop_does_not_erase_a_newer_assignment() -> None:
     assert t.owns(TP, new) and t.position(TP) == 5 and t.pending_total == 1
     t.drop(TP, new)
     assert t.generation(TP) is None and t.pending_total == 0
+
+
+def test_a_commit_the_broker_refused_is_sent_again() -> None:
+    """A periodic commit that failed (ILLEGAL_GENERATION during a rebalance) must not be forgotten:
+    once its partition is idle, nothing else would commit it before shutdown."""
+    t, gen = tracker_with([0, 1])
+    t.done(TP, 0, gen)
+    t.done(TP, 1, gen)
+    assert t.to_commit()[TP].offset == 2
+    assert t.to_commit() == {}
+    t.commit_failed([TP, ("other", 0)])
+    assert t.to_commit()[TP].offset == 2

@@ -100,3 +100,13 @@ async def test_commits_carry_the_map_until_the_broker_refuses_its_size() -> None
     await asyncio.to_thread(source._apply, consumer)
     assert consumer.committed == [(TP, 7), (TP, 8)]
     assert consumer.metadata[0] == "ec1rXYZ" and not consumer.metadata[1], "still sending a refused map"
+
+
+async def test_partitions_of_a_failed_commit_are_handed_back_to_the_loop() -> None:
+    from confluent_kafka import KafkaError
+
+    source = KafkaSource({}, ["leads"], Handler(), asyncio.get_running_loop(), 1.0)
+    failed = KafkaError(KafkaError.ILLEGAL_GENERATION)
+    await asyncio.to_thread(source._on_commit, failed, [KafkaTP("leads", 0, 5), KafkaTP("leads", 1, 7)])
+    assert sorted(source.failed_commits()) == [("leads", 0), ("leads", 1)]
+    assert source.failed_commits() == []
