@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import CREDS, Daemon, LocalBroker, MockCluster, ThreadedAPI, Topics, free_port, next_id
+from harness import CREDS, Daemon, LocalBroker, ThreadedAPI, Topics, free_port, next_id
 
 
 @pytest.fixture(scope="session")
@@ -18,14 +18,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with LocalBroker(log_path=log) as b:
         yield b
-
-
-@pytest.fixture(scope="session")
-def mock_cluster() -> Iterator[MockCluster]:
-    """librdkafka's mock cluster in this process (a second broker: keeps commit metadata)."""
-    cluster = MockCluster()
-    yield cluster
-    cluster.close()
 
 
 @pytest.fixture

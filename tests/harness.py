@@ -33,7 +33,6 @@ __all__ = [
     "CREDS",
     "Daemon",
     "LocalBroker",
-    "MockCluster",
     "ThreadedAPI",
     "Topics",
     "free_port",
@@ -130,32 +129,6 @@ def produce(broker: LocalBroker, messages: list[tuple[Any, ...]]) -> Produced:
     assert not errors, errors
     assert all(s is not None for s in slots)
     return Produced([s for s in slots if s is not None])
-
-
-class MockCluster:
-    """librdkafka's mock cluster, hosted by a Producer in this process, reachable over loopback TCP.
-
-    It keeps commit metadata (Tansu drops it) and handles group membership changes; topics are
-    created on first use with 4 partitions (CreateTopics is not served): `create` asks for them.
-    """
-
-    partitions = 4
-
-    def __init__(self) -> None:
-        self._host = Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "", "log_level": 2})
-        broker = next(iter(self._host.list_topics(timeout=10).brokers.values()))
-        self.bootstrap = f"{broker.host}:{broker.port}"
-
-    def create(self, *topics: str) -> None:
-        """Create topics by asking for their metadata (the mock creates unknown topics on request)."""
-        for topic in topics:
-            meta = self._host.list_topics(topic, timeout=10).topics[topic]
-            assert meta.error is None and len(meta.partitions) == self.partitions, meta
-
-    def close(self) -> None:
-        """Stop hosting (the cluster goes with its Producer)."""
-        self._host.flush(5)
-        del self._host
 
 
 def event(account: str, visitor: str, sid: str = "sid-1", **fields: Any) -> bytes:

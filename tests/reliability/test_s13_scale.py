@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from harness import Daemon, MockCluster, Topics, free_port, next_id, wait_until
+from harness import Daemon, Topics, free_port, next_id, wait_until
+from kafka_io import MockCluster
 from scenario import (
     Spec,
     Stream,
@@ -92,7 +93,7 @@ def test_scale_up_sigterm_and_sigkill_while_events_flow(
     else:
         mock: MockCluster = request.getfixturevalue("mock_cluster")
         n = next_id()
-        topics = Topics(f"leads-m{n}", f"services-m{n}", f"dlq-m{n}", f"group-m{n}", mock.partitions)
+        topics = Topics(f"leads-m{n}", f"services-m{n}", f"dlq-m{n}", f"group-m{n}", MockCluster.PARTITIONS)
         mock.create(topics.leads, topics.services, topics.dlq)
         bootstrap = mock.bootstrap
     env = daemon_env(api.base_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, **topics.env())
