@@ -12,12 +12,22 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Producer
-from harness import MockCluster, Topics, event, read_to_end, wait_until
+from confluent_kafka import Consumer, Producer, TopicPartition
+from harness import Topics, event, read_to_end, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def mock_bootstrap() -> Iterator[str]:
+    """librdkafka's mock cluster, hosted by a Producer in this process, reachable over loopback TCP."""
+    host = Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "", "log_level": 2})
+    broker = next(iter(host.list_topics(timeout=10).brokers.values()))
+    yield f"{broker.host}:{broker.port}"
+    host.flush(5)
 
 
 def _crc32c(data: bytes) -> int:
@@ -64,36 +74,33 @@ def produce_raw(bootstrap: str, topic: str, partition: int, batch: bytes) -> int
 
 
 def test_every_offset_of_an_undecompressable_batch_is_dead_lettered_and_the_partition_goes_on(
-    mock_cluster: MockCluster, topics: Topics, api, daemon_env, start_daemon
+    mock_bootstrap: str, topics: Topics, api, daemon_env, start_daemon
 ) -> None:
-    mock_cluster.create(topics.leads, topics.services)
-    producer = Producer({"bootstrap.servers": mock_cluster.bootstrap})
+    producer = Producer({"bootstrap.servers": mock_bootstrap})  # creates the topics on first use
     producer.produce(topics.leads, event("1234", "v", topic="before"), key=b"v", partition=0)
     assert producer.flush(10) == 0
-    base = produce_raw(mock_cluster.bootstrap, topics.leads, 0, broken_batch(3))
+    base = produce_raw(mock_bootstrap, topics.leads, 0, broken_batch(3))
     producer.produce(topics.leads, event("1234", "v", topic="after"), key=b"v", partition=0)
     assert producer.flush(10) == 0
     assert base == 1
-    env = daemon_env(api.base_url, KAFKA_BOOTSTRAP_SERVERS=mock_cluster.bootstrap)
+    env = daemon_env(api.base_url, KAFKA_BOOTSTRAP_SERVERS=mock_bootstrap)
     daemon = start_daemon(env)
     api.wait_delivered(2, timeout=30)
-    letters = read_to_end(mock_cluster.bootstrap, topics.dlq, at_least=3, timeout=20)
+    letters = read_to_end(mock_bootstrap, topics.dlq, at_least=3, timeout=20)
     headers = [{k: (v or b"").decode() for k, v in m.headers() or []} for m in letters]
     assert sorted(int(h["dlq.offset"]) for h in headers) == [1, 2, 3]
     assert {h["dlq.reason"] for h in headers} == {"consume_error"}
     assert all("_BAD_COMPRESSION" in h["dlq.error"] and h["dlq.topic"] == topics.leads for h in headers)
     assert all(not m.value() for m in letters)
     tp = (topics.leads, 0)
-    wait_until(lambda: committed_on(mock_cluster, topics.group, tp) == 5, 20, "committed past the batch")
+    wait_until(lambda: committed_on(mock_bootstrap, topics.group, tp) == 5, 20, "committed past the batch")
     assert [b["lead"]["topic"] for _, b in api.delivered()] == ["before", "after"]
     assert daemon.metric("engagement_invalid_events_total", reason="consume_error") == 3
 
 
-def committed_on(cluster: MockCluster, group: str, tp: tuple[str, int]) -> int:
+def committed_on(bootstrap: str, group: str, tp: tuple[str, int]) -> int:
     """The group's committed offset of one partition on the mock cluster."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "log_level": 2})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 2})
     try:
         (got,) = consumer.committed([TopicPartition(*tp)], timeout=10)
     finally:
