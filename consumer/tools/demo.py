@@ -28,6 +28,7 @@ import orjson
 
 from consumer.tools.demo_accounts import ACCOUNTS, UNKNOWN_ACCOUNT, DemoAccounts
 from consumer.tools.demo_formats import formats_note, start_mix
+from consumer.tools.demo_record import write_record
 from consumer.tools.produce import sample_event, visitor_id
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def add_parser(sub: Any) -> None:
         help="where the daemon's JSON logs go (default: %(default)s)",
     )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--record", type=Path, help="write what the sandbox API accepted to this JSON file")
     p.set_defaults(handler=main)
 
 
@@ -235,6 +237,8 @@ class Demo:
                 self.accounts.script(api)
                 display.note(f"broker {broker.bootstrap}, sandbox API {api.base_url}; joining the group ...")
                 summary = await self._run(broker, api, plan, display)
+                if args.record:
+                    write_record(args.record, api, args.seed, args.events)
             finally:
                 await api.stop()
                 await asyncio.to_thread(broker.stop)

@@ -7,12 +7,16 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from harness import CREDS, LocalBroker, Topics, committed, read_to_end
+
+from consumer.tools.demo import BAD_ACCOUNT, MALFORMED, plan_events
+from consumer.tools.demo_accounts import UNKNOWN_ACCOUNT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -200,77 +204,57 @@ def test_replay_dlq_filters_dry_runs_replays_and_does_not_duplicate(
 
 def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "LP_"))}
+    events, seed = 300, 7
     started = time.monotonic()
     proc = cli(
         "demo",
         "--events",
-        "300",
+        str(events),
+        "--seed",
+        str(seed),
         "--duration",
         "60",
         "--log-file",
         str(tmp_path / "demo.log"),
+        "--record",
+        str(tmp_path / "record.json"),
         env=env,
         timeout=100,
     )
     out, err = text(proc)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
-    assert "summary" in out and "OK: every produced event" in out
-    assert "delivered + dead == produced" in out and "committed == produced" in out
-    assert "events produced" in out and " 300 " in out
+    assert "OK: every produced event" in out
+
+    # What was produced (the demo's plan for this seed) against what the sandbox accepted: every
+    # deliverable event exactly once; the rest (malformed, gone visitors, the 422 account, the
+    # account without credentials) dead-lettered, one log line each.
+    plan = plan_events(events, seed)
+    deliverable, undeliverable = set(), 0
+    for _, _, value in plan.messages:
+        body = json.loads(value) if value not in MALFORMED else None
+        if (
+            body is None
+            or body["account"] in (BAD_ACCOUNT, UNKNOWN_ACCOUNT)
+            or body["visitor"] in plan.gone_visitors
+        ):
+            undeliverable += 1
+        else:
+            deliverable.add(body.get("leadId") or body["serviceId"])
+    record = json.loads((tmp_path / "record.json").read_text())
+    accepted = Counter(
+        (attr.get("lead") or attr.get("service") or {}).get("leadId")
+        or (attr.get("service") or {}).get("serviceId")
+        for *_, attr in record["accepted"]
+    )
+    assert set(accepted) == deliverable, sorted(set(accepted) ^ deliverable)[:10]
+    duplicated = {uid: n for uid, n in accepted.items() if n > 1}
+    assert not duplicated, f"accepted more than once: {duplicated}"
+    assert deliverable and undeliverable, (len(deliverable), undeliverable)
     logged = [
         json.loads(line) for line in (tmp_path / "demo.log").read_text().splitlines() if line.startswith("{")
     ]
+    dead = {(e["topic"], e["partition"], e["offset"]) for e in logged if e.get("event") == "dead_lettered"}
+    assert len(dead) == undeliverable, (len(dead), undeliverable)
     stopped = [e for e in logged if e.get("event") == "stopped"]
     assert stopped and stopped[0]["uncommitted"] == 0
-    print(f"\ndemo --events 300: {time.monotonic() - started:.1f}s wall")
-
-
-def test_check_config_names_each_unreadable_credential_file_without_a_traceback(tmp_path: Path) -> None:
-    not_utf8 = tmp_path / "consumer-key"
-    not_utf8.write_bytes(b"\xff\xfeck")
-    empty = tmp_path / "access-token"
-    empty.write_text("  \n")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
-        "LP_CONSUMER_KEY_FILE": str(not_utf8),
-        "LP_CONSUMER_SECRET_FILE": str(tmp_path),  # a directory
-        "LP_ACCESS_TOKEN_FILE": str(empty),
-        "LP_ACCESS_TOKEN_SECRET_FILE": str(tmp_path / "missing"),
-    }
-    proc = cli("check-config", env=env)
-    _, err = text(proc)
-    assert proc.returncode == 1 and "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 4, lines
-    for var, path, says in [
-        ("LP_CONSUMER_KEY_FILE", not_utf8, "not UTF-8"),
-        ("LP_CONSUMER_SECRET_FILE", tmp_path, "cannot read"),
-        ("LP_ACCESS_TOKEN_FILE", empty, "empty"),
-        ("LP_ACCESS_TOKEN_SECRET_FILE", tmp_path / "missing", "cannot read"),
-    ]:
-        named = [line for line in lines if f"{var}: " in line and str(path) in line and says in line]
-        assert named, (var, lines)
-
-
-def test_check_config_lists_the_accounts_masked_and_names_a_bad_folders_file(tmp_path: Path) -> None:
-    from consumer.accounts.credentials import ClientCredentials, write_folder
-
-    write_folder(tmp_path / "100", CREDS)
-    write_folder(tmp_path / "200", ClientCredentials("app-id-200", "app-secret-200"))
-    env = {"PATH": os.environ.get("PATH", ""), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
-    env["LP_CREDENTIALS_DIR"] = str(tmp_path)
-    good = cli("check-config", env=env)
-    out, err = text(good)
-    assert good.returncode == 0, err
-    accounts = json.loads(out)["accounts"]
-    assert {a: v["kind"] for a, v in accounts.items()} == {"100": "oauth1", "200": "oauth2"}
-    for secret in (*SECRETS, "app-id-200", "app-secret-200"):
-        assert secret not in out + err
-    (tmp_path / "200" / "client-secret").write_bytes(b"\xff")
-    bad = cli("check-config", env=env)
-    _, err = text(bad)
-    assert bad.returncode == 1 and "Traceback" not in err
-    assert err.strip().splitlines() == [
-        f"config error: LP_CREDENTIALS_DIR: account 200: {tmp_path / '200' / 'client-secret'}: not UTF-8"
-    ]
+    print(f"\ndemo --events {events}: {time.monotonic() - started:.1f}s wall")
