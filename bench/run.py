@@ -4,6 +4,7 @@ python -m bench.run                 # every scenario, full size (make bench; a f
 python -m bench.run --quick         # the same, small: a smoke run
 python -m bench.run --only single   # some scenarios (comma-separated names or groups)
 python -m bench.run --only formats  # the input-format group; splices its section into RESULTS.md
+python -m bench.run --only rebalance  # three replicas, one joins, one leaves; splices its section
 python -m bench.run --report-only   # re-render RESULTS.md from bench/out/*.json
 """
 
@@ -20,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import formats, report
+from bench import formats, rebalance, report
 from bench.driver import run_scenario
 from bench.scenarios import FORMAT_ENCODINGS, FULL, Scenario, quick
 from consumer.sandbox.broker import LocalBroker
@@ -39,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="render from the existing JSON")
     args = parser.parse_args(argv)
     scenarios = quick() if args.quick else list(FULL)
+    with_rebalance = not args.quick and not args.report_only
     if args.only:
         wanted = {n.strip() for n in args.only.split(",")}
+        with_rebalance = with_rebalance and "rebalance" in wanted
+        wanted.discard("rebalance")
+        if not wanted:  # only the rebalance scenario: its own run, its own section
+            return rebalance.main(args.out, args.results) if with_rebalance else 0
         unknown = wanted - {s.name for s in scenarios} - {s.group for s in scenarios}
         if unknown:
             parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
@@ -73,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [s.name for s in (quick() if args.quick else FULL)]
     results = report.load(args.out, names)
     report.render(results, args.results, args.plot)
+    if with_rebalance:
+        rebalance.main(args.out, args.results)
     print(f"[bench] wrote {args.results} and {args.plot}", flush=True)
     return 0
 
