@@ -55,11 +55,12 @@ def section(results: list[dict[str, Any]], decode: dict[str, float] | None) -> l
         "Daemon CPU per delivered event in the `single` set-up with the events encoded as other producers",
         "write them (bench/workload.py via consumer/tools/encode.py), median of interleaved rounds; and the",
         "decode-only cost of `EventReader.read` on the same event in the bench process (best of 5). The",
-        "machine was shared with other engineers' test runs while this ran (load column): run-to-run",
-        "spread of the daemon figure is larger than the decode differences.",
+        "machine (2 vCPUs) was shared with other engineers' test runs while this ran (load column):",
+        "the daemon's CPU per event rises when its throughput falls (fixed per-second work is spread",
+        "over fewer events), and the run-to-run spread is larger than the decode differences.",
         "",
-        "| encoding | us CPU / event (median) | vs plain JSON | runs (us / event) | decode only (us) "
-        "| load (1 min) |",
+        "| encoding | us CPU / event (median) | vs plain JSON | runs: us / event at events/s "
+        "| decode only (us) | load (1 min) |",
         "|---|---|---|---|---|---|",
     ]
     for encoding, r in found.items():
@@ -70,7 +71,9 @@ def section(results: list[dict[str, Any]], decode: dict[str, float] | None) -> l
         verdict = (
             "" if ratio is None else f"{ratio:+.1%}" + ("" if abs(ratio) <= TOLERANCE else " (outside 15%)")
         )
-        runs = ", ".join(f"{x['cpu_us_per_attribute']:.0f}" for x in r.get("repeats", [r]))
+        runs = ", ".join(
+            f"{x['cpu_us_per_attribute']:.0f} at {x['attributes_per_s']:,.0f}" for x in r.get("repeats", [r])
+        )
         load = r.get("loadavg", [[0], [0]])
         decoded = f"{decode[encoding]:.1f}" if decode and encoding in decode else "n/a"
         loads = f"{load[0][0]:.2f} -> {load[1][0]:.2f}"

@@ -60,6 +60,8 @@ class EventReader:
                 settings.schema_registry_timeout_s,
             )
         self.registry = registry
+        # lead/service topics whose plain JSON needs no mapping: the hot path of read()
+        self._flat = {} if self.field_map else {t: k for t, k in self.kinds.items() if k != EVENT}
         self._mapped_roots = {
             kind: frozenset(p.keys[0] for p in paths.values() if p.source == DATA)
             for kind, paths in self.field_map.by_type.items()
@@ -67,12 +69,13 @@ class EventReader:
 
     def read(self, topic: str, value: bytes | None, headers: Headers | None) -> Event:
         """The Event of one message, or InvalidEvent (or SchemaPending: hold the partition and retry)."""
-        kind = self.kinds[topic]
-        if not headers and value and value[0] != 0 and kind != EVENT and not self.field_map:
-            obj = load_object(value, max_bytes=MAX_BYTES)  # the contract's own shape: the hot path
+        kind = self._flat.get(topic)
+        if kind is not None and value and value[0] != 0 and (not headers or not _format_headers(headers)):
+            obj = load_object(value, max_bytes=MAX_BYTES)  # likely the contract's own shape: the hot path
             if type(obj) is dict and "specversion" not in obj and "payload" not in obj:
                 return build_event(obj, kind)
-        return self.read_decoded(kind, self.decode(value, headers), headers)
+            return self.read_decoded(kind, self._json(obj, JSON, headers), headers)
+        return self.read_decoded(self.kinds[topic], self.decode(value, headers), headers)
 
     def decode(self, value: bytes | None, headers: Headers | None) -> Decoded:
         """Decode a message value by what it is (see the module docstring); InvalidEvent when unreadable."""
@@ -94,7 +97,10 @@ class EventReader:
                 )
             obj, label = self.registry.decode(value)
             return Decoded(obj, label if outer == JSON else outer)
-        obj = load_object(value, max_bytes=MAX_BYTES)
+        return self._json(load_object(value, max_bytes=MAX_BYTES), outer, headers)
+
+    def _json(self, obj: Any, outer: str, headers: Headers | None) -> Decoded:
+        """A decoded JSON value: a structured CloudEvent or an envelope unwrapped, else itself."""
         if type(obj) is not dict:
             return Decoded(obj, outer)
         if outer == JSON:
@@ -150,6 +156,14 @@ class EventReader:
             shown = raw if len(raw) <= MAX_TYPE_CHARS else raw[:MAX_TYPE_CHARS] + "..."
             raise InvalidEvent("unmapped_type", f"event type {shown!r} matches no TYPE_MAP pattern")
         return kind
+
+
+def _format_headers(headers: Headers) -> bool:
+    """True when a header may change how the value is read (``ce_*``, ``content-type``)."""
+    for key, _ in headers:
+        if key[:3].lower() == "ce_" or (len(key) == 12 and key.lower() == "content-type"):
+            return True
+    return False
 
 
 def _content_type(headers: Headers | None) -> str | None:
