@@ -196,3 +196,23 @@ def test_config_one_line_per_input_format_problem(tmp_path: Any) -> None:
     assert "secret-pw" not in str(bad_url.value.problems)
     url = load_settings({**BASE, "SCHEMA_REGISTRY_URL": "https://u:secret-pw@sr:8081"}, require_kafka=False)
     assert "secret-pw" not in str(url.masked())
+
+
+def test_registry_basic_auth_from_the_settings(tmp_path: Any) -> None:
+    from consumer.formats.registry import RegistryUnavailable
+    from consumer.sandbox.registry import SandboxRegistry
+    from consumer.tools.encode import Encoder
+
+    with SandboxRegistry(user_info="team:s3cret") as registry:
+        value, _ = Encoder("avro", registry.url, "team:s3cret").encode(FLAT, "lead", "engagement.leads")
+        (tmp_path / "auth").write_text("team:s3cret\n")
+        good = reader(
+            SCHEMA_REGISTRY_URL=registry.url, SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO_FILE=str(tmp_path / "auth")
+        )
+        assert good.registry is not None
+        good.registry.prepare(int.from_bytes(value[1:5], "big"), value)
+        assert read(good, value) == EXPECTED
+        bad = reader(SCHEMA_REGISTRY_URL=registry.url, SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO="team:wrong")
+        assert bad.registry is not None
+        with pytest.raises(RegistryUnavailable, match="HTTP 401"):  # held and retried, never dead-lettered
+            bad.registry.prepare(int.from_bytes(value[1:5], "big"), value)
