@@ -262,8 +262,8 @@ def _guarantee_problems(props: Mapping[str, str]) -> list[str]:
     if value("enable.auto.offset.store") in _TRUE:
         refuse(
             "enable.auto.offset.store",
-            "must stay false: librdkafka would store, and so commit, every polled offset before "
-            "its event is delivered or dead-lettered; a crash would lose those events",
+            "must stay false: librdkafka would store every polled offset before its event is "
+            "delivered or dead-lettered, and any commit of stored offsets would pass those events",
         )
     isolation = value("isolation.level")
     if isolation is not None and isolation != "read_committed":
