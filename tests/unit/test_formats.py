@@ -216,3 +216,23 @@ def test_registry_basic_auth_from_the_settings(tmp_path: Any) -> None:
         assert bad.registry is not None
         with pytest.raises(RegistryUnavailable, match="HTTP 401"):  # held and retried, never dead-lettered
             bad.registry.prepare(int.from_bytes(value[1:5], "big"), value)
+
+
+def test_cloudevents_binary_with_avro_data_on_a_mixed_topic() -> None:
+    from consumer.sandbox.registry import SandboxRegistry
+    from consumer.tools.encode import Encoder
+
+    with SandboxRegistry() as registry:
+        data, _ = Encoder("avro", registry.url).encode(FLAT, "lead", "mixed")
+        r = reader(SCHEMA_REGISTRY_URL=registry.url, EVENT_TOPICS="mixed", TYPE_MAP="crm.deal.*=lead")
+        assert r.registry is not None
+        r.registry.prepare(int.from_bytes(data[1:5], "big"), data)
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_type", b"crm.deal.won"),
+            ("content-type", b"application/avro"),
+        ]
+        decoded = r.decode(data, headers)
+        assert decoded.encoding == "cloudevents-binary" and decoded.ce is not None
+        assert decoded.ce["datacontenttype"] == "application/avro"
+        assert read(r, data, headers, topic="mixed") == EXPECTED
