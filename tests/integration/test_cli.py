@@ -258,3 +258,54 @@ def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> No
     stopped = [e for e in logged if e.get("event") == "stopped"]
     assert stopped and stopped[0]["uncommitted"] == 0
     print(f"\ndemo --events {events}: {time.monotonic() - started:.1f}s wall")
+
+
+def test_check_config_names_each_unreadable_credential_file_without_a_traceback(tmp_path: Path) -> None:
+    not_utf8 = tmp_path / "consumer-key"
+    not_utf8.write_bytes(b"\xff\xfeck")
+    empty = tmp_path / "access-token"
+    empty.write_text("  \n")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "LP_CONSUMER_KEY_FILE": str(not_utf8),
+        "LP_CONSUMER_SECRET_FILE": str(tmp_path),  # a directory
+        "LP_ACCESS_TOKEN_FILE": str(empty),
+        "LP_ACCESS_TOKEN_SECRET_FILE": str(tmp_path / "missing"),
+    }
+    proc = cli("check-config", env=env)
+    _, err = text(proc)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 4, lines
+    for var, path, says in [
+        ("LP_CONSUMER_KEY_FILE", not_utf8, "not UTF-8"),
+        ("LP_CONSUMER_SECRET_FILE", tmp_path, "cannot read"),
+        ("LP_ACCESS_TOKEN_FILE", empty, "empty"),
+        ("LP_ACCESS_TOKEN_SECRET_FILE", tmp_path / "missing", "cannot read"),
+    ]:
+        named = [line for line in lines if f"{var}: " in line and str(path) in line and says in line]
+        assert named, (var, lines)
+
+
+def test_check_config_lists_the_accounts_masked_and_names_a_bad_folders_file(tmp_path: Path) -> None:
+    from consumer.accounts.credentials import ClientCredentials, write_folder
+
+    write_folder(tmp_path / "100", CREDS)
+    write_folder(tmp_path / "200", ClientCredentials("app-id-200", "app-secret-200"))
+    env = {"PATH": os.environ.get("PATH", ""), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    env["LP_CREDENTIALS_DIR"] = str(tmp_path)
+    good = cli("check-config", env=env)
+    out, err = text(good)
+    assert good.returncode == 0, err
+    accounts = json.loads(out)["accounts"]
+    assert {a: v["kind"] for a, v in accounts.items()} == {"100": "oauth1", "200": "oauth2"}
+    for secret in (*SECRETS, "app-id-200", "app-secret-200"):
+        assert secret not in out + err
+    (tmp_path / "200" / "client-secret").write_bytes(b"\xff")
+    bad = cli("check-config", env=env)
+    _, err = text(bad)
+    assert bad.returncode == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"config error: LP_CREDENTIALS_DIR: account 200: {tmp_path / '200' / 'client-secret'}: not UTF-8"
+    ]
