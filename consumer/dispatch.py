@@ -176,8 +176,9 @@ class Dispatcher:
                 self._cut.discard(lane)
                 self._settled.set()
 
-    def _cut_waits(self, tps: set[TopicPartition]) -> None:
-        """Cut the waits of lanes holding records of revoked partitions: they drop them at once."""
+    def _cut_waits(self, tps: set[TopicPartition]) -> int:
+        """Cut the waits of lanes holding records of revoked partitions (they drop them at once); how many."""
+        cut = 0
         for lane in self._lanes.values():
             if (
                 lane.waiting
@@ -188,6 +189,8 @@ class Dispatcher:
                 lane.cut = True
                 self._cut.add(lane)
                 lane.task.cancel()
+                cut += 1
+        return cut
 
     # ---- lanes -------------------------------------------------------------------------------
     async def _run_lane(self, lane: Lane) -> None:
@@ -461,7 +464,7 @@ class Dispatcher:
         generations = {(tp, g) for tp in tps if (g := self._tracker.generation(tp)) is not None}
         self._revoking |= generations
         self._forget(gone)
-        self._cut_waits(gone)
+        cut = self._cut_waits(gone)
         # After the shutdown drain (the revoke inside consumer.close()) nothing more is waited for:
         # the drain had its time, and closing must fit in what is left to leave the group.
         within = 0.0 if self._closing else self._s.revoke_drain_s
@@ -480,6 +483,7 @@ class Dispatcher:
             "revoke_drained",
             partitions=len(tps),
             took_s=round(time.monotonic() - began, 3),
+            waits_cut=cut,
             still_busy=self._busy(gone),
             commit=_fmt(offsets),
         )

@@ -134,18 +134,27 @@ def test_scale_up_sigterm_and_sigkill_while_events_flow(
     code, _, stopped = stop_clean(third)
     fig = conclude(bootstrap, topics, specs, tally)
     dups = _duplicates_by_phase(tally, marks)
+    revokes = [
+        e for d in (first, second, third) for e in d.log_events() if e.get("event") == "revoke_drained"
+    ]
+    cut = sum(e.get("waits_cut", 0) for e in revokes)
+    slowest = max((e.get("took_s", 0.0) for e in revokes), default=0.0)
     where = "Tansu" if cluster == "tansu" else "librdkafka mock cluster"
     recorder.record(
         f"13{'a' if cluster == 'tansu' else 'b'}",
         f"Scale up, SIGTERM one, SIGKILL one ({where})",
         f"3 replicas of one group, {EVENTS} events at {RATE}/s (404/503/429 visits among {VISITORS}); "
         f"full reassignment after: join {join_s:.1f} s, SIGTERM {leave_s:.1f} s (exit {exit_s:.1f} s), "
-        f"SIGKILL {kill_s:.1f} s; duplicates by phase: {dups}",
+        f"SIGKILL {kill_s:.1f} s; {len(revokes)} revokes, the slowest {slowest:.3f} s, {cut} lanes' "
+        f"waits (slot, backoff) cut by them; duplicates by phase: {dups}",
         fig,
         join_s=round(join_s, 1),
         leave_s=round(leave_s, 1),
         kill_s=round(kill_s, 1),
         duplicates_by_phase=dups,
+        revokes=len(revokes),
+        slowest_revoke_s=slowest,
+        waits_cut=cut,
     )
     assert code_first == 0 and code == 0, stopped
     assert stopped.get("uncommitted") == 0, stopped
