@@ -47,6 +47,7 @@ class BenchAPI(SandboxAPI):
         self.last_ok: float | None = None
         self.produce_to_api = array("d")
         self.series: dict[int, list[int]] = {}  # bucket -> [requests, attributes ok, 429s]
+        self.by_account: dict[str, dict[int, list[int]]] = {}  # account -> the same series, its own
 
     async def start_bench(self, port: int, control_port: int, reuse_port: bool) -> None:
         """Serve the API on `port` (shared with SO_REUSEPORT) and the figures on `control_port`."""
@@ -77,7 +78,15 @@ class BenchAPI(SandboxAPI):
         if slot is None:
             slot = self.series[key] = [0, 0, 0]
         slot[0] += 1
+        account = self.by_account.get(received.account)
+        if account is None:
+            account = self.by_account[received.account] = {}
+        mine = account.get(key)
+        if mine is None:
+            mine = account[key] = [0, 0, 0]
+        mine[0] += 1
         if 200 <= status < 300:
+            mine[1] += len(received.attributes)
             n = len(received.attributes)
             self.attributes_ok += n
             slot[1] += n
@@ -91,6 +100,7 @@ class BenchAPI(SandboxAPI):
                     self.produce_to_api.append(wall - float(stamp[2:]))
         elif status == 429:
             slot[2] += 1
+            mine[2] += 1
         body = reply.body
         if body is None:
             body = b"{}" if 200 <= status < 300 else b'{"error":"scripted"}'
@@ -109,6 +119,9 @@ class BenchAPI(SandboxAPI):
             "started_wall": self.started + self._wall_offset,
             "bucket_s": BUCKET_S,
             "series": {str(k): v for k, v in sorted(self.series.items())},
+            "accounts": {
+                a: {str(k): v for k, v in sorted(series.items())} for a, series in self.by_account.items()
+            },
             "latency_samples": len(lat),
             "latency_p50": _quantile(lat, 0.50),
             "latency_p99": _quantile(lat, 0.99),
@@ -136,6 +149,9 @@ async def _serve(args: argparse.Namespace) -> None:
     api.latency = args.latency
     api.jitter = args.jitter
     api.throttle_rps = args.throttle_rps
+    for spec in args.throttle_account:
+        account, _, rps = spec.partition("=")
+        api.throttle_account(account, float(rps))
     if args.status_mix:
         api.status_mix = {int(k): float(v) for k, v in json.loads(args.status_mix).items()}
     await api.start_bench(args.port, args.control_port, args.reuse_port)
@@ -158,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jitter", type=float, default=0.0)
     parser.add_argument("--throttle-rps", type=float, default=None)
     parser.add_argument("--status-mix", default="", help='JSON {"503": 0.01}')
+    parser.add_argument("--throttle-account", action="append", default=[], help="ACCOUNT=RPS (repeatable)")
     parser.add_argument("--verify", action="store_true", help="check OAuth signatures (~0.3 ms per request)")
     args = parser.parse_args(argv)
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,14 @@ import psutil
 from bench import profiling
 from bench.processes import APIServers, DaemonProcess, Sample, env_with_repo, peak_rss
 from bench.scenarios import Scenario
-from bench.workload import BenchProducer, events
+from bench.workload import BenchProducer, Item, events
+from consumer.accounts.credentials import write_folder
 from consumer.sandbox.api import DEFAULT_CREDENTIALS
 from consumer.sandbox.broker import LocalBroker, free_port
 from consumer.sandbox.registry import SandboxRegistry
 
 POLL_S = 0.1
+SECOND_ACCOUNT = "5678"
 
 
 def daemon_env(
@@ -56,6 +60,15 @@ def daemon_env(
     return env
 
 
+def write_accounts(s: Scenario, env: dict[str, str], directory: Path) -> None:
+    """One folder per account in LP_CREDENTIALS_DIR (the stand-in default keys) instead of the single set."""
+    for name in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
+        env.pop(name, None)
+    for account in ("1234", "5678") if s.second_account_visits else ("1234",):
+        write_folder(directory / account, DEFAULT_CREDENTIALS)
+    env["LP_CREDENTIALS_DIR"] = str(directory)
+
+
 def api_args(s: Scenario) -> list[str]:
     """Command-line flags of the stand-in API for this scenario."""
     args = ["--latency", str(s.latency_s)]
@@ -63,6 +76,8 @@ def api_args(s: Scenario) -> list[str]:
         args += ["--throttle-rps", str(s.throttle_rps)]
     if s.verify:
         args.append("--verify")
+    if s.second_account_rps is not None:
+        args += ["--throttle-account", f"{SECOND_ACCOUNT}={s.second_account_rps}"]
     return args
 
 
@@ -77,10 +92,17 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
     registry = SandboxRegistry().start() if s.encoding == "avro" else None
     registry_url = registry.url if registry else None
     items = events(s.visits, s.per_visit, encoding=s.encoding, registry_url=registry_url, topic=topics[0])
+    if s.second_account_visits:  # both accounts' visits interleaved, so both flow from the start
+        other = events(
+            s.second_account_visits, s.per_visit, s.visits, topic=topics[0], account=SECOND_ACCOUNT
+        )
+        items = _interleave(items, other)
     if s.produce_first:
         producer.produce(topics[0], items)
     servers = APIServers(s.servers, api_args(s), logs)
     env = daemon_env(s, broker, servers.base_url, topics)
+    if s.credentials_dir:
+        write_accounts(s, env, out_dir / f"accounts-{run_id}")
     if registry_url:
         env["SCHEMA_REGISTRY_URL"] = registry_url
     command = None
@@ -140,6 +162,11 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
         load=(load_before, os.getloadavg()),
         profile=profile,
     )
+
+
+def _interleave(*streams: Iterator[Item]) -> Iterator[Item]:
+    for group in itertools.zip_longest(*streams):
+        yield from (item for item in group if item is not None)
 
 
 def _cpu(p: psutil.Process) -> float:
@@ -212,6 +239,7 @@ def figures(s: Scenario, **raw: Any) -> dict[str, Any]:
             {"t": x.t - raw["started"], "cpu_s": x.cpu_s, "rss": x.rss, **x.metrics} for x in samples
         ],
         "api_series": _series(stats, raw["started"]),
+        "accounts": _accounts(stats, s, raw["ended"]),
         "profile": raw["profile"],
     }
 
@@ -225,6 +253,38 @@ def _in_window(stats: list[dict[str, Any]], w0: float, w1: float) -> tuple[int, 
             if start + width / 2 >= w0 and start + width / 2 <= w1 + width:
                 req, ok, n429 = req + r, ok + a, n429 + t
     return ok, req, n429
+
+
+def _accounts(stats: list[dict[str, Any]], s: Scenario, ended: float) -> dict[str, dict[str, float]]:
+    """Per account: its rates over its own window (first 2xx + warm-up to its last 2xx, or the end)."""
+    out: dict[str, dict[str, float]] = {}
+    for account in sorted({a for x in stats for a in x.get("accounts", {})}):
+        buckets: list[tuple[float, float, list[int]]] = []
+        for x in stats:
+            width = x["bucket_s"]
+            for key, vals in x.get("accounts", {}).get(account, {}).items():
+                buckets.append((x["started_wall"] + int(key) * width, width, vals))
+        delivered = [start for start, _, vals in buckets if vals[1]]
+        if not delivered:
+            continue
+        done = (
+            sum(vals[1] for _, _, vals in buckets)
+            >= (s.visits if account == "1234" else s.second_account_visits) * s.per_visit
+        )
+        w0 = min(delivered) + (s.warmup_s if account == SECOND_ACCOUNT else 0.0)  # warm-up: the throttled one
+        w1 = max(start + width for start, width, vals in buckets if vals[1]) if done else ended
+        inside = [vals for start, width, vals in buckets if w0 <= start + width / 2 <= w1]
+        req, ok, n429 = (sum(v[i] for v in inside) for i in range(3))
+        span = max(w1 - w0, 1e-9)
+        out[account] = {
+            "window_s": span,
+            "attributes_per_s": ok / span,
+            "requests_per_s": req / span,
+            "ok_requests_per_s": (req - n429) / span,
+            "share_429": n429 / req if req else 0.0,
+            "complete": float(done),
+        }
+    return out
 
 
 def _series(stats: list[dict[str, Any]], started: float) -> list[tuple[float, int, int, int]]:

@@ -82,13 +82,13 @@ def section(results: list[dict[str, Any]], decode: dict[str, float] | None) -> l
     return lines
 
 
-def splice(md_path: Path, lines: list[str]) -> None:
-    """Replace the formats section of RESULTS.md (or insert it before `## Targets`)."""
+def splice(md_path: Path, lines: list[str], begin: str = BEGIN, end: str = END) -> None:
+    """Replace a section of RESULTS.md between its markers (or insert it before `## Targets`)."""
     text = md_path.read_text() if md_path.exists() else "# Benchmark results\n\n"
     block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block.rstrip("\n") + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block.rstrip("\n") + rest.split(end, 1)[1]
     elif "## Targets" in text:
         head, rest = text.split("## Targets", 1)
         text = head + block + "\n## Targets" + rest

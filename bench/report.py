@@ -195,6 +195,7 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
         *_table(results),
         "",
         *_formats_section(results),
+        *_accounts_section(results),
         "## Targets",
         "",
         "| scenario | target | threshold | figure | |",
@@ -223,6 +224,13 @@ def _formats_section(results: list[dict[str, Any]]) -> list[str]:
     if not any(r["scenario"].get("group") == "formats" for r in results):
         return []
     return formats.section(results, formats.decode_costs(FORMAT_ENCODINGS))
+
+
+def _accounts_section(results: list[dict[str, Any]]) -> list[str]:
+    """The `accounts` pair's section, if it ran."""
+    from bench import accounts
+
+    return accounts.section(results)
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import formats, rebalance, report
+from bench import accounts, formats, rebalance, report
 from bench.driver import run_scenario
 from bench.scenarios import FORMAT_ENCODINGS, FULL, Scenario, quick
 from consumer.sandbox.broker import LocalBroker
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                     result["run"] = _machine(args.quick, took[s.name])
                     (args.out / f"{s.name}.json").write_text(json.dumps(result, indent=1))
         print(f"[bench] all scenarios in {time.monotonic() - started:.0f} s", flush=True)
+    if args.only and {s.group for s in scenarios} == {"accounts"}:
+        # only the accounts pair: splice its section, keep every other scenario's figures as they are
+        found = report.load(args.out, [s.name for s in scenarios])
+        formats.splice(args.results, accounts.section(found), accounts.BEGIN, accounts.END)
+        print(f"[bench] wrote the accounts section of {args.results}", flush=True)
+        return 0
     if args.only and {s.group for s in scenarios} == {"formats"}:
         # only the formats group: splice its section, keep every other scenario's figures as they are
         found = report.load(args.out, [s.name for s in scenarios])
@@ -123,6 +129,7 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     chosen["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     chosen["profile"] = next((r["profile"] for r in runs if r.get("profile")), None)
     chosen["repeats"] = [{k: r.get(k) for k in (*MEDIAN_KEYS, "peak_rss_mb")} for r in runs]
+    chosen["runs"] = [{"accounts": r.get("accounts"), "loadavg": r.get("loadavg")} for r in runs]
     return chosen
 
 

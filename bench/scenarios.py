@@ -51,11 +51,17 @@ class Scenario:
     targets: tuple[Target, ...] = ()
     encoding: str = "json"  # how events are encoded (bench/workload.py); avro starts a registry stand-in
     group: str = ""  # `--only <group>` runs the group; its runs are interleaved round by round
+    # Accounts (bench/accounts.py): the events above are account 1234's; with `second_account_visits`
+    # account 5678 has that many more, throttled by the API at `second_account_rps`; both accounts
+    # then have their own folder in LP_CREDENTIALS_DIR (with `credentials_dir`).
+    credentials_dir: bool = False
+    second_account_visits: int = 0
+    second_account_rps: float | None = None
 
     @property
     def events(self) -> int:
         """Events produced."""
-        return self.visits * self.per_visit
+        return (self.visits + self.second_account_visits) * self.per_visit
 
 
 THROTTLE_RPS = 400.0
@@ -154,6 +160,33 @@ FULL += [
         group="formats",
     )
     for encoding in FORMAT_ENCODINGS
+]
+
+
+# `accounts`: two accounts behind one daemon, one throttled by the API at 50 requests/s (429 +
+# Retry-After: 1); the other's throughput against its own run alone (bench/accounts.py).
+ACCOUNT_THROTTLE_RPS = 50.0
+FULL += [
+    Scenario(
+        "accounts-alone",
+        "account 1234 alone: 20,000 single-attribute visits, 50 ms, MAX_IN_FLIGHT 128, credentials directory",
+        visits=20_000,
+        credentials_dir=True,
+        repeat=3,
+        group="accounts",
+    ),
+    Scenario(
+        "accounts-shared",
+        f"account 1234 (20,000 visits) beside 5678, throttled at {ACCOUNT_THROTTLE_RPS:.0f} requests/s",
+        visits=20_000,
+        credentials_dir=True,
+        second_account_visits=1_500,
+        second_account_rps=ACCOUNT_THROTTLE_RPS,
+        time_limit_s=25.0,
+        warmup_s=3.0,
+        repeat=3,
+        group="accounts",
+    ),
 ]
 
 

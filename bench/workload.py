@@ -61,6 +61,7 @@ def events(
     encoding: str = "json",
     registry_url: str | None = None,
     topic: str = "",
+    account: str = "1234",
 ) -> Iterator[Item]:
     """(key, value, headers) of `visits` visits of `per_visit` lead events; the stamp is set when produced."""
     encoder = Encoder(encoding, registry_url) if encoding != "json" else None
@@ -72,14 +73,14 @@ def events(
                 yield (
                     key,
                     (
-                        f'{{"account":"1234","visitor":"{visitor}","sid":"s.{v}","topic":"t:{STAMP.decode()}",'
+                        f'{{"account":"{account}","visitor":"{visitor}","sid":"s.{v}","topic":"t:{STAMP.decode()}",'
                         f'"value":{k + 1},"currency":"USD","leadId":"L{v}.{k}"}}'
                     ).encode(),
                     None,
                 )
                 continue
             obj = {
-                "account": "1234",
+                "account": account,
                 "visitor": visitor,
                 "sid": f"s.{v}",
                 "topic": f"t:{STAMP.decode()}",

@@ -424,7 +424,7 @@ class Dispatcher:
             self._settled.set()
         if reply.status is not None or reply.error in SENT_ERRORS:
             backpressure = reply.status in BACKPRESSURE_STATUSES or reply.error == "timeout"
-            account.limiter.observe(reply.duration, backpressure)
+            account.observe(reply.status, reply.duration, backpressure)
         return reply
 
     def _delivered(self, batch: list[Record]) -> None:

@@ -66,6 +66,13 @@ class ConcurrencyLimiter:
         """The current whole limit."""
         return self._whole
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now and nobody waits (no await: the hot path)."""
+        if self.in_flight < self._whole and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Wait for a slot."""
         if self.in_flight < self._whole and not self._waiters:

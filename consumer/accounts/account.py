@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -17,6 +18,7 @@ from prometheus_client import Counter
 
 from consumer import metrics
 from consumer.accounts.credentials import AccountCredentials, ClientCredentials, CredentialsProblem, kind
+from consumer.accounts.pacing import Pacer
 from consumer.accounts.slots import FairSlots, TokenBucket
 from consumer.accounts.tokens import TokenCache
 from consumer.halt import Halt, Probe
@@ -47,6 +49,7 @@ class Account:
         self._slots = slots
         self.limiter = limiter
         self.bucket = bucket
+        self.pacer = Pacer()
         self.halt = halt
         self._fetch_token = fetch_token
         self.probe: Probe | None = None  # set by the dispatcher: one probe request for this account
@@ -106,17 +109,21 @@ class Account:
     # ---- slots --------------------------------------------------------------------------------
     async def acquire(self) -> None:
         """Wait for this account's slot (its adaptive limit), its rate, then a fair global slot."""
+        if self.bucket is None and self.pacer.bucket is None and self.limiter.try_acquire():
+            if self._slots.try_acquire():
+                return  # the usual case: no wait at all, no nested awaits
+            self.limiter.release()
         await self.limiter.acquire()
         try:
-            bucket = self.bucket
-            if bucket is not None:
-                wait = bucket.delay()
-                if wait > 0:
-                    try:
-                        await asyncio.sleep(wait)
-                    except asyncio.CancelledError:
-                        bucket.refund()
-                        raise
+            for bucket in (self.bucket, self.pacer.bucket):
+                if bucket is not None:
+                    wait = bucket.delay()
+                    if wait > 0:
+                        try:
+                            await asyncio.sleep(wait)
+                        except asyncio.CancelledError:
+                            bucket.refund()
+                            raise
             await self._slots.acquire(self.name)
         except BaseException:
             self.limiter.release()
@@ -128,8 +135,19 @@ class Account:
         self.limiter.release()
 
     # ---- outcomes -----------------------------------------------------------------------------
+    def observe(self, status: int | None, duration: float, backpressure: bool) -> None:
+        """Feed one answer to the account's limit (and its pacer: 2xx counted, 429 maybe paced)."""
+        if status is not None and status < 300:
+            self.pacer.accepted(time.monotonic())
+        elif status == 429 and self.pacer.throttled(time.monotonic(), self.limiter.limit):
+            backpressure = False  # paced by rate now: the (small) concurrency limit is left as it is
+        self.limiter.observe(duration, backpressure)
+
     def count(self, label: str) -> None:
-        """One more request answered `label` (engagement_account_requests_total)."""
+        """One more request answered `label` (engagement_account_requests_total; not for the single
+        set serving every account, whose requests are engagement_requests_total already)."""
+        if not self.name:
+            return
         child = self._requests.get(label)
         if child is None:
             child = self._requests[label] = metrics.ACCOUNT_REQUESTS.labels(self.name, label)

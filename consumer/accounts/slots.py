@@ -27,6 +27,13 @@ class FairSlots:
         """How many acquirers are waiting."""
         return sum(len(q) for q in self._queues.values())
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now and nobody waits (no await: the hot path)."""
+        if self.in_flight < self.capacity and not self._queues:
+            self.in_flight += 1
+            return True
+        return False
+
     async def acquire(self, key: str) -> None:
         """Wait for a slot; while slots are scarce, keys take turns."""
         if self.in_flight < self.capacity and not self._queues:

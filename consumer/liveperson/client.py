@@ -120,7 +120,11 @@ class EngagementClient:
             return self._failed(account, "domain_lookup", str(exc), started)
         url = events_url(base, visit.account, visit.visitor, visit.sid)
         try:
-            authorization = await account.authorization("POST", url, body)
+            signer = account.signer  # OAuth 1.0: signed right here, no await
+            if signer is not None:
+                authorization = signer.authorization("POST", url, body)
+            else:
+                authorization = await account.authorization("POST", url, body)
         except CredentialsProblem as exc:
             return self._failed(account, "credentials", str(exc), started)
         except TokenRejected as exc:

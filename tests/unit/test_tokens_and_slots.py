@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from consumer.accounts.pacing import CUT, IDLE_RELEASE_S, Pacer
 from consumer.accounts.slots import FairSlots, TokenBucket
 from consumer.accounts.tokens import TokenCache, TokenRejected
 from consumer.errors import RetryableError
@@ -144,3 +145,20 @@ def test_token_bucket_spaces_requests_to_the_rate() -> None:
     waits = [bucket.delay(now=0.0) for _ in range(5)]
     assert waits == pytest.approx([0.0, 0.02, 0.04, 0.06, 0.08])
     assert bucket.delay(now=1.0) == 0.0  # refilled (up to the burst)
+
+
+def test_a_small_limit_throttled_account_is_paced_by_rate_and_released_later() -> None:
+    pacer = Pacer()
+    assert not pacer.throttled(0.5, limit=20) and pacer.bucket is None, "a large limit handles its 429s"
+    for i in range(45):
+        pacer.accepted(100.0 + i / 45)
+    assert pacer.throttled(101.2, limit=3)
+    assert pacer.bucket is not None and pacer.bucket.rate == 45.0, "starts at the rate accepted last second"
+    assert pacer.throttled(101.5, limit=3) and pacer.bucket.rate == 45.0, "at most one cut a second"
+    pacer.throttled(102.3, limit=3)
+    assert pacer.bucket.rate == pytest.approx(45 * CUT)
+    for i in range(50):
+        pacer.accepted(102.4 + i / 100)
+    assert pacer.bucket.rate == pytest.approx(45 * CUT + 1), "+2 % of the rate per second accepted"
+    pacer.accepted(102.3 + IDLE_RELEASE_S + 1)
+    assert pacer.bucket is None, "no 429 for a long while: back to the concurrency limit alone"
