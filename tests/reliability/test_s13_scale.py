@@ -157,6 +157,8 @@ def test_scale_up_sigterm_and_sigkill_while_events_flow(
         waits_cut=cut,
     )
     assert code_first == 0 and code == 0, stopped
+    left = [e for e in first.log_events() if e.get("event") in ("consumer_closed", "consumer_close_timeout")]
+    assert [e["event"] for e in left] == ["consumer_closed"], "the SIGTERMed replica did not leave the group"
     assert stopped.get("uncommitted") == 0, stopped
     assert_sound(fig)
     assert fig.dead_lettered == sum(s.expect == "dead_letter" for s in specs) > 0
