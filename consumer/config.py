@@ -20,9 +20,10 @@ from consumer.policy import StatusPolicy, parse_status_policy
 
 CommaList = Annotated[list[str], NoDecode]
 
-# Of SHUTDOWN_DRAIN_S, what is kept for the final commit, leaving the group and closing the consumer.
+# Of SHUTDOWN_DRAIN_S, what is kept for the final commit, leaving the group and closing the consumer
+# (the drain gets the rest, at least 0.5 s): a shorter SHUTDOWN_DRAIN_S cannot be kept.
 CLOSE_RESERVE_S = 3.0
-MIN_SHUTDOWN_DRAIN_S = 5.0
+MIN_SHUTDOWN_DRAIN_S = CLOSE_RESERVE_S
 
 SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp_access_token_secret")
 # Secrets of the input side (read from `*_FILE` too, masked when printed; not OAuth credentials).
@@ -407,8 +408,9 @@ def _deadline_problems(s: Settings) -> list[str]:
     if s.shutdown_drain_s < MIN_SHUTDOWN_DRAIN_S:
         problems.append(
             f"SHUTDOWN_DRAIN_S: must be at least {MIN_SHUTDOWN_DRAIN_S:g} s (got {s.shutdown_drain_s:g}): "
-            f"{CLOSE_RESERVE_S:g} s of it are kept for the final commit and leaving the group, "
-            "the rest drains"
+            f"its last {CLOSE_RESERVE_S:g} s are kept for the final commit and leaving the group; "
+            "shorter, the pod may be killed before the member left (its partitions then wait for "
+            "session.timeout.ms)"
         )
     return problems
 

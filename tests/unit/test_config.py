@@ -210,7 +210,7 @@ def test_a_config_problem_line_never_shows_a_url_password() -> None:
     ("env", "says"),
     [
         ({"HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "10"}, "REVOKE_DRAIN_S: must be at least HTTP_TIMEOUT_S"),
-        ({"SHUTDOWN_DRAIN_S": "2"}, "SHUTDOWN_DRAIN_S: must be at least 5"),
+        ({"SHUTDOWN_DRAIN_S": "2"}, "SHUTDOWN_DRAIN_S: must be at least 3"),
     ],
 )
 def test_drain_deadlines_that_cannot_be_kept_are_refused_with_why(env: dict[str, str], says: str) -> None:
@@ -218,4 +218,4 @@ def test_drain_deadlines_that_cannot_be_kept_are_refused_with_why(env: dict[str,
     with pytest.raises(ConfigError) as err:
         load_settings({**BASE, **env})
     assert any(line.startswith(says) for line in err.value.problems), err.value.problems
-    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "5"})
+    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "3"})
