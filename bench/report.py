@@ -230,7 +230,7 @@ def _accounts_section(results: list[dict[str, Any]]) -> list[str]:
     """The `accounts` pair's section, if it ran."""
     from bench import accounts
 
-    return accounts.section(results)
+    return accounts.section(results, Path(__file__).resolve().parent / "out")
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:

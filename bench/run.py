@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only and {s.group for s in scenarios} == {"accounts"}:
         # only the accounts pair: splice its section, keep every other scenario's figures as they are
         found = report.load(args.out, [s.name for s in scenarios])
-        formats.splice(args.results, accounts.section(found), accounts.BEGIN, accounts.END)
+        formats.splice(args.results, accounts.section(found, args.out), accounts.BEGIN, accounts.END)
         print(f"[bench] wrote the accounts section of {args.results}", flush=True)
         return 0
     if args.only and {s.group for s in scenarios} == {"formats"}:
