@@ -163,12 +163,17 @@ class Dispatcher:
         """
         lane.waiting = True
         try:
-            return await step
+            result = await step
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not lane.cut or task is None or task.uncancel() > 0:
                 raise  # a real cancellation (shutdown), not (only) our cut
             return CUT
+        else:
+            task = asyncio.current_task()
+            if lane.cut and task is not None and task.cancelling():
+                task.uncancel()  # the step finished and swallowed our cut: take the request back
+            return result
         finally:
             lane.waiting = False
             if lane.cut:
