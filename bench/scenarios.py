@@ -172,7 +172,7 @@ FULL += [
         "account 1234 alone: 20,000 single-attribute visits, 50 ms, MAX_IN_FLIGHT 128, credentials directory",
         visits=20_000,
         credentials_dir=True,
-        repeat=3,
+        repeat=5,
         group="accounts",
     ),
     Scenario(
@@ -184,7 +184,7 @@ FULL += [
         second_account_rps=ACCOUNT_THROTTLE_RPS,
         time_limit_s=25.0,
         warmup_s=3.0,
-        repeat=3,
+        repeat=5,
         group="accounts",
     ),
 ]

@@ -137,10 +137,13 @@ class Account:
     # ---- outcomes -----------------------------------------------------------------------------
     def observe(self, status: int | None, duration: float, backpressure: bool) -> None:
         """Feed one answer to the account's limit (and its pacer: 2xx counted, 429 maybe paced)."""
+        pacer = self.pacer
         if status is not None and status < 300:
-            self.pacer.accepted(time.monotonic())
-        elif status == 429 and self.pacer.throttled(time.monotonic(), self.limiter.limit):
-            backpressure = False  # paced by rate now: the (small) concurrency limit is left as it is
+            pacer.accepted(time.monotonic())
+        elif status == 429 and pacer.throttled(time.monotonic(), self.limiter.limit):
+            return  # paced by rate now: the pacer answers this 429, not the concurrency limit
+        if pacer.bucket is not None and not backpressure:
+            return  # while paced, the limit neither grows (its slots wait on the pacer) nor shrinks
         self.limiter.observe(duration, backpressure)
 
     def count(self, label: str) -> None:

@@ -132,3 +132,28 @@ async def test_an_unreadable_folder_at_run_time_halts_that_account_alone(tmp_pat
     await asyncio.wait_for(resumed(), 5)
     assert "200" in probes
     await reg.close()
+
+
+async def test_a_paced_account_keeps_its_concurrency_limit_where_it_was() -> None:
+    """Its slots wait on the pacer: 'in use' says nothing about the API, so the limit must not grow."""
+    account = registry({**SINGLE, "LP_ACCOUNT": "7", "MAX_IN_FLIGHT": "64"}).get("7")
+    assert account is not None
+    account.limiter._set(3.0)
+    account.limiter.in_flight = 3  # every slot in use, as when lanes queue behind the pacer
+    account.observe(429, 0.05, backpressure=True)
+    assert account.pacer.bucket is not None
+    for _ in range(200):
+        account.observe(200, 0.05, backpressure=False)
+    assert account.limiter.limit == 3
+
+
+async def test_a_429_cuts_only_that_accounts_limit(tmp_path: Path) -> None:
+    write_folder(tmp_path / "100", KEYS)
+    write_folder(tmp_path / "200", APP)
+    reg = registry({"LP_CREDENTIALS_DIR": str(tmp_path), "MAX_IN_FLIGHT": "64"})
+    throttled, other = reg.get("100"), reg.get("200")
+    assert throttled is not None and other is not None
+    before = other.limiter.limit
+    throttled.observe(429, 0.05, backpressure=True)  # a large limit: the concurrency limit answers it
+    assert throttled.limiter.limit < before and other.limiter.limit == before
+    assert throttled.pacer.bucket is None
