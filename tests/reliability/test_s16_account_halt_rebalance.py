@@ -1,4 +1,4 @@
-"""Scenario 10: an account's halt survives a rebalance that takes every partition of that account.
+"""Scenario 16: an account's halt survives a rebalance that takes every partition of that account.
 
 Account 200's key is revoked; all its events sit on one partition (one visitor). The first
 instance halts 200 (account 100 keeps flowing). A second instance that subscribes only to that
