@@ -157,3 +157,14 @@ async def test_a_429_cuts_only_that_accounts_limit(tmp_path: Path) -> None:
     throttled.observe(429, 0.05, backpressure=True)  # a large limit: the concurrency limit answers it
     assert throttled.limiter.limit < before and other.limiter.limit == before
     assert throttled.pacer.bucket is None
+
+
+async def test_rate_limit_per_account_spaces_that_accounts_requests() -> None:
+    account = registry({**SINGLE, "LP_ACCOUNT": "7", "RATE_LIMIT_PER_ACCOUNT": "20"}).get("7")
+    assert account is not None and account.bucket is not None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(6):  # a burst of 2 (a tenth of a second), then one every 50 ms
+        await account.acquire()
+        account.release()
+    assert loop.time() - started >= 0.19
