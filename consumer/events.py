@@ -237,18 +237,7 @@ def parse_event(value: bytes | None, attribute_type: str, *, max_bytes: int = 65
     fields = _FIELDS.get(attribute_type)
     if fields is None:
         raise ValueError(f"attribute_type must be {LEAD!r} or {SERVICE!r}, not {attribute_type!r}")
-    if value is None:
-        raise InvalidEvent("empty", "message value is null (a tombstone)")
-    if not value:
-        raise InvalidEvent("empty", "message value is empty")
-    if len(value) > max_bytes:
-        raise InvalidEvent("too_large", f"message is {len(value)} bytes, above the {max_bytes}-byte limit")
-    if value.startswith(_BOM):
-        value = value[3:]
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise _not_json(value, exc) from None
+    obj = load_object(value, max_bytes=max_bytes)
     if type(obj) is not dict:
         raise InvalidEvent("not_object", f"message is a JSON {json_type(obj)}, not an object")
     return build_event(obj, attribute_type, fields)

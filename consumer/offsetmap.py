@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from enum import Enum
 from itertools import islice
 
+from consumer.varint import read_varint
+
 PREFIX = "ec"
 VERSION = "1"
 HEAD = PREFIX + VERSION
@@ -117,7 +119,7 @@ def decode(text: str | None, committed: int) -> tuple[list[Run] | None, Unread |
     if zlib.crc32(text[: len(HEAD) + 1].encode() + payload).to_bytes(_CRC_BYTES, "little") != crc:
         return None, Unread.CORRUPT
     try:
-        base, at = _read_varint(payload, 0)
+        base, at = read_varint(payload, 0)
         body = payload[at:]
         compressed, layout = kind
         if compressed:
@@ -147,19 +149,6 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
-
-
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[at]
-        at += 1
-        n |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return n, at
-        shift += 7
 
 
 def _rle_values(base: int, runs: list[Run]) -> list[int]:
@@ -203,8 +192,8 @@ def _read_rle(base: int, body: bytes) -> list[Run]:
     runs: list[Run] = []
     at, prev = 0, base
     while at < len(body):
-        gap, at = _read_varint(body, at)
-        length, at = _read_varint(body, at)
+        gap, at = read_varint(body, at)
+        length, at = read_varint(body, at)
         if length < 1 or (runs and gap < 1):
             raise ValueError("empty run or touching runs")
         start = prev + gap
@@ -227,7 +216,7 @@ def _bitset(base: int, runs: list[Run], span: int) -> bytes:
 
 
 def _read_bitset(base: int, body: bytes) -> list[Run]:
-    span, at = _read_varint(body, 0)
+    span, at = read_varint(body, 0)
     data = body[at:]
     if span < 1 or len(data) != (span + 7) // 8:
         raise ValueError("bitset length")

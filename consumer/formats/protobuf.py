@@ -15,6 +15,8 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
+from consumer.varint import read_varint
+
 INDEX_LIMIT = 16  # nesting depth of a message index a producer could write; more is garbage
 
 
@@ -23,7 +25,7 @@ def message_indexes(value: bytes) -> tuple[int, ...]:
     pos, out = 5, list[int]()
     count: int | None = None
     while count is None or len(out) < count:
-        number, pos = _varint(value, pos)
+        number, pos = read_varint(value, pos, "message index")
         number = (number >> 1) ^ -(number & 1)
         if count is None:
             count = number
@@ -34,19 +36,6 @@ def message_indexes(value: bytes) -> tuple[int, ...]:
             continue
         out.append(number)
     return tuple(out)
-
-
-def _varint(value: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(value) or shift > 63:
-            raise ValueError("truncated message index")
-        byte = value[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
 
 
 def build_decoder(

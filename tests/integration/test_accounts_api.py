@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,18 +21,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 BODY = b'[{"type":"lead","lead":{"topic":"t"}}]'
 KEYS_A = Credentials("ck-a", "cs-a", "at-a", "ats-a")
 APP_B = ClientCredentials("client-b", "secret-b")
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[SandboxAPI]:
-    async with SandboxAPI() as api:
-        yield api
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def client_and_accounts(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,18 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 LEAD = {"type": "lead", "lead": {"topic": "upgrade inquiry", "value": 200, "currency": "USD", "leadId": "x1"}}
 SERVICE = {"type": "service", "service": {"topic": "add user", "status": 0, "serviceId": "s12"}}
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[SandboxAPI]:
-    async with SandboxAPI() as api:
-        yield api
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def send(
