@@ -1,0 +1,157 @@
+"""Checks of settings beyond their types: what would break a guarantee, deadlines, folders, topics.
+
+Each check returns one line per problem, saying why; `load_settings` gathers them all so a bad
+configuration is reported in one go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from consumer.accounts.credentials import scan
+from consumer.formats.mapping import input_format_problems
+from consumer.liveperson.url import base_url_problem, mask_url
+from consumer.policy import parse_status_policy
+
+if TYPE_CHECKING:
+    from consumer.config import Settings
+
+# Of SHUTDOWN_DRAIN_S, what is kept for the final commit, leaving the group and closing the consumer
+# (the drain gets the rest, at least 0.5 s): a shorter SHUTDOWN_DRAIN_S cannot be kept.
+CLOSE_RESERVE_S = 3.0
+MIN_SHUTDOWN_DRAIN_S = CLOSE_RESERVE_S
+# The single set of OAuth 1.0 credentials (LP_*), as Settings fields.
+SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp_access_token_secret")
+
+_TRUE = {"true", "t", "1"}  # librdkafka's spellings of true
+
+
+def _guarantee_problems(props: Mapping[str, str]) -> list[str]:
+    """`KAFKA_*` pass-through settings that would break at-least-once, one line each with why."""
+    problems: list[str] = []
+
+    def value(prop: str) -> str | None:
+        raw = props.get(prop)
+        return None if raw is None else str(raw).strip().lower()
+
+    def refuse(prop: str, why: str) -> None:
+        problems.append(f"KAFKA_{prop.upper().replace('.', '_')}: {why} (got {props[prop]!r})")
+
+    if value("enable.auto.offset.store") in _TRUE:
+        refuse(
+            "enable.auto.offset.store",
+            "must stay false: librdkafka would store every polled offset before its event is "
+            "delivered or dead-lettered, and any commit of stored offsets would pass those events",
+        )
+    isolation = value("isolation.level")
+    if isolation is not None and isolation != "read_committed":
+        refuse(
+            "isolation.level",
+            "must stay read_committed: otherwise events of aborted transactions, which their "
+            "producer took back, are delivered",
+        )
+    reset = value("auto.offset.reset")
+    if reset in ("latest", "largest", "end"):
+        refuse(
+            "auto.offset.reset",
+            "must be earliest: with no committed offset, or one the retention already removed, "
+            "latest skips every retained event; to skip a backlog on purpose reset the group's "
+            "offsets with kafka-consumer-groups",
+        )
+    elif reset is not None and reset not in ("earliest", "smallest", "beginning"):
+        refuse(
+            "auto.offset.reset",
+            "must be earliest: the daemon does not handle the reset error, so the partition stalls",
+        )
+    acks = value("acks") or value("request.required.acks")
+    if acks is not None and acks not in ("all", "-1"):
+        prop = "acks" if "acks" in props else "request.required.acks"
+        refuse(
+            prop,
+            "must be all (-1): an event counts as done, and is committed, once its dead letter is "
+            "acknowledged; with fewer acks a broker failure can lose that dead letter",
+        )
+    return problems
+
+
+def _directory_problems(s: Settings) -> list[str]:
+    """Every unusable account folder, by file; and the single set's place beside the directory."""
+    assert s.lp_credentials_dir is not None
+    found, problems = scan(Path(s.lp_credentials_dir))
+    if s.has_single_set and not s.lp_account:
+        problems.append(
+            "LP_ACCOUNT: required when LP_CREDENTIALS_DIR and the single-set LP_* credentials are both "
+            "set (which account do they belong to?)"
+        )
+    if s.lp_account and s.lp_account in found:
+        problems.append(
+            f"LP_ACCOUNT: account {s.lp_account} also has a folder in LP_CREDENTIALS_DIR: keep one"
+        )
+    if not found and not problems and not s.lp_account:
+        problems.append(f"LP_CREDENTIALS_DIR: no account folders in {s.lp_credentials_dir}")
+    return problems
+
+
+def _deadline_problems(s: Settings) -> list[str]:
+    """Drain deadlines that cannot be kept: each says what would go wrong."""
+    problems = []
+    if s.http_timeout_s > s.revoke_drain_s:
+        problems.append(
+            f"REVOKE_DRAIN_S: must be at least HTTP_TIMEOUT_S ({s.http_timeout_s:g} s; got "
+            f"{s.revoke_drain_s:g}): a request still on the wire when a revoke stops waiting can land "
+            "after the new owner's newer one for the same visit (out of order)"
+        )
+    if s.shutdown_drain_s < MIN_SHUTDOWN_DRAIN_S:
+        problems.append(
+            f"SHUTDOWN_DRAIN_S: must be at least {MIN_SHUTDOWN_DRAIN_S:g} s (got {s.shutdown_drain_s:g}): "
+            f"its last {CLOSE_RESERVE_S:g} s are kept for the final commit and leaving the group; "
+            "shorter, the pod may be killed before the member left (its partitions then wait for "
+            "session.timeout.ms)"
+        )
+    return problems
+
+
+def semantic_problems(s: Settings, require_kafka: bool, require_credentials: bool) -> list[str]:
+    """Every problem of a typed Settings, one line each (the typed fields are already valid)."""
+    problems: list[str] = _guarantee_problems(s.kafka_properties)
+    problems.extend(_deadline_problems(s))
+    if require_kafka and not s.kafka_bootstrap_servers:
+        problems.append("KAFKA_BOOTSTRAP_SERVERS: required (comma-separated host:port list)")
+    single_set_required = require_credentials and (not s.lp_credentials_dir or s.lp_account is not None)
+    if require_credentials and s.lp_credentials_dir:
+        problems.extend(_directory_problems(s))
+    for name in SECRET_FIELDS if single_set_required else ():
+        if name in s.credential_files:
+            continue  # an unreadable file is reported where it is read
+        if getattr(s, name) is None or not getattr(s, name).get_secret_value():
+            problems.append(f"{name.upper()}: required (set it or {name.upper()}_FILE)")
+    if not s.lead_topics and not s.service_topics and not s.event_topics:
+        problems.append("LEAD_TOPICS/SERVICE_TOPICS/EVENT_TOPICS: at least one topic is required")
+    both = set(s.lead_topics) & set(s.service_topics)
+    if both:
+        problems.append(f"LEAD_TOPICS/SERVICE_TOPICS: a topic cannot be both: {', '.join(sorted(both))}")
+    mixed = set(s.event_topics) & (set(s.lead_topics) | set(s.service_topics))
+    if mixed:
+        problems.append(
+            f"EVENT_TOPICS: a topic cannot also be a lead or service topic: {', '.join(sorted(mixed))}"
+        )
+    problems.extend(input_format_problems(s))
+    if s.dlq_topic in s.topics:
+        problems.append("DLQ_TOPIC: must differ from the lead, service and event topics")
+    if s.lp_base_url and s.lp_domain:
+        problems.append("LP_BASE_URL/LP_DOMAIN: set one of them, not both")
+    if s.lp_base_url and not s.lp_base_url.startswith(("http://", "https://")):
+        problems.append(f"LP_BASE_URL: must start with https:// (got {mask_url(s.lp_base_url)!r})")
+    elif s.lp_base_url and (problem := base_url_problem(s.lp_base_url)):
+        problems.append(f"LP_BASE_URL: {problem} (got {mask_url(s.lp_base_url)!r})")
+    if s.lp_domain and (problem := base_url_problem(f"{s.lp_scheme}://{s.lp_domain}")):
+        problems.append(f"LP_DOMAIN: {problem} (got {s.lp_domain!r})")
+    if s.retry_max_backoff_s < s.retry_initial_s:
+        problems.append("RETRY_MAX_BACKOFF_S: must be >= RETRY_INITIAL_S")
+    try:
+        parse_status_policy(s.status_policy)
+    except ValueError as exc:
+        problems.append(f"STATUS_POLICY: {exc}")
+    return problems
