@@ -43,10 +43,18 @@ def environment() -> str:
 
 
 def _dup(row: dict[str, Any]) -> str:
+    if row.get("duplicate_note"):
+        return f"{row['duplicated']} ({row['duplicate_note']})"
     window = row.get("duplicate_window")
     if window is None:
         return f"{row['duplicated']} (must be 0)"
     return f"{row['duplicated']} (≤ {window})"
+
+
+def scenario_order(row: dict[str, Any]) -> tuple[int, str]:
+    """Scenarios by number, then suffix: 2 before 2b before 10a."""
+    number = re.match(r"\d+", row["scenario"])
+    return (int(number.group()) if number else 0, row["scenario"])
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -60,7 +68,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         f"| {r['scenario']} | {r['title']} | {r['events']} | **{r['lost']}** | {_dup(r)} | "
         f"{r['out_of_order']} | {r['uncommitted']} | {r['dead_lettered']} | {r['seconds']:.0f} | "
         f"{r['injection'].replace('|', '/')} |"
-        for r in rows
+        for r in sorted(rows, key=scenario_order)
     ]
     return head + "\n".join(lines) + "\n"
 

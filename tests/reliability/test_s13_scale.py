@@ -152,6 +152,7 @@ def test_scale_up_sigterm_and_sigkill_while_events_flow(
         leave_s=round(leave_s, 1),
         kill_s=round(kill_s, 1),
         duplicates_by_phase=dups,
+        duplicate_note="not bounded: counted by phase",
         revokes=len(revokes),
         slowest_revoke_s=slowest,
         waits_cut=cut,
