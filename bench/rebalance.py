@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench import formats
 from bench.driver import api_args, daemon_env
 from bench.processes import APIServers, DaemonProcess
 from bench.scenarios import Scenario
@@ -205,21 +206,6 @@ def main(out_dir: Path, results: Path, quick: bool = False) -> int:
     with LocalBroker(log_path=out_dir / "tansu-rebalance.log") as broker:
         result = run(broker, out_dir, time.strftime("%H%M%S"))
     (out_dir / "rebalance.json").write_text(json.dumps(result, indent=1))
-    splice(results, section(result))
+    formats.splice(results, section(result), BEGIN, END)
     print(f"[bench] rebalance: join {result['join']}, leave {result['leave']}", flush=True)
     return 0
-
-
-def splice(md_path: Path, lines: list[str]) -> None:
-    """Replace the rebalance section of RESULTS.md (or insert it before `## Targets`)."""
-    text = md_path.read_text() if md_path.exists() else "# Benchmark results\n\n"
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block.rstrip("\n") + rest.split(END, 1)[1]
-    elif "## Targets" in text:
-        head, rest = text.split("## Targets", 1)
-        text = head + block + "\n## Targets" + rest
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    md_path.write_text(text)
