@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any, NamedTuple
 
 import pytest
 from harness import Daemon, Topics, next_id, wait_until
@@ -113,18 +114,39 @@ def check_window(fig: Figures, specs: list[Spec], window: set[str], maps: bool) 
         assert outside, "plain commits should resend what the retry pinned: the scenario pins nothing"
 
 
-@pytest.mark.parametrize("maps", [True, False], ids=["maps", "plain"])
-def test_sigkill_during_a_long_retry_resends_only_the_last_commit_interval(
-    maps: bool, mock_cluster: MockCluster, api, daemon_env, start_daemon, recorder
-) -> None:
+class PinnedRun(NamedTuple):
+    """A first daemon on the mock cluster, a stream at RATE, the slow visits failing until healed."""
+
+    topics: Topics
+    specs: list[Spec]
+    env: dict[str, str]
+    tally: Tally
+    first: Daemon
+    stream: Stream
+
+
+def start_pinned(
+    mock_cluster: MockCluster, api: Any, daemon_env: Any, start_daemon: Any, maps: bool, seed: int
+) -> PinnedRun:
+    """Both scenarios' start: the workload, slow visits answered 500, the first daemon, the stream."""
     topics = mock_topics(mock_cluster)
-    specs = workload(topics, seed=10)
+    specs = workload(topics, seed=seed)
     api.latency, api.jitter = 0.01, 0.02
     fail_slow(api)
     env = env_for(daemon_env, api.base_url, mock_cluster, topics, maps)
     tally = Tally(api)
     first = start_daemon(env)
     stream = Stream(mock_cluster.bootstrap, specs, rate=RATE).start()
+    return PinnedRun(topics, specs, env, tally, first, stream)
+
+
+@pytest.mark.parametrize("maps", [True, False], ids=["maps", "plain"])
+def test_sigkill_during_a_long_retry_resends_only_the_last_commit_interval(
+    maps: bool, mock_cluster: MockCluster, api, daemon_env, start_daemon, recorder
+) -> None:
+    topics, specs, env, tally, first, stream = start_pinned(
+        mock_cluster, api, daemon_env, start_daemon, maps, seed=10
+    )
     wait_until(lambda: len(tally.update().count) >= EVENTS * 6 // 10, 30, "60% delivered")
     first.kill()
     killed_at = time.monotonic()
@@ -162,14 +184,9 @@ def test_sigkill_during_a_long_retry_resends_only_the_last_commit_interval(
 def test_rebalance_during_a_long_retry_resends_only_what_was_in_flight(
     maps: bool, mock_cluster: MockCluster, api, daemon_env, start_daemon, recorder
 ) -> None:
-    topics = mock_topics(mock_cluster)
-    specs = workload(topics, seed=11)
-    api.latency, api.jitter = 0.01, 0.02
-    fail_slow(api)
-    env = env_for(daemon_env, api.base_url, mock_cluster, topics, maps)
-    tally = Tally(api)
-    first = start_daemon(env)
-    stream = Stream(mock_cluster.bootstrap, specs, rate=RATE).start()
+    topics, specs, _, tally, first, stream = start_pinned(
+        mock_cluster, api, daemon_env, start_daemon, maps, seed=11
+    )
     wait_until(lambda: len(tally.update().count) >= EVENTS // 3, 30, "a third delivered")
     joined_at = time.monotonic()
     second = start_daemon(env_for(daemon_env, api.base_url, mock_cluster, topics, maps), wait_ready=False)
