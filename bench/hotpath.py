@@ -27,13 +27,13 @@ from typing import Any
 import orjson
 
 from consumer.config import load_settings
-from consumer.dispatch import Dispatcher
-from consumer.events import parse_event
+from consumer.delivery.dispatch import Dispatcher
+from consumer.formats.events import parse_event
+from consumer.kafka.offsets import OffsetTracker
+from consumer.kafka.records import Record
 from consumer.liveperson.client import Reply
 from consumer.liveperson.oauth import Signer
 from consumer.liveperson.url import events_url
-from consumer.offsets import OffsetTracker
-from consumer.records import Record
 
 ENV = {
     "LP_CONSUMER_KEY": "k",
@@ -76,8 +76,8 @@ async def _once(n: int) -> float:
 
         d = Dispatcher(settings, client, AccountRegistry(settings, no_tokens), tracker)  # type: ignore[arg-type]
     else:  # the dispatcher before accounts: one limiter, one auth gate
-        from consumer.halt import AuthGate  # type: ignore[attr-defined]
-        from consumer.limiter import ConcurrencyLimiter
+        from consumer.accounts.halt import AuthGate  # type: ignore[attr-defined]
+        from consumer.delivery.limiter import ConcurrencyLimiter
 
         gate = AuthGate(1, 2, lambda: None, lambda halted: None)
         d = Dispatcher(settings, client, ConcurrencyLimiter(128, True), tracker, gate)  # type: ignore[arg-type,call-arg]

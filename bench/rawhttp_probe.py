@@ -15,9 +15,9 @@ from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
-from consumer import metrics
 from consumer.liveperson import client as lp
 from consumer.liveperson.url import events_url
+from consumer.ops import metrics
 
 _FIXED = (
     b"User-Agent: engagement-consumer/0.1\r\nAccept-Encoding: identity\r\n"

@@ -18,21 +18,21 @@ import structlog
 from confluent_kafka import KafkaError, Message
 from prometheus_client import Counter as PromCounter
 
-from consumer import metrics
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import CLOSE_RESERVE_S, Settings
-from consumer.deadletter import DeadLetters, Verdict
-from consumer.dispatch import Dispatcher
+from consumer.delivery.dispatch import Dispatcher
 from consumer.errors import InvalidEvent
+from consumer.formats.intake import Holds
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
-from consumer.health import HealthServer
-from consumer.intake import Holds
+from consumer.kafka.deadletter import DeadLetters, Verdict
+from consumer.kafka.offsets import CommitPoint, OffsetTracker
+from consumer.kafka.records import Record, TopicPartition
+from consumer.kafka.source import Committed, KafkaSource
+from consumer.kafka.unreadable import unreadable_record
 from consumer.liveperson.client import EngagementClient
-from consumer.offsets import CommitPoint, OffsetTracker
-from consumer.records import Record, TopicPartition
-from consumer.source import Committed, KafkaSource
-from consumer.unreadable import unreadable_record
+from consumer.ops import metrics
+from consumer.ops.health import HealthServer
 
 log = structlog.get_logger("consumer.app")
 

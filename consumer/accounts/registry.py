@@ -18,13 +18,13 @@ from pathlib import Path
 
 import structlog
 
-from consumer import metrics
 from consumer.accounts.account import Account, Loader, TokenFetch
 from consumer.accounts.credentials import Fingerprint, account_folders, fingerprint, load_folder
+from consumer.accounts.halt import Halt, Probe
 from consumer.accounts.slots import FairSlots, TokenBucket
 from consumer.config import Settings
-from consumer.halt import Halt, Probe
-from consumer.limiter import ConcurrencyLimiter
+from consumer.delivery.limiter import ConcurrencyLimiter
+from consumer.ops import metrics
 
 log = structlog.get_logger("consumer.accounts")
 

@@ -2,6 +2,6 @@
 
 Data flows one way: ``message`` (what a decoded message is) <- ``cloudevents``, ``connect``,
 ``registry`` (one format each) <- ``mapping`` (FIELD_MAP, TYPE_MAP) <- ``reader`` (detection and
-the one entry point, :class:`~consumer.formats.reader.EventReader`), which ``consumer.events``
+the one entry point, :class:`~consumer.formats.reader.EventReader`), which ``consumer.formats.events``
 validates exactly as it validates flat JSON.
 """

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from consumer.errors import InvalidEvent
-from consumer.events import json_type
+from consumer.formats.events import json_type
 from consumer.formats.message import Headers, header_text
 
 PREFIX = "ce_"

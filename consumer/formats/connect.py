@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from consumer.errors import InvalidEvent
-from consumer.events import json_type
+from consumer.formats.events import json_type
 
 
 def is_envelope(obj: dict[str, Any]) -> bool:

@@ -14,13 +14,9 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from consumer.formats.message import Decoded, Headers, find_header
-from consumer.liveperson.url import mask_url
-
-if TYPE_CHECKING:
-    from consumer.config import Settings
 
 LEAD_FIELDS = ("topic", "value", "currency", "leadId")
 SERVICE_FIELDS = ("topic", "status", "category", "serviceId")
@@ -150,28 +146,3 @@ def _plain(value: Any) -> Any:
         as_float = float(value)
         return as_float if math.isfinite(as_float) else value
     return value
-
-
-def input_format_problems(s: Settings) -> list[str]:
-    """One line per unusable input-format setting (FIELD_MAP, TYPE_MAP, TYPE_FIELD, the registry URL)."""
-    problems: list[str] = []
-    try:
-        parse_field_map(s.field_map)
-    except ValueError as exc:
-        problems.append(f"FIELD_MAP: {exc}")
-    try:
-        parse_type_map(s.type_map)
-    except ValueError as exc:
-        problems.append(f"TYPE_MAP: {exc}")
-    if s.type_field:
-        try:
-            parse_path(s.type_field)
-        except ValueError as exc:
-            problems.append(f"TYPE_FIELD: {exc}")
-    if (s.type_field or s.type_map) and not s.event_topics:
-        problems.append("TYPE_FIELD/TYPE_MAP: only used with EVENT_TOPICS, which is not set")
-    url = s.schema_registry_url
-    if url and not all(u.strip().startswith(("http://", "https://")) for u in url.split(",")):
-        shown = mask_url(url) if "://" in url else url.rpartition("@")[2]  # never echo a user-info
-        problems.append(f"SCHEMA_REGISTRY_URL: must start with http:// or https:// (got {shown!r})")
-    return problems

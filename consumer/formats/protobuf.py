@@ -15,7 +15,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from consumer.varint import read_varint
+from consumer.util.varint import read_varint
 
 INDEX_LIMIT = 16  # nesting depth of a message index a producer could write; more is garbage
 

@@ -11,7 +11,7 @@ the headers when there are any, two key look-ups in the decoded object):
 
 On a lead or service topic the topic decides the type; on an ``EVENT_TOPICS`` topic the CloudEvents
 ``type`` (or the ``TYPE_FIELD`` value) does, through ``TYPE_MAP``. ``FIELD_MAP`` then picks the
-contract's fields, and :func:`consumer.events.build_event` validates them as it does flat JSON.
+contract's fields, and :func:`consumer.formats.events.build_event` validates them as it does flat JSON.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from consumer.errors import InvalidEvent
-from consumer.events import Event, build_event, json_type, load_object
 from consumer.formats import cloudevents, connect
+from consumer.formats.events import Event, build_event, json_type, load_object
 from consumer.formats.mapping import (
     DATA,
     FieldMap,

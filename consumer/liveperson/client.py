@@ -11,14 +11,14 @@ import aiohttp
 from prometheus_client import Counter
 from yarl import URL
 
-from consumer import metrics
 from consumer.accounts.credentials import ClientCredentials, CredentialsProblem
 from consumer.accounts.tokens import TokenRejected, fetch_token
 from consumer.config import Settings
 from consumer.errors import RetryableError
-from consumer.events import Visit
+from consumer.formats.events import Visit
 from consumer.liveperson.domain import DomainResolver
 from consumer.liveperson.url import events_url
+from consumer.ops import metrics
 
 if TYPE_CHECKING:
     from consumer.accounts.account import Account

@@ -17,8 +17,8 @@ import structlog
 from yarl import URL
 
 from consumer.errors import RetryableError
-from consumer.expiring import ExpiringMap
 from consumer.liveperson.url import base_url_problem
+from consumer.util.expiring import ExpiringMap
 
 log = structlog.get_logger("consumer.domain")
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from consumer.errors import InvalidEvent
-from consumer.events import encode_attributes
+from consumer.formats.events import encode_attributes
 from consumer.formats.message import Headers
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import RegistryUnavailable, SchemaPending

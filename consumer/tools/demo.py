@@ -395,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 when every produced event is accounted for."""
     from rich.console import Console
 
-    from consumer.cli import run_async
+    from consumer.util.aio import run_async
 
     console = Console()
     if not console.is_terminal:

@@ -13,7 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from consumer.metrics import REGISTRY
+from consumer.ops.metrics import REGISTRY
 
 PLAIN_INTERVAL_S = 2.0
 

@@ -16,9 +16,9 @@ def add_parser(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Load the configuration (exit 1 with one line per problem), then run until SIGTERM/SIGINT."""
-    from consumer import logs
     from consumer.app import App
-    from consumer.cli import run_async
+    from consumer.ops import logs
+    from consumer.util.aio import run_async
 
     settings = settings_or_report()
     if settings is None:

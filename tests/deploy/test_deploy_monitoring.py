@@ -1,6 +1,6 @@
 """Alerts and dashboard use only what the daemon exports, the way its metric types allow.
 
-The metric names come from the daemon's own registry (consumer.metrics.REGISTRY), never from a
+The metric names come from the daemon's own registry (consumer.ops.metrics.REGISTRY), never from a
 copied list. PromQL is not parsed by a real engine here (no promtool in CI): a small scanner
 strips strings, label matchers, ranges and grouping clauses, and what is left that is not a
 function, keyword or number is a metric name. That is enough to catch a renamed or misspelt
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from consumer.metrics import REGISTRY, exported_names
+from consumer.ops.metrics import REGISTRY, exported_names
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(60)]
 

@@ -77,7 +77,7 @@ async def test_probe_and_scrape_paths_are_served_by_the_daemon() -> None:
     """The Deployment's probe paths and the ServiceMonitor's path, asked of the daemon's own server."""
     import aiohttp
 
-    from consumer.health import HealthServer
+    from consumer.ops.health import HealthServer
 
     resources = render(OVERLAY)
     c = container(resources)

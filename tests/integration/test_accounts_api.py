@@ -10,7 +10,7 @@ import pytest
 from consumer.accounts.credentials import ClientCredentials, write_folder
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import load_settings
-from consumer.events import Visit
+from consumer.formats.events import Visit
 from consumer.liveperson.client import EngagementClient
 from consumer.liveperson.domain import DomainResolver
 from consumer.liveperson.oauth import Credentials

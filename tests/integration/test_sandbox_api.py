@@ -303,7 +303,7 @@ async def test_an_unusable_domain_api_base_uri_is_a_failed_lookup_not_an_excepti
     """An odd `baseURI` from the Domain API is retried like any failed lookup, never raised."""
     from consumer.accounts.registry import AccountRegistry
     from consumer.config import load_settings
-    from consumer.events import Visit
+    from consumer.formats.events import Visit
     from consumer.liveperson.client import EngagementClient
 
     sandbox.domain = base_uri  # what the stand-in Domain API answers

@@ -37,7 +37,7 @@ from scenario import (
 )
 
 from consumer.errors import InvalidEvent
-from consumer.events import parse_event
+from consumer.formats.events import parse_event
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 

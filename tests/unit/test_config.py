@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from consumer.config import Settings, load_settings
+from consumer.delivery.policy import DEFAULT_POLICY
 from consumer.errors import ConfigError
-from consumer.policy import DEFAULT_POLICY
 
 pytestmark = pytest.mark.timeout(10)
 ROOT = Path(__file__).resolve().parents[2]

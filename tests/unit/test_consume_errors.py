@@ -13,8 +13,8 @@ from confluent_kafka import KafkaError, Message
 
 from consumer.app import App
 from consumer.config import load_settings
-from consumer.deadletter import Verdict
-from consumer.records import Record
+from consumer.kafka.deadletter import Verdict
+from consumer.kafka.records import Record
 
 pytestmark = pytest.mark.timeout(10)
 TOPIC = "engagement.leads"
@@ -83,7 +83,7 @@ async def test_errors_without_a_record_are_not_dead_lettered() -> None:
 
 
 def test_a_batch_reported_again_and_again_is_walked_one_offset_at_a_time() -> None:
-    from consumer.unreadable import StuckBatches
+    from consumer.kafka.unreadable import StuckBatches
 
     stuck = StuckBatches()
     seeks: list[tuple[str, int, int]] = []

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from confluent_kafka import KafkaError
 
-from consumer import metrics
-from consumer.deadletter import RETRY_MAX_S, DeadLetters, Verdict, produce_failure_kind
-from consumer.records import Record
+from consumer.kafka.deadletter import RETRY_MAX_S, DeadLetters, Verdict, produce_failure_kind
+from consumer.kafka.records import Record
+from consumer.ops import metrics
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -15,13 +15,13 @@ from consumer.accounts.account import Account, TokenFetch
 from consumer.accounts.credentials import CredentialsProblem
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import load_settings
-from consumer.deadletter import Verdict
-from consumer.dispatch import Dispatcher
-from consumer.events import Visit, parse_event
+from consumer.delivery.dispatch import Dispatcher
+from consumer.formats.events import Visit, parse_event
+from consumer.kafka.deadletter import Verdict
+from consumer.kafka.offsets import CommitPoint, OffsetTracker
+from consumer.kafka.records import Record
 from consumer.liveperson.client import Reply
 from consumer.liveperson.oauth import Credentials
-from consumer.offsets import CommitPoint, OffsetTracker
-from consumer.records import Record
 
 pytestmark = pytest.mark.timeout(20)
 TP = ("leads", 0)
@@ -228,7 +228,7 @@ async def test_revoke_drops_queued_work_and_returns_the_done_prefix() -> None:
 async def test_an_exception_inside_a_delivery_requeues_the_batch_and_retries_it_in_order() -> None:
     """A bug in a delivery (here the client raising) must not strand its records: logged, counted,
     the batch goes back to the front of its lane and is retried with backoff, order kept."""
-    from consumer import metrics
+    from consumer.ops import metrics
 
     failures = {"left": 2}
 
@@ -459,9 +459,9 @@ async def test_429_that_persists_is_dead_lettered_only_when_the_budget_is_spent(
 
 async def test_the_memory_of_invalid_accounts_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Accounts come from input: a flood of distinct 422 accounts must not grow memory without bound."""
-    import consumer.dispatch
+    import consumer.delivery.dispatch
 
-    monkeypatch.setattr(consumer.dispatch, "INVALID_ACCOUNTS_MAX", 10, raising=False)
+    monkeypatch.setattr(consumer.delivery.dispatch, "INVALID_ACCOUNTS_MAX", 10, raising=False)
     d, client, dl, tracker = build(lambda v, t: Reply(422))
     for i in range(40):
         submit(d, tracker, [(f"v{i}", f"x{i}")], account=f"acct-{i}")

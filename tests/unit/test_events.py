@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from consumer.errors import DeadLetterError, InvalidEvent
-from consumer.events import (
+from consumer.formats.events import (
     LEAD,
     SERVICE,
     SERVICE_STATUS,

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.errors import InvalidEvent
-from consumer.events import LEAD, SERVICE, SERVICE_STATUS, Event, Visit, encode_attributes, parse_event
+from consumer.formats.events import (
+    LEAD,
+    SERVICE,
+    SERVICE_STATUS,
+    Event,
+    Visit,
+    encode_attributes,
+    parse_event,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

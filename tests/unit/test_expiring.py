@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.expiring import ExpiringMap
+from consumer.util.expiring import ExpiringMap
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -10,7 +10,7 @@ import pytest
 
 from consumer.config import load_settings
 from consumer.errors import ConfigError, InvalidEvent
-from consumer.events import Visit, parse_event
+from consumer.formats.events import Visit, parse_event
 from consumer.formats.mapping import parse_field_map, parse_type_map, resolve_type
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from consumer.formats.intake import Holds
 from consumer.formats.registry import RegistryUnavailable
-from consumer.intake import Holds
-from consumer.records import Record
+from consumer.kafka.records import Record
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from consumer import metrics
-from consumer.limiter import ConcurrencyLimiter
+from consumer.delivery.limiter import ConcurrencyLimiter
+from consumer.ops import metrics
 
 pytestmark = pytest.mark.timeout(10)
 

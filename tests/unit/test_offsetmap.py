@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.offsetmap import HEAD, Outcome, Run, Unread, decode, encode
+from consumer.kafka.offsetmap import HEAD, Outcome, Run, Unread, decode, encode
 
 pytestmark = pytest.mark.timeout(60)
 FAST = settings(max_examples=300, deadline=None)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.offsets import CommitPoint, OffsetTracker
+from consumer.kafka.offsets import CommitPoint, OffsetTracker
 
 pytestmark = pytest.mark.timeout(10)
 TP = ("leads", 0)

@@ -6,7 +6,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from consumer.policy import Action, Backoff, parse_retry_after, parse_status_policy, throttle_delay
+from consumer.delivery.policy import Action, Backoff, parse_retry_after, parse_status_policy, throttle_delay
 
 pytestmark = pytest.mark.timeout(10)
 

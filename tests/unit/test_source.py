@@ -14,9 +14,9 @@ import pytest
 from confluent_kafka import KafkaError
 from confluent_kafka import TopicPartition as KafkaTP
 
-from consumer.offsets import CommitPoint
-from consumer.records import TopicPartition
-from consumer.source import Committed, KafkaSource
+from consumer.kafka.offsets import CommitPoint
+from consumer.kafka.records import TopicPartition
+from consumer.kafka.source import Committed, KafkaSource
 
 pytestmark = pytest.mark.timeout(10)
 TP = ("leads", 0)

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from consumer import metrics
+from consumer.ops import metrics
 
-log = structlog.get_logger("consumer.halt")
+log = structlog.get_logger("consumer.accounts.halt")
 
 # The probe: None when the credentials were accepted, else why the account is still halted.
 Probe = Callable[[], Awaitable[str | None]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consumer.events import Event
+from consumer.formats.events import Event
 
 TopicPartition = tuple[str, int]
 

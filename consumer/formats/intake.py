@@ -19,11 +19,11 @@ from collections.abc import Callable
 
 import structlog
 
-from consumer import metrics
 from consumer.formats.registry import RegistryUnavailable, SchemaRegistry
-from consumer.records import Record, TopicPartition
+from consumer.kafka.records import Record, TopicPartition
+from consumer.ops import metrics
 
-log = structlog.get_logger("consumer.intake")
+log = structlog.get_logger("consumer.formats.intake")
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.accounts.tokens import DEFAULT_TOKEN_PATH
-from consumer.config_checks import CLOSE_RESERVE_S as CLOSE_RESERVE_S
-from consumer.config_checks import SECRET_FIELDS as SECRET_FIELDS
-from consumer.config_checks import semantic_problems
-from consumer.errors import ConfigError
+from consumer.delivery.policy import StatusPolicy, parse_status_policy
 from consumer.liveperson.oauth import Credentials
 from consumer.liveperson.url import mask_url
-from consumer.policy import StatusPolicy, parse_status_policy
 
 CommaList = Annotated[list[str], NoDecode]
 
 # Secrets of the input side (read from `*_FILE` too, masked when printed; not OAuth credentials).
+# Of SHUTDOWN_DRAIN_S, what is kept for the final commit, leaving the group and closing the consumer
+# (the drain gets the rest, at least 0.5 s): a shorter SHUTDOWN_DRAIN_S cannot be kept.
+CLOSE_RESERVE_S = 3.0
+MIN_SHUTDOWN_DRAIN_S = CLOSE_RESERVE_S
+# The single set of OAuth 1.0 credentials (LP_*), as Settings fields.
+SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp_access_token_secret")
 INPUT_SECRETS = ("schema_registry_basic_auth_user_info",)
 EVENT = "event"  # the kind of an EVENT_TOPICS topic: each event's type comes from the event itself
 
@@ -247,76 +247,3 @@ def _is_secret(prop: str) -> bool:
     if prop.startswith("sasl.") and prop not in _SASL_PLAIN:
         return True
     return any(h in prop for h in _SECRET_HINTS) and not prop.endswith((".location", ".mechanism"))
-
-
-def _read_file(var: str, path: str, problems: list[str], *, secret: bool = False) -> str | None:
-    try:
-        content = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        problems.append(f"{var}: cannot read {path}: {exc.strerror or exc}")
-        return None
-    except UnicodeDecodeError as exc:
-        problems.append(f"{var}: {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start})")
-        return None
-    if secret and not content:
-        problems.append(f"{var}: {path} is empty")
-        return None
-    return content
-
-
-def load_settings(
-    environ: Mapping[str, str] | None = None, *, require_kafka: bool = True, require_credentials: bool = True
-) -> Settings:
-    """Build Settings from an environment mapping; raise ConfigError with one line per problem."""
-    env = dict(os.environ if environ is None else environ)
-    problems: list[str] = []
-    values: dict[str, Any] = {}
-    files: dict[str, str] = {}
-    kafka: dict[str, str] = {}
-    fields = Settings.model_fields
-    for var, raw in env.items():
-        upper = var.upper()
-        if upper.startswith("KAFKA_") and upper not in _OWN_KAFKA and not upper.endswith("_FILE"):
-            kafka[upper[6:].lower().replace("_", ".")] = raw
-            continue
-        if upper.endswith("_FILE") and upper.startswith(("LP_", "KAFKA_", "SCHEMA_REGISTRY_")):
-            base = upper[:-5]
-            if base.lower() in SECRET_FIELDS or base.lower() in INPUT_SECRETS:
-                files[base.lower()] = raw
-                content = _read_file(var, raw, problems, secret=True)
-            elif base.startswith("KAFKA_") and base not in _OWN_KAFKA:
-                content = _read_file(var, raw, problems)
-                if content is not None:
-                    kafka[base[6:].lower().replace("_", ".")] = content
-                continue
-            else:
-                continue
-            if content is not None:
-                values[base.lower()] = content
-            continue
-        name = var.lower()
-        if name in fields and name not in ("kafka_properties", "credential_files"):
-            values.setdefault(name, raw)
-    values["kafka_properties"] = kafka
-    values["credential_files"] = files
-    settings: Settings | None = None
-    try:
-        settings = Settings(**values)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = str(err["loc"][0]) if err["loc"] else "?"
-            shown = "" if loc in SECRET_FIELDS or loc in INPUT_SECRETS else f" (got {err.get('input')!r})"
-            problems.append(f"{loc.upper()}: {err['msg']}{shown}")
-            values.pop(loc, None)
-        # Check the rest too, so every problem is reported in one go, not one per restart.
-        try:
-            rest = Settings(**values)
-        except ValidationError:
-            rest = None
-        if rest is not None:
-            problems.extend(semantic_problems(rest, require_kafka, require_credentials))
-        raise ConfigError(problems) from None
-    problems.extend(semantic_problems(settings, require_kafka, require_credentials))
-    if problems:
-        raise ConfigError(problems)
-    return settings

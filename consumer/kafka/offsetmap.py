@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from enum import Enum
 from itertools import islice
 
-from consumer.varint import read_varint
+from consumer.util.varint import read_varint
 
 PREFIX = "ec"
 VERSION = "1"

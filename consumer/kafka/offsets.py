@@ -1,6 +1,6 @@
 """Offset tracking: per partition, commit the first offset not done, and a map of what is done above it.
 
-The map (consumer.offsetmap) rides in the commit's metadata; the next owner of the partition reads
+The map (consumer.kafka.offsetmap) rides in the commit's metadata; the next owner of the partition reads
 it at assignment and skips the offsets it names (DESIGN.md, *Commits that remember what is done
 above the gap*). Within [first consumed, one past the highest seen) every offset that is not pending
 is done: consumed offsets arrive in order, and an offset the log does not hold (compaction,
@@ -16,10 +16,11 @@ from typing import NamedTuple
 
 import structlog
 
-from consumer import metrics, offsetmap
-from consumer.offsetmap import Outcome, Run
+from consumer.kafka import offsetmap
+from consumer.kafka.offsetmap import Outcome, Run
+from consumer.ops import metrics
 
-log = structlog.get_logger("consumer.offsets")
+log = structlog.get_logger("consumer.kafka.offsets")
 
 TopicPartition = tuple[str, int]
 

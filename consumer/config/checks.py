@@ -8,22 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from consumer.accounts.credentials import scan
-from consumer.formats.mapping import input_format_problems
+from consumer.config.settings import CLOSE_RESERVE_S, MIN_SHUTDOWN_DRAIN_S, SECRET_FIELDS, Settings
+from consumer.delivery.policy import parse_status_policy
+from consumer.formats.mapping import parse_field_map, parse_path, parse_type_map
 from consumer.liveperson.url import base_url_problem, mask_url
-from consumer.policy import parse_status_policy
-
-if TYPE_CHECKING:
-    from consumer.config import Settings
-
-# Of SHUTDOWN_DRAIN_S, what is kept for the final commit, leaving the group and closing the consumer
-# (the drain gets the rest, at least 0.5 s): a shorter SHUTDOWN_DRAIN_S cannot be kept.
-CLOSE_RESERVE_S = 3.0
-MIN_SHUTDOWN_DRAIN_S = CLOSE_RESERVE_S
-# The single set of OAuth 1.0 credentials (LP_*), as Settings fields.
-SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp_access_token_secret")
 
 _TRUE = {"true", "t", "1"}  # librdkafka's spellings of true
 
@@ -154,4 +144,29 @@ def semantic_problems(s: Settings, require_kafka: bool, require_credentials: boo
         parse_status_policy(s.status_policy)
     except ValueError as exc:
         problems.append(f"STATUS_POLICY: {exc}")
+    return problems
+
+
+def input_format_problems(s: Settings) -> list[str]:
+    """One line per unusable input-format setting (FIELD_MAP, TYPE_MAP, TYPE_FIELD, the registry URL)."""
+    problems: list[str] = []
+    try:
+        parse_field_map(s.field_map)
+    except ValueError as exc:
+        problems.append(f"FIELD_MAP: {exc}")
+    try:
+        parse_type_map(s.type_map)
+    except ValueError as exc:
+        problems.append(f"TYPE_MAP: {exc}")
+    if s.type_field:
+        try:
+            parse_path(s.type_field)
+        except ValueError as exc:
+            problems.append(f"TYPE_FIELD: {exc}")
+    if (s.type_field or s.type_map) and not s.event_topics:
+        problems.append("TYPE_FIELD/TYPE_MAP: only used with EVENT_TOPICS, which is not set")
+    url = s.schema_registry_url
+    if url and not all(u.strip().startswith(("http://", "https://")) for u in url.split(",")):
+        shown = mask_url(url) if "://" in url else url.rpartition("@")[2]  # never echo a user-info
+        problems.append(f"SCHEMA_REGISTRY_URL: must start with http:// or https:// (got {shown!r})")
     return problems

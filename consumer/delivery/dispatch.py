@@ -29,20 +29,20 @@ from typing import Final, TypeVar
 import structlog
 from prometheus_client import Counter as PromCounter
 
-from consumer import metrics
 from consumer.accounts.account import Account
+from consumer.accounts.halt import Probe
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
-from consumer.deadletter import DeadLetters, Verdict
-from consumer.events import Visit, encode_attributes
-from consumer.expiring import ExpiringMap
-from consumer.halt import Probe
+from consumer.delivery.policy import Action, Backoff, parse_retry_after, throttle_delay
+from consumer.formats.events import Visit, encode_attributes
+from consumer.kafka.deadletter import DeadLetters, Verdict
+from consumer.kafka.offsets import CommitPoint, OffsetTracker
+from consumer.kafka.records import Record, TopicPartition
 from consumer.liveperson.client import EngagementClient, Reply
-from consumer.offsets import CommitPoint, OffsetTracker
-from consumer.policy import Action, Backoff, parse_retry_after, throttle_delay
-from consumer.records import Record, TopicPartition
+from consumer.ops import metrics
+from consumer.util.expiring import ExpiringMap
 
-log = structlog.get_logger("consumer.dispatch")
+log = structlog.get_logger("consumer.delivery.dispatch")
 
 BACKPRESSURE_STATUSES = frozenset({429, 503})
 SENT_ERRORS = frozenset({"timeout", "connection_error"})  # a request went out (the limiter learns from it)

@@ -28,7 +28,7 @@ Decisions beyond the written contract:
   and listed in ``Event.unknown_fields`` in message order; the caller counts them.
 - The attribute always carries its typed object, possibly empty: ``{"type": "lead", "lead": {}}``.
 
-Cost (CPython 3.11 on this 2-vCPU machine, ``python -m consumer.events``): about 4 µs per call for
+Cost (CPython 3.11 on this 2-vCPU machine, ``python -m consumer.formats.events``): about 4 µs per call for
 the contract's lead example and for a service event with a status name. Of that, orjson.loads is
 ~0.7 µs and building the frozen Event and Visit ~1.1 µs; the rest is one validator call per field.
 Beside the ~250 µs of CPU each HTTP request costs, parsing is noise.
@@ -296,7 +296,7 @@ def encode_attributes(attributes: Sequence[dict[str, Any]]) -> bytes:
 
 
 def _benchmark(rounds: int = 200_000) -> None:
-    """Print the µs per parse_event call for the contract's examples (``python -m consumer.events``)."""
+    """Print the µs per parse_event call (``python -m consumer.formats.events``)."""
     import timeit
 
     samples = {

@@ -26,12 +26,12 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTP
 
-from consumer import metrics
-from consumer.logs import Repeats
-from consumer.offsets import CommitPoint, TopicPartition
-from consumer.unreadable import StuckBatches
+from consumer.kafka.offsets import CommitPoint, TopicPartition
+from consumer.kafka.unreadable import StuckBatches
+from consumer.ops import metrics
+from consumer.ops.logs import Repeats
 
-log = structlog.get_logger("consumer.source")
+log = structlog.get_logger("consumer.kafka.source")
 
 POLL_TIMEOUT_S = 0.1
 BATCH_SIZE = 500

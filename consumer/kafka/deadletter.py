@@ -25,11 +25,11 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError, Message, Producer
 
-from consumer import metrics
-from consumer.logs import Repeats
-from consumer.records import Record, TopicPartition
+from consumer.kafka.records import Record, TopicPartition
+from consumer.ops import metrics
+from consumer.ops.logs import Repeats
 
-log = structlog.get_logger("consumer.deadletter")
+log = structlog.get_logger("consumer.kafka.deadletter")
 
 RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 30.0

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.metrics import REGISTRY
+from consumer.ops.metrics import REGISTRY
 
 Probe = Callable[[], tuple[bool, str]]
 

@@ -1,0 +1,1 @@
+"""Delivery: per-visit lanes, coalescing, what a reply means (outcome), retries, limits."""

@@ -1,0 +1,1 @@
+"""Kafka in: the source (poll thread, rebalances, commits), offsets and offset maps, records, dead letters."""

@@ -1,0 +1,1 @@
+"""Small helpers below every stage: varints, a bounded expiring map, running a coroutine."""
