@@ -1,0 +1,315 @@
+"""The courier: runs each lane, sends its batches and carries out what each reply means.
+
+For one batch it loops: re-check ownership, pass the gates (account replaced, invalid account,
+halt, a request slot), send, and hand the reply to `consumer.delivery.outcome.decide`; then it does
+what the decision says. Every record ends delivered or dead-lettered, or stays pending (never
+committed) when we stop or lose its partition. An outcome of a request that was already on the
+wire is acted on only while the partition is still ours in the same assignment (`may_finish`): a
+long request that outlived its revoke writes no dead letter, the new owner redoes the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable
+from enum import Enum
+from typing import Protocol
+
+import structlog
+from prometheus_client import Counter as PromCounter
+
+from consumer.accounts.registry import AccountRegistry
+from consumer.config import Settings
+from consumer.delivery.lanes import CUT, Lane, Lanes
+from consumer.delivery.outcome import Decision, History, Kind, Rules, decide
+from consumer.delivery.policy import Backoff
+from consumer.formats.events import Visit, encode_attributes
+from consumer.kafka.deadletter import Verdict
+from consumer.kafka.records import Record, TopicPartition
+from consumer.liveperson.client import EngagementClient, Reply
+from consumer.ops import metrics
+from consumer.util.expiring import ExpiringMap
+
+log = structlog.get_logger("consumer.dispatch")
+
+BACKPRESSURE_STATUSES = frozenset({429, 503})
+SENT_ERRORS = frozenset({"timeout", "connection_error"})  # a request went out (the limiter learns from it)
+
+
+class Owner(Protocol):
+    """What the courier asks of the dispatcher: ownership, dead letters, completion."""
+
+    def is_current(self, record: Record) -> bool:
+        """True while the record's partition is ours, in the same assignment, not being revoked."""
+
+    def may_finish(self, batch: list[Record]) -> list[Record]:
+        """The records whose outcome (of a request already made) may still be acted on."""
+
+    def dead_letter(self, records: Iterable[Record], verdict: Verdict) -> None:
+        """Hand records to the dead-letter producer."""
+
+    def complete(self, record: Record) -> None:
+        """Mark a record done."""
+
+
+class Gate(Enum):
+    """What the gates before a send answer: send now, look again (after a wait), or the batch is done."""
+
+    SEND = 1
+    AGAIN = 2
+    DONE = 3
+
+
+class Courier:
+    """Runs lanes: takes coalesced batches, sends them, carries out each decision."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: EngagementClient,
+        accounts: AccountRegistry,
+        lanes: Lanes,
+        owner: Owner,
+        invalid_accounts: ExpiringMap[str, bool],
+        rng: random.Random,
+    ) -> None:
+        self.client = client
+        self._s = settings
+        self._accounts = accounts
+        self._lanes = lanes
+        self._owner = owner
+        self._invalid = invalid_accounts
+        self._rng = rng
+        self._backoff = Backoff(
+            settings.retry_initial_s, settings.retry_max_backoff_s, settings.retry_max_elapsed_s
+        )
+        self._rules = Rules(
+            settings.policy, self._backoff, settings.not_found_retries, settings.not_found_backoff_s
+        )
+        self.inflight_by_tp: Counter[TopicPartition] = Counter()
+        self._delivered_by_type: dict[str, PromCounter] = {}  # attributes_delivered children by type
+        self.stop = asyncio.Event()
+        self.closing = False
+
+    # ---- the lane loop -------------------------------------------------------------------------
+    async def run(self, lane: Lane) -> None:
+        """A lane's task: deliver coalesced batches until its queue is empty (or we close)."""
+        try:
+            while lane.queue and not self.closing:
+                batch: list[Record] = []
+                try:
+                    await lane.account.acquire()
+                    lane.slot = True
+                    batch = lane.take(self._s.max_batch_attributes, self._owner.is_current)
+                    if batch and not self.closing:
+                        await self._deliver(lane, batch)
+                        lane.failures = 0
+                except Exception as exc:  # a bug: the lane must never die holding records
+                    lane.held = []
+                    await self._lane_failed(lane, batch, exc)
+                finally:
+                    lane.held = []
+                    if lane.slot:
+                        self._release(lane)
+        finally:
+            lane.task = None
+            if not lane.queue and self._lanes.by_visit.get(lane.visit) is lane:
+                del self._lanes.by_visit[lane.visit]
+            elif lane.queue and not self.closing:
+                lane.task = asyncio.create_task(self.run(lane))
+
+    async def _lane_failed(self, lane: Lane, batch: list[Record], exc: Exception) -> None:
+        """Log and count an unexpected exception; put the batch's unsettled records back in front."""
+        metrics.LANE_ERRORS.inc()
+        retry = [r for r in batch if not r.settled and self._owner.is_current(r)]
+        lane.requeue(retry)
+        delay = self._backoff.delay(lane.failures, self._rng)
+        lane.failures += 1
+        log.error(
+            "lane_failed",
+            visit=visit_name(lane.visit),
+            error=f"{type(exc).__name__}: {exc}",
+            attributes=len(batch),
+            requeued=len(retry),
+            failures=lane.failures,
+            retry_in_s=round(delay, 3),
+            exc_info=exc,
+        )
+        await self.pause(delay)
+
+    @staticmethod
+    def _release(lane: Lane) -> None:
+        if lane.slot:
+            lane.slot = False
+            lane.account.release()
+
+    # ---- one batch -------------------------------------------------------------------------------
+    async def _deliver(self, lane: Lane, batch: list[Record]) -> None:
+        """Send one attribute array until it has an outcome (or we stop / lose its partitions)."""
+        started = time.monotonic()
+        history: History | None = None  # made at the first attempt
+        current = self._owner.is_current
+        try:
+            while True:
+                batch = lane.held = [r for r in batch if current(r)]  # after every wait
+                if not batch or self.stop.is_set():
+                    return
+                if not (lane.slot and self._clear(lane)):  # the gates wait: then look again
+                    attempts = history.attempts if history is not None else 0
+                    if await self._gate(lane, batch, attempts) is Gate.DONE:
+                        return
+                    continue
+                history = History(started, 1) if history is None else history.attempted()
+                reply = await self._send(lane, batch)
+                if lane.slot:
+                    self._release(lane)
+                # The request may have outlived a revoke: act on its outcome only for what is still ours.
+                batch = lane.held = self._owner.may_finish(batch)
+                if not batch:
+                    return
+                bearer = lane.account.tokens is not None
+                now, wall = time.monotonic(), time.time()
+                decision = decide(
+                    reply, len(batch), history, self._rules, bearer=bearer, now=now, wall=wall, rng=self._rng
+                )
+                if decision.kind is Kind.DELIVERED:
+                    self._delivered(batch)
+                    return
+                history = decision.history
+                if not await self._carry_out(lane, batch, reply, decision):
+                    return
+        finally:
+            if lane.slot:
+                self._release(lane)
+
+    def _clear(self, lane: Lane) -> bool:
+        """True when no gate stands before a lane that holds a slot (the common case, without a wait)."""
+        account = lane.account
+        return not (account.removed or account.halt.halted or self._invalid.get(lane.visit.account))
+
+    async def _gate(self, lane: Lane, batch: list[Record], attempts: int) -> Gate:
+        """The gates before a send, in order: a replaced account, an invalid account, the halt, a slot."""
+        account, visit = lane.account, lane.visit
+        if account.removed:  # its folder was removed (or replaced) while we waited
+            self._release(lane)
+            replacement = self._accounts.get(visit.account)
+            if replacement is None:
+                error = f"no credentials for account {visit.account!r}"
+                self._owner.dead_letter(batch, Verdict("unknown_account", error, None, attempts))
+                return Gate.DONE
+            lane.account = replacement
+            return Gate.AGAIN
+        if self._invalid.get(visit.account):
+            verdict = Verdict("http_422", "account remembered as invalid (422)", 422, attempts)
+            self._owner.dead_letter(batch, verdict)
+            return Gate.DONE
+        if account.halt.halted:
+            self._release(lane)
+            if await lane.wait(account.halt.wait(self.stop)) is False:
+                return Gate.DONE  # stopping: the batch stays pending
+            return Gate.AGAIN  # re-check ownership after waiting
+        if not lane.slot:
+            if await lane.wait(account.acquire()) is not CUT:
+                lane.slot = True
+            return Gate.AGAIN  # re-check ownership (and the halt) after waiting
+        return Gate.SEND
+
+    async def _carry_out(self, lane: Lane, batch: list[Record], reply: Reply, decision: Decision) -> bool:
+        """Do what the decision says; True when the batch is to be sent again."""
+        kind = decision.kind
+        if decision.retry_label is not None:
+            metrics.RETRIES.labels(decision.retry_label).inc()
+        if kind is Kind.DEAD_LETTER or kind is Kind.INVALID_ACCOUNT:
+            if kind is Kind.INVALID_ACCOUNT:
+                self._invalid.set(lane.visit.account, True)
+                log.warning(
+                    "account_invalid", account=lane.visit.account, remember_s=self._s.invalid_account_ttl_s
+                )
+            assert decision.verdict is not None
+            self._owner.dead_letter(batch, decision.verdict)
+        elif kind is Kind.SPLIT:
+            mid = len(batch) // 2
+            await self._deliver(lane, batch[:mid])
+            await self._deliver(lane, batch[mid:])
+        elif kind is Kind.REFRESH:  # the token may have expired in flight: a fresh one, one resend
+            lane.account.token_refused(reply.authorization)
+            return True
+        elif kind is Kind.HALT:
+            account = lane.account
+            account.probe_id = lane.visit.account
+            assert account.probe is not None
+            account.halt.halt(reply.label, reply.detail, account.probe)
+            self._lanes.settled.set()  # a drain waiting for quiet may now stop waiting for this account
+            return True
+        else:  # RETRY
+            log.info(
+                "retry_scheduled",
+                visit=visit_name(lane.visit),
+                outcome=reply.label,
+                attempt=decision.history.attempts,
+                retry_in_s=round(decision.delay, 3),
+                attributes=len(batch),
+            )
+            await self._backoff_wait(lane, decision.delay)
+            return True
+        return False
+
+    async def _send(self, lane: Lane, batch: list[Record]) -> Reply:
+        body = encode_attributes([r.event.attribute for r in batch if r.event is not None])
+        tps = (batch[0].tp,) if len(batch) == 1 else {r.tp for r in batch}
+        inflight = self.inflight_by_tp  # plain item updates: Counter.update/subtract cost ~1 us more
+        for tp in tps:
+            inflight[tp] += 1
+        try:
+            reply = await self.client.send(lane.visit, body, lane.account)
+        finally:
+            for tp in tps:
+                inflight[tp] -= 1
+            self._lanes.settled.set()
+        if reply.status is not None or reply.error in SENT_ERRORS:
+            backpressure = reply.status in BACKPRESSURE_STATUSES or reply.error == "timeout"
+            lane.account.observe(reply.status, reply.duration, backpressure)
+        return reply
+
+    def _delivered(self, batch: list[Record]) -> None:
+        metrics.BATCH_ATTRIBUTES.observe(len(batch))
+        by_type: dict[str, int] = {}
+        for record in batch:
+            assert record.event is not None
+            kind = record.event.type
+            by_type[kind] = by_type.get(kind, 0) + 1
+            record.settled = True
+            self._owner.complete(record)
+        for kind, n in by_type.items():
+            child = self._delivered_by_type.get(kind)
+            if child is None:
+                child = self._delivered_by_type[kind] = metrics.ATTRIBUTES_DELIVERED.labels(kind)
+            child.inc(n)
+
+    # ---- waits -----------------------------------------------------------------------------------
+    async def pause(self, delay: float) -> None:
+        """Wait out a backoff, or until stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), delay)
+
+    async def _backoff_wait(self, lane: Lane, delay: float) -> None:
+        """A lane's backoff: ends early on stop, or once a revoke left the lane nothing of its batch."""
+        deadline = lane.backoff_until = time.monotonic() + delay
+        self._lanes.settled.set()  # a shutdown drain may be waiting for every lane to be in a backoff
+        try:
+            while (remaining := deadline - time.monotonic()) > 0 and not self.stop.is_set():
+                if await lane.wait(self.pause(remaining)) is not CUT:
+                    return
+                if not [r for r in lane.held if self._owner.is_current(r)]:
+                    return
+        finally:
+            lane.backoff_until = 0.0
+
+
+def visit_name(visit: Visit) -> str:
+    """A visit as `account/visitor/sid` for logs."""
+    return f"{visit.account}/{visit.visitor}/{visit.sid}"
