@@ -18,8 +18,11 @@ Decisions beyond the written contract:
   optional fields as null); a ``null`` routing field is missing.
 - Attribute strings may be empty (the schema says "string"), except ``currency``, which must be
   1..16 characters (``bad_value``). Any attribute string above 4096 characters is ``too_large``.
-- ``value`` is an int or a finite float, never a bool. orjson already refuses NaN, Infinity and
-  numbers that overflow a double, so those arrive as ``not_json``.
+- ``value`` is an int or a finite float, never a bool, and one the request's encoder (orjson)
+  writes: an int within 64 bits (-2**63 .. 2**64-1), else ``bad_value``, so no event the parser
+  accepts can fail its batch's send. orjson already refuses NaN, Infinity and numbers that
+  overflow a double, so in plain JSON those arrive as ``not_json`` (and it reads an integer above
+  64 bits as a double); registry decoders can give huge ints, NaN and Decimals (``bad_value``).
 - ``status`` is an int 0..13 (not a bool, not ``2.0``) or its enum name, compared
   case-insensitively with runs of whitespace, ``_`` and ``-`` read as one space
   (``"WAITING_FOR_CUSTOMER_RESPONSE"``, ``"In  Progress"``). Out of range or unknown: ``bad_status``.
@@ -39,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 import orjson
@@ -84,6 +88,7 @@ MAX_CURRENCY_CHARS = 16
 _ROUTING = ("account", "visitor", "sid")
 _BOM = b"\xef\xbb\xbf"
 _SEPARATORS = str.maketrans("_-", "  ")
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # the integers orjson writes ("Integer exceeds 64-bit range")
 
 
 class Visit(NamedTuple):
@@ -165,19 +170,32 @@ def _currency(field: str, raw: object) -> str:
 
 def _number(field: str, raw: object) -> int | float:
     if type(raw) is int:
-        return raw
+        if INT_MIN <= raw <= INT_MAX:
+            return raw
+        raise InvalidEvent(
+            "bad_value", f"field {field!r}: {_int_text(raw)} is outside the 64-bit integer range", field
+        )
     if type(raw) is float:
         if math.isfinite(raw):
             return raw
         raise InvalidEvent("bad_value", f"field {field!r}: {raw} is not a finite number", field)
+    if type(raw) is Decimal:  # what the mapping left a decimal as: not finite, or beyond a double's range
+        raise InvalidEvent(
+            "bad_value", f"field {field!r}: decimal {_preview(str(raw))} is not a finite 64-bit number", field
+        )
     raise _wrong_type(field, "a number", raw)
+
+
+def _int_text(raw: int) -> str:
+    """An integer for an error detail: its digits when short, else its size (str() of a huge int raises)."""
+    return str(raw) if raw.bit_length() <= 128 else f"a {raw.bit_length()}-bit integer"
 
 
 def _status(field: str, raw: object) -> int:
     if type(raw) is int:
         if 0 <= raw <= 13:
             return raw
-        raise InvalidEvent("bad_status", f"field {field!r}: {raw} is out of range 0..13", field)
+        raise InvalidEvent("bad_status", f"field {field!r}: {_int_text(raw)} is out of range 0..13", field)
     if type(raw) is str:
         if len(raw) > MAX_STRING_CHARS:
             raise InvalidEvent(
@@ -217,9 +235,9 @@ def _routing(obj: dict[str, Any], field: str) -> str:
     if raw is None:
         raise InvalidEvent("missing_field", f"field {field!r} is missing", field)
     if field == "account" and type(raw) is int:
-        if raw >= 0:
+        if 0 <= raw <= INT_MAX:
             return str(raw)
-        raise InvalidEvent("wrong_type", f"field {field!r}: {raw} is not an account number", field)
+        raise InvalidEvent("wrong_type", f"field {field!r}: {_int_text(raw)} is not an account number", field)
     expected = "a string or a non-negative integer" if field == "account" else "a string"
     raise _wrong_type(field, expected, raw)
 

@@ -138,9 +138,19 @@ def flatten(decoded: Decoded, kind: str, field_map: FieldMap, headers: Headers |
     return flat
 
 
+MAX_INT_DIGITS = 40  # an integral Decimal with more digits stays a Decimal (int() of 1E+999999 is costly)
+
+
 def _plain(value: Any) -> Any:
-    """Registry decoders give Decimal for Avro decimals: as a JSON number, like a JSON producer sends."""
+    """Registry decoders give Decimal for Avro decimals: as a JSON number, like a JSON producer sends.
+
+    An integral decimal becomes an int, another a float; one that is not finite, has more than
+    MAX_INT_DIGITS integer digits or overflows a double stays a Decimal, which the validator refuses
+    naming the field (as it refuses an int beyond 64 bits).
+    """
     if type(value) is Decimal and value.is_finite():
+        if value.adjusted() >= MAX_INT_DIGITS:
+            return value
         if value == value.to_integral_value():
             return int(value)
         as_float = float(value)

@@ -111,9 +111,10 @@ def _avro_type(value: Any, name: str) -> Any:
     if isinstance(value, float):
         return "double"
     if isinstance(value, Decimal):
-        exponent = value.as_tuple().exponent
+        digits, exponent = value.as_tuple()[1:]
         scale = -exponent if isinstance(exponent, int) and exponent < 0 else 0
-        return {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": scale}
+        precision = 18 if len(digits) <= 18 else 38  # decimal(18, s) as most CRMs; (38, s) for big amounts
+        return {"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale}
     if isinstance(value, dict):
         return avro_schema(value, name)
     if isinstance(value, list):
