@@ -138,6 +138,13 @@ def flatten(decoded: Decoded, kind: str, field_map: FieldMap, headers: Headers |
     return flat
 
 
+def plain_object(obj: Any) -> Any:
+    """A registry decoder's object with its top-level Decimals as JSON numbers (nested: at lookup)."""
+    if type(obj) is not dict:
+        return obj
+    return {k: _plain(v) for k, v in obj.items()}
+
+
 MAX_INT_DIGITS = 40  # an integral Decimal with more digits stays a Decimal (int() of 1E+999999 is costly)
 
 

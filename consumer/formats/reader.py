@@ -30,16 +30,16 @@ from consumer.formats.mapping import (
     parse_field_map,
     parse_path,
     parse_type_map,
+    plain_object,
     resolve_type,
 )
 from consumer.formats.message import CE_BINARY, CE_STRUCTURED, CONNECT, JSON, Decoded, Headers
-from consumer.formats.registry import KINDS, SchemaRegistry, is_wire_format, schema_id_of
+from consumer.formats.registry import SchemaRegistry, is_wire_format, schema_id_of
 
 if TYPE_CHECKING:
     from consumer.config import Settings
 
 EVENT = "event"
-REGISTRY_LABELS = frozenset(KINDS.values())
 MAX_BYTES = 65536
 MAX_TYPE_CHARS = 256
 
@@ -95,8 +95,8 @@ class EventReader:
                     "undecodable",
                     f"wire format (schema id {schema_id_of(value)}) but SCHEMA_REGISTRY_URL is not set",
                 )
-            obj, label = self.registry.decode(value)
-            return Decoded(obj, label if outer == JSON else outer)
+            obj, label = self.registry.decode(value)  # Avro decimals as numbers, whatever carried the bytes
+            return Decoded(plain_object(obj), label if outer == JSON else outer)
         return self._json(load_object(value, max_bytes=MAX_BYTES), outer, headers)
 
     def _json(self, obj: Any, outer: str, headers: Headers | None) -> Decoded:
@@ -122,8 +122,8 @@ class EventReader:
             raise InvalidEvent("not_object", f"{what} is a {_what(obj)}, not an object")
         if kind == EVENT:
             kind = self._event_type(decoded, headers)
-        if not self.field_map.paths(kind) and decoded.encoding not in REGISTRY_LABELS:
-            return build_event(obj, kind)  # nothing to map, no Avro decimals to turn into numbers
+        if not self.field_map.paths(kind):
+            return build_event(obj, kind)  # nothing to map (registry values were made plain in _data)
         flat = flatten(decoded, kind, self.field_map, headers)
         try:
             event = build_event(flat, kind)

@@ -108,3 +108,22 @@ def test_json_schema_payloads_are_read_like_plain_json() -> None:
         with pytest.raises(InvalidEvent) as caught:
             r.read("engagement.leads", value[:5] + body % b"NaN", None)
         assert caught.value.kind == "undecodable"
+
+
+def test_avro_data_in_any_envelope_gets_the_same_decimal_conversion() -> None:
+    import base64
+
+    lead = {**ROUTING, "topic": "t", "value": Decimal("1250.50")}
+    with SandboxRegistry() as registry:  # issue 17 item 5: no FIELD_MAP, Avro inside a CloudEvent
+        data, _ = Encoder("avro", registry.url).encode(lead, "lead", "engagement.leads")
+        r = EventReader(load_settings({**BASE, "SCHEMA_REGISTRY_URL": registry.url}, require_kafka=False))
+        assert r.registry is not None
+        r.registry.prepare(int.from_bytes(data[1:5], "big"), data)
+        binary = [("ce_specversion", b"1.0"), ("ce_type", b"lead"), ("content-type", b"application/avro")]
+        structured = orjson.dumps(
+            {"specversion": "1.0", "type": "lead", "data_base64": base64.b64encode(data).decode()}
+        )
+        for value, headers in ((data, None), (data, binary), (structured, None)):
+            event = r.read("engagement.leads", value, headers)
+            assert event.attribute["lead"]["value"] == 1250.5, headers
+            assert encode_attributes([event.attribute])
