@@ -6,7 +6,9 @@ message index (the zigzag varints after the schema id), this module builds the c
 schema as the registry serves it (``format=serialized``: a FileDescriptorProto, references fetched
 the same way) with protobuf's public descriptor pool and message factory, and hands it to
 ``ProtobufDeserializer``, which does the decoding. Building happens in the registry's worker thread;
-the result is a plain dict (enums by name, 64-bit integers as ints, nested messages as dicts).
+the result is a plain dict (enums by name, 64-bit integers as ints, nested messages as dicts,
+``map<K, V>`` fields as dicts with string keys, ``google.protobuf.Struct``/``Value``/``ListValue``
+as the JSON values they hold, wrapper types as their value).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def _add_well_known(pool: Any) -> None:
 
 
 def message_dict(message: Any) -> dict[str, Any]:
-    """A message's set fields as a dict: enums by name, repeated as lists, nested messages as dicts."""
+    """A message's set fields as a dict: enums by name, repeated as lists, maps and messages as dicts."""
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
         out[field.name] = _field_value(field, value)
@@ -110,18 +112,60 @@ def message_dict(message: Any) -> dict[str, Any]:
 
 
 def _field_value(field: Any, value: Any) -> Any:
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:  # map<K, V>: keys as JSON object keys
+        value_field = entry.fields_by_name["value"]
+        return {_key(k): _one(value_field, v) for k, v in value.items()}
     if _is_repeated(field):
         return [_one(field, v) for v in value]
     return _one(field, value)
 
 
+def _key(key: Any) -> str:
+    """A map key as protobuf's JSON mapping writes it (bool keys as true/false)."""
+    if type(key) is bool:
+        return "true" if key else "false"
+    return str(key)
+
+
 def _one(field: Any, value: Any) -> Any:
     if field.message_type is not None:
-        return message_dict(value)
+        return _message(value)
     if field.enum_type is not None:
         known = field.enum_type.values_by_number.get(value)
         return known.name if known is not None else value
     return value
+
+
+_WRAPPERS = frozenset(
+    f"google.protobuf.{n}Value"
+    for n in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
+
+
+def _message(message: Any) -> Any:
+    """A nested message as JSON carries it: Struct, Value, ListValue as JSON values; wrappers unwrapped."""
+    name = message.DESCRIPTOR.full_name
+    if name == "google.protobuf.Struct":
+        return {k: _json_value(v) for k, v in message.fields.items()}
+    if name == "google.protobuf.Value":
+        return _json_value(message)
+    if name == "google.protobuf.ListValue":
+        return [_json_value(v) for v in message.values]
+    if name in _WRAPPERS:
+        return message.value
+    return message_dict(message)
+
+
+def _json_value(value: Any) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "struct_value":
+        return {k: _json_value(v) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_json_value(v) for v in value.list_value.values]
+    return getattr(value, kind)
 
 
 def _is_repeated(field: Any) -> bool:

@@ -92,3 +92,59 @@ def test_protobuf_message_is_decoded_mapped_and_validated() -> None:
             reader.read("tickets", value[:6] + b"\xff\xff\xff", None)
         assert garbage.value.kind == "undecodable" and "protobuf payload of schema id" in str(garbage.value)
         assert orjson.dumps(event.attribute)
+
+
+def deal_class() -> Any:
+    """`crm.Deal`: `map<string, string> attrs`, `map<int64, Line> lines`, a `google.protobuf.Struct`."""
+    from google.protobuf import struct_pb2
+
+    f = descriptor_pb2.FileDescriptorProto(
+        name="crm/deal.proto", package="crm", syntax="proto3", dependency=["google/protobuf/struct.proto"]
+    )
+    line = f.message_type.add(name="Line")
+    line.field.add(name="amount", number=1, type=1, label=1)  # double
+    deal = f.message_type.add(name="Deal")
+    for name, key_type, value_type, type_name in (
+        ("AttrsEntry", 9, 9, ""),
+        ("LinesEntry", 3, 11, ".crm.Line"),
+    ):
+        entry = deal.nested_type.add(name=name)
+        entry.options.map_entry = True
+        entry.field.add(name="key", number=1, type=key_type, label=1)
+        value_field = entry.field.add(name="value", number=2, type=value_type, label=1)
+        if type_name:
+            value_field.type_name = type_name
+    deal.field.add(name="account", number=1, type=9, label=1)
+    deal.field.add(name="attrs", number=2, type=11, label=3, type_name=".crm.Deal.AttrsEntry")
+    deal.field.add(name="lines", number=3, type=11, label=3, type_name=".crm.Deal.LinesEntry")
+    deal.field.add(name="extra", number=4, type=11, label=1, type_name=".google.protobuf.Struct")
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("crm.Deal"))
+
+
+def test_protobuf_maps_and_struct_are_dicts() -> None:
+    deal_cls = deal_class()
+    with SandboxRegistry() as registry:
+        serializer = ProtobufSerializer(deal_cls, SchemaRegistryClient({"url": registry.url}))
+        msg = deal_cls(account="1234")
+        msg.attrs["vid"] = "v+1="
+        msg.lines[7].amount = 99.5
+        msg.extra.update({"sid": "s.1", "topic": "upgrade", "tags": ["a", None, True], "n": {"x": 1}})
+        value = serializer(msg, SerializationContext("deals", MessageField.VALUE))
+        env = {
+            **BASE,
+            "LEAD_TOPICS": "deals",
+            "FIELD_MAP": "visitor=attrs.vid,sid=extra.sid,topic=extra.topic,lead.value=lines.7.amount",
+            "SCHEMA_REGISTRY_URL": registry.url,
+        }
+        reader = EventReader(load_settings(env, require_kafka=False))
+        assert reader.registry is not None
+        reader.registry.prepare(int.from_bytes(value[1:5], "big"), value)
+        decoded = reader.decode(value, None)
+        assert decoded.obj["lines"] == {"7": {"amount": 99.5}}  # map keys as JSON object keys: strings
+        assert decoded.obj["extra"]["tags"] == ["a", None, True] and decoded.obj["extra"]["n"] == {"x": 1.0}
+        event = reader.read("deals", value, None)
+        assert event.visit == Visit("1234", "v+1=", "s.1")
+        assert event.attribute == {"type": "lead", "lead": {"topic": "upgrade", "value": 99.5}}
