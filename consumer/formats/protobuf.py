@@ -40,22 +40,31 @@ def message_indexes(value: bytes) -> tuple[int, ...]:
     return tuple(out)
 
 
+def serialized_file(client: Any, schema_id: int) -> Any:
+    """The FileDescriptorProto of a protobuf schema id, as the registry serves it (blocking: registry I/O)."""
+    from google.protobuf import descriptor_pb2
+
+    schema = client.get_schema(schema_id, fmt="serialized")
+    file_proto = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(schema.schema_str))
+    if not file_proto.name:
+        file_proto.name = f"schema-{schema_id}.proto"
+    return file_proto
+
+
 def build_decoder(
     client: Any, schema_id: int, indexes: tuple[int, ...], strategy: Any
 ) -> Callable[[bytes], Any]:
     """A dict-returning decoder of the message at `indexes` in schema `schema_id` (blocking: registry I/O)."""
     from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pool, message_factory
 
     schema = client.get_schema(schema_id, fmt="serialized")
     pool = descriptor_pool.DescriptorPool()
     _add_well_known(pool)
     _add_references(client, schema, pool, set())
-    file_proto = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(schema.schema_str))
-    if not file_proto.name:
-        file_proto.name = f"schema-{schema_id}.proto"
+    file_proto = serialized_file(client, schema_id)
     pool.Add(file_proto)
-    name = _message_name(file_proto, indexes)
+    name = message_name(file_proto, indexes)
     cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
     deserializer = ProtobufDeserializer(cls, {"subject.name.strategy": strategy}, client)
 
@@ -65,7 +74,8 @@ def build_decoder(
     return decode
 
 
-def _message_name(file_proto: Any, indexes: tuple[int, ...]) -> str:
+def message_name(file_proto: Any, indexes: tuple[int, ...]) -> str:
+    """The full name of the message at `indexes` in a file; ValueError when it names none."""
     messages, parts = file_proto.message_type, []
     for index in indexes:
         if not 0 <= index < len(messages):

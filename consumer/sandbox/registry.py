@@ -33,7 +33,7 @@ class SandboxRegistry:
     def __init__(self, user_info: str | None = None) -> None:
         self.user_info = user_info
         self.available = True
-        self.requests: Counter[str] = Counter()  # "GET /schemas/ids" etc.
+        self.requests: Counter[str] = Counter()  # "GET /schemas/ids" etc.; "any": every request
         self._lock = threading.Lock()
         self._schemas: list[
             dict[str, Any]
@@ -181,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         owner = self.owner
+        with owner._lock:
+            owner.requests["any"] += 1  # every request, answered or not (tests: "no HTTP from the loop")
         if not owner.available:
             status, body = 503, {"error_code": 50301, "message": "registry unavailable (sandbox outage)"}
         elif owner.user_info and self.headers.get("Authorization") != _basic(owner.user_info):
