@@ -11,7 +11,7 @@ a short metric label and whose detail is one line naming the field.
 
 Decisions beyond the written contract:
 
-- ``account`` may be a non-negative JSON integer (CRM exports often carry numeric ids); it is
+- ``account`` may be a non-negative integer within 64 bits (CRM exports often carry numeric ids); it is
   converted to its decimal string. ``visitor`` and ``sid`` must be strings. Routing strings are
   not stripped; empty means missing; longer than 1024 characters is ``too_large``.
 - An attribute field whose value is ``null`` counts as absent (producers often serialise unset
