@@ -107,6 +107,29 @@ def schema_id_of(value: bytes) -> int:
     return int.from_bytes(value[1:HEADER_BYTES], "big")
 
 
+class _SharedMap(ExpiringMap[Any, Any]):
+    """An ExpiringMap the loop reads while worker threads write: each O(1) operation under a lock."""
+
+    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float]) -> None:
+        super().__init__(max_entries, ttl_s, clock)
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The live value of `key`, or None."""
+        with self._lock:
+            return super().get(key)
+
+    def set(self, key: Any, value: Any, ttl_s: float | None = None) -> None:
+        """Keep `value` (evicting expired, then least recently used entries)."""
+        with self._lock:
+            super().set(key, value, ttl_s)
+
+    def pop(self, key: Any) -> Any:
+        """Forget `key`."""
+        with self._lock:
+            return super().pop(key)
+
+
 class SchemaRegistry:
     """Schema ids -> confluent-kafka deserializers, fetched off the loop, used on it without I/O."""
 
@@ -126,12 +149,11 @@ class SchemaRegistry:
         _guard(self.client)
         self._conf = conf
         self._protobuf_client: Any = None
-        self._protobuf: ExpiringMap[tuple[int, tuple[int, ...]], Callable[[bytes], Any]] = ExpiringMap(
-            MAX_MESSAGE_CLASSES, MESSAGE_CLASS_TTL_S, clock
-        )
+        # (schema id, message index) -> decoder, and schema id -> why unknown: read on the loop
+        self._protobuf = _SharedMap(MAX_MESSAGE_CLASSES, MESSAGE_CLASS_TTL_S, clock)
         self._files: dict[int, Any] = {}  # protobuf schema id -> its FileDescriptorProto
         self._ready: dict[int, tuple[str, Callable[[bytes], Any]]] = {}
-        self._unknown: ExpiringMap[int, str] = ExpiringMap(MAX_UNKNOWN, UNKNOWN_TTL_S, clock)
+        self._unknown = _SharedMap(MAX_UNKNOWN, UNKNOWN_TTL_S, clock)
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]  # one fetch per id at a time
 
     def decode(self, value: bytes) -> tuple[Any, str]:
