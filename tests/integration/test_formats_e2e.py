@@ -209,3 +209,43 @@ def test_registry_outage_holds_the_partition_then_delivers_in_order(
     assert [a["lead"]["topic"] for _, a in api.delivered()] == ["a1", "a2", "a3"]
     assert daemon.stop(signal.SIGTERM) == 0
     assert committed(broker, topics.group, [tp]) == produced.end_offsets()
+
+
+class _DownAfterReference(SandboxRegistry):
+    """Answers the reference's 404 once, then is down: a warm-up that swallowed it used to spin."""
+
+    def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        status, answer = super().answer(method, path, body)
+        if path.startswith("/subjects/common-money"):
+            self.available = False
+        return status, answer
+
+
+def test_a_schema_whose_reference_is_missing_is_dead_lettered_without_registry_traffic_from_the_loop(
+    broker: Any, topics: Topics, api: Any, daemon_env: Any, start_daemon: Any
+) -> None:
+    with _DownAfterReference() as registry:
+        plain, _ = Encoder("avro", registry.url).encode(
+            {"account": ACCOUNT, "visitor": "ref", "sid": "s", "topic": "a0", "value": 1.0},
+            "lead",
+            topics.leads,
+        )
+        _, schema = registry.answer("GET", "/schemas/ids/1", None)
+        refs = [{"name": "common.Money", "subject": "common-money", "version": 1}]
+        _, body = registry.answer("POST", "/subjects/leads-ref/versions", {**schema, "references": refs})
+        broken = b"\0" + int(body["id"]).to_bytes(4, "big") + plain[5:]
+        later = [
+            orjson.dumps({"account": ACCOUNT, "visitor": "ref", "sid": "s", "topic": f"a{i}", "value": i})
+            for i in (1, 2)
+        ]
+        produced = produce(broker, [(topics.leads, b"ref", v) for v in (broken, *later)])
+        before = registry.requests["any"]  # the producer's
+        daemon = start_daemon(daemon_env(api.base_url, SCHEMA_REGISTRY_URL=registry.url))
+        api.wait_delivered(2, timeout=40)  # before: release, decode (HTTP 503), hold, release... forever
+        (dead,) = read_topic(broker, topics.dlq, 1)
+        headers = {k: v.decode() for k, v in dead.headers()}
+        assert headers["dlq.reason"] == "invalid_event" and "a reference is missing" in headers["dlq.error"]
+        assert [a["lead"]["topic"] for _, a in api.delivered()] == ["a1", "a2"]
+        assert registry.requests["any"] - before == 2  # the schema and its reference, off the loop
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert committed(broker, topics.group, list(produced.end_offsets())) == produced.end_offsets()
