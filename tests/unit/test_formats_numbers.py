@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.config import load_settings
 from consumer.errors import InvalidEvent
@@ -127,3 +129,22 @@ def test_avro_data_in_any_envelope_gets_the_same_decimal_conversion() -> None:
             event = r.read("engagement.leads", value, headers)
             assert event.attribute["lead"]["value"] == 1250.5, headers
             assert encode_attributes([event.attribute])
+
+
+NUMBERS = st.one_of(
+    st.integers(min_value=-(2**200), max_value=2**200),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=True, allow_infinity=True).map(_plain),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=NUMBERS, status=NUMBERS)
+def test_whatever_number_a_decoder_gives_the_event_is_refused_or_encodable(value: Any, status: Any) -> None:
+    for kind, obj in ((LEAD, {"value": value}), (SERVICE, {"status": status})):
+        try:
+            event = build_event({**ROUTING, **obj}, kind)
+        except InvalidEvent as exc:
+            assert exc.field in obj and exc.kind in ("bad_value", "bad_status", "wrong_type")
+            continue
+        assert orjson.loads(encode_attributes([event.attribute]))
