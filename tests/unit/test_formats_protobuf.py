@@ -96,11 +96,10 @@ def test_protobuf_message_is_decoded_mapped_and_validated() -> None:
 
 def deal_class() -> Any:
     """`crm.Deal`: `map<string, string> attrs`, `map<int64, Line> lines`, a `google.protobuf.Struct`."""
-    from google.protobuf import struct_pb2
+    from google.protobuf import struct_pb2, wrappers_pb2
 
-    f = descriptor_pb2.FileDescriptorProto(
-        name="crm/deal.proto", package="crm", syntax="proto3", dependency=["google/protobuf/struct.proto"]
-    )
+    f = descriptor_pb2.FileDescriptorProto(name="crm/deal.proto", package="crm", syntax="proto3")
+    f.dependency.extend(["google/protobuf/struct.proto", "google/protobuf/wrappers.proto"])
     line = f.message_type.add(name="Line")
     line.field.add(name="amount", number=1, type=1, label=1)  # double
     deal = f.message_type.add(name="Deal")
@@ -118,8 +117,10 @@ def deal_class() -> Any:
     deal.field.add(name="attrs", number=2, type=11, label=3, type_name=".crm.Deal.AttrsEntry")
     deal.field.add(name="lines", number=3, type=11, label=3, type_name=".crm.Deal.LinesEntry")
     deal.field.add(name="extra", number=4, type=11, label=1, type_name=".google.protobuf.Struct")
+    deal.field.add(name="note", number=5, type=11, label=1, type_name=".google.protobuf.StringValue")
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     pool.Add(f)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("crm.Deal"))
 
@@ -131,6 +132,7 @@ def test_protobuf_maps_and_struct_are_dicts() -> None:
         msg = deal_cls(account="1234")
         msg.attrs["vid"] = "v+1="
         msg.lines[7].amount = 99.5
+        msg.note.value = "call back"
         msg.extra.update({"sid": "s.1", "topic": "upgrade", "tags": ["a", None, True], "n": {"x": 1}})
         value = serializer(msg, SerializationContext("deals", MessageField.VALUE))
         env = {
@@ -144,6 +146,7 @@ def test_protobuf_maps_and_struct_are_dicts() -> None:
         reader.registry.prepare(int.from_bytes(value[1:5], "big"), value)
         decoded = reader.decode(value, None)
         assert decoded.obj["lines"] == {"7": {"amount": 99.5}}  # map keys as JSON object keys: strings
+        assert decoded.obj["note"] == "call back"  # a wrapper type: its value
         assert decoded.obj["extra"]["tags"] == ["a", None, True] and decoded.obj["extra"]["n"] == {"x": 1.0}
         event = reader.read("deals", value, None)
         assert event.visit == Visit("1234", "v+1=", "s.1")
