@@ -182,6 +182,8 @@ class SchemaRegistry:
                 return
             with _network():
                 self._prepare(schema_id, value)
+            if not is_wire_format(value) or schema_id_of(value) != schema_id:
+                return  # nothing of this id's to decode offline
             try:
                 self.decode(value)  # offline, as the loop will: a cache the warm-up left cold shows here
             except SchemaPending:
