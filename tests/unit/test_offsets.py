@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.kafka.offsetmap import decode
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
 
 pytestmark = pytest.mark.timeout(10)
@@ -217,3 +218,37 @@ def test_a_commit_the_broker_refused_is_sent_again() -> None:
     assert t.to_commit() == {}
     t.commit_failed([TP, ("other", 0)])
     assert t.to_commit()[TP].offset == 2
+
+
+def test_a_gap_between_offsets_fetched_one_after_the_other_is_the_logs_and_done() -> None:
+    """Compaction or a transaction marker: 3 and 4 were never in the log, 5 was fetched right after 2."""
+    t = OffsetTracker(map_max_bytes=4096)
+    gen = t.assign(TP)
+    for offset, after in ((0, None), (1, 0), (2, 1), (5, 2), (6, 5)):
+        assert t.add(TP, offset, after)
+    for o in (1, 2, 5, 6):
+        t.done(TP, o, gen)
+    point = t.commit_point(TP)
+    assert point is not None and point.offset == 0
+    assert decode(point.metadata, 0)[0] == [(1, 7)]
+
+
+def test_offsets_fetched_but_never_added_are_not_named_done_and_hold_the_commit() -> None:
+    """The issue-17 case: 0 added (and failing), 1-4 fetched but lost before `add`, 5-9 delivered."""
+    t = OffsetTracker(map_max_bytes=4096)
+    gen = t.assign(TP)
+    assert t.add(TP, 0)
+    for o in range(5, 10):
+        assert t.add(TP, o, after=o - 1)  # 5 came after 4 in the fetch stream; 1-4 never reached add
+        t.done(TP, o, gen)
+    point = t.commit_point(TP)
+    assert point is not None and point.offset == 0
+    assert decode(point.metadata, 0)[0] == [
+        (5, 10)
+    ]  # was [(1, 10)]: 1-4 named done, skipped by the next owner
+    t.done(TP, 0, gen)
+    point = t.commit_point(TP)
+    assert point is not None and point.offset == 1  # not past the unseen 1-4
+    assert decode(point.metadata, 1)[0] == [(5, 10)]
+    assert t.to_commit() == {TP: point}
+    assert t.pending_total == 0
