@@ -144,6 +144,7 @@ class SandboxAPI(Scripting):
         self.token_lifetime_s = 3600.0
         self.token_fail_status: int | None = None
         self.token_requests: list[tuple[str, int]] = []  # (account, status) of every token request
+        self.token_asked: list[str] = []  # the account of every token request, on arrival
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (account, expires at, monotonic)
         self._token_serial = 0
         self.verify_signatures = verify_signatures
@@ -152,6 +153,7 @@ class SandboxAPI(Scripting):
         self.domain_fail_times = 0
         self.domain_fail_status = 503
         self.domain_fail_only: str | None = None  # fail only this account's lookups (None: any)
+        self.lookup_gate: asyncio.Event | None = None  # Domain API and token answers wait until it is set
         self.in_flight: Counter[VisitKey] = Counter()
         self.max_in_flight_per_visit = 0
         self.max_in_flight = 0
@@ -259,7 +261,7 @@ class SandboxAPI(Scripting):
             and seg[4] == "service"
             and seg[6] == "baseURI.json"
         ):
-            return self._domain_api(unquote(seg[3]), unquote(seg[5]), raw_query)
+            return await self._domain_api(unquote(seg[3]), unquote(seg[5]), raw_query)
         tail = seg[3:] if seg[1:3] == ["sentinel", "api"] else []
         if tail[:1] == ["v2"]:
             tail = tail[1:]
@@ -267,8 +269,10 @@ class SandboxAPI(Scripting):
             return await self._token(request, unquote(tail[1]))
         return _json(404, {"error": "not found"})
 
-    def _domain_api(self, account: str, service: str, raw_query: str) -> web.Response:
+    async def _domain_api(self, account: str, service: str, raw_query: str) -> web.Response:
         self.domain_lookups.append(account)
+        if self.lookup_gate is not None:
+            await self.lookup_gate.wait()
         if dict(parse_qsl(raw_query)).get("version") != "1.0":
             return _json(400, {"error": "version=1.0 is required"})
         if self.domain_fail_times > 0 and self.domain_fail_only in (None, account):
@@ -336,6 +340,9 @@ class SandboxAPI(Scripting):
     async def _token(self, request: web.Request, account: str) -> web.Response:
         """Sentinel's client-credentials grant: a bearer token for the account's OAuth 2.0 app."""
         form = await request.post() if request.method == "POST" else {}
+        self.token_asked.append(account)
+        if self.lookup_gate is not None:
+            await self.lookup_gate.wait()
         creds = self.accounts.get(account)
         status = 200
         payload: dict[str, object] = {}
