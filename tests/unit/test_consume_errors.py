@@ -89,8 +89,9 @@ def test_a_batch_reported_again_and_again_is_walked_one_offset_at_a_time() -> No
     stuck = StuckBatches()
     seeks: list[tuple[str, int, int]] = []
 
-    def seek(topic: str, partition: int, offset: int) -> None:
+    def seek(topic: str, partition: int, offset: int) -> bool:
         seeks.append((topic, partition, offset))
+        return True
 
     def broken() -> Any:  # librdkafka names the batch's base offset, whatever offset was fetched
         return Message(topic=TOPIC, partition=0, offset=1, error=KafkaError(KafkaError._BAD_COMPRESSION))
@@ -143,3 +144,31 @@ async def test_a_record_dropped_between_fetch_and_tracker_is_never_named_done() 
         app.tracker.done(r.tp, r.offset, r.generation)
     point = app.tracker.commit_point((TOPIC, 0))
     assert point is not None and point.offset == 1 and decode(point.metadata, 1)[0] == [(5, 8)]
+
+
+def test_reports_of_one_batch_after_a_seek_are_stale_and_a_failed_seek_proves_nothing() -> None:
+    from consumer.kafka.unreadable import StuckBatches
+
+    stuck = StuckBatches()
+    seeks: list[int] = []
+    works = {"seek": True}
+
+    def seek(topic: str, partition: int, offset: int) -> bool:
+        seeks.append(offset)
+        return works["seek"]
+
+    def broken() -> Any:
+        return Message(topic=TOPIC, partition=0, offset=1, error=KafkaError(KafkaError._BAD_COMPRESSION))
+
+    assert [m.offset() for m in stuck.filter([broken()], seek)] == [1]
+    # four reports fetched at 1 before the seek (they piled up while the thread waited): one seek
+    assert [m.offset() for m in stuck.filter([broken(), broken(), broken(), broken()], seek)] == []
+    assert seeks == [2]
+    works["seek"] = False
+    assert [m.offset() for m in stuck.filter([broken()], seek)] == [2]  # fetched at 2 after the seek
+    assert seeks == [2, 3]  # the seek to 3 failed: the walk stays at 2
+    assert [m.offset() for m in stuck.filter([broken()], seek)] == []  # so this proves nothing about 3
+    works["seek"] = True
+    assert [m.offset() for m in stuck.filter([broken()], seek)] == []
+    assert seeks == [2, 3, 3, 3]
+    assert [m.offset() for m in stuck.filter([broken()], seek)] == [3]  # after the seek to 3 applied
