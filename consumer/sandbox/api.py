@@ -154,6 +154,7 @@ class SandboxAPI(Scripting):
         self.domain_fail_status = 503
         self.domain_fail_only: str | None = None  # fail only this account's lookups (None: any)
         self.lookup_gate: asyncio.Event | None = None  # Domain API and token answers wait until it is set
+        self.lookup_delay_s = 0.0  # and then this long (a slow Domain API / Sentinel)
         self.in_flight: Counter[VisitKey] = Counter()
         self.max_in_flight_per_visit = 0
         self.max_in_flight = 0
@@ -271,8 +272,7 @@ class SandboxAPI(Scripting):
 
     async def _domain_api(self, account: str, service: str, raw_query: str) -> web.Response:
         self.domain_lookups.append(account)
-        if self.lookup_gate is not None:
-            await self.lookup_gate.wait()
+        await self._slow_lookup()
         if dict(parse_qsl(raw_query)).get("version") != "1.0":
             return _json(400, {"error": "version=1.0 is required"})
         if self.domain_fail_times > 0 and self.domain_fail_only in (None, account):
@@ -281,6 +281,12 @@ class SandboxAPI(Scripting):
         if service not in ("smt", "sentinel"):
             return _json(404, {"error": f"unknown service {service}"})
         return _json(200, {"service": service, "account": account, "baseURI": self.domain})
+
+    async def _slow_lookup(self) -> None:
+        if self.lookup_gate is not None:
+            await self.lookup_gate.wait()
+        if self.lookup_delay_s > 0:
+            await asyncio.sleep(self.lookup_delay_s)
 
     async def _events(
         self, request: web.Request, account: str, visitor: str, raw_query: str
@@ -341,8 +347,7 @@ class SandboxAPI(Scripting):
         """Sentinel's client-credentials grant: a bearer token for the account's OAuth 2.0 app."""
         form = await request.post() if request.method == "POST" else {}
         self.token_asked.append(account)
-        if self.lookup_gate is not None:
-            await self.lookup_gate.wait()
+        await self._slow_lookup()
         creds = self.accounts.get(account)
         status = 200
         payload: dict[str, object] = {}
