@@ -233,18 +233,7 @@ class App:
                 self._intake_failed(m, tp, generation, exc)
 
     def _intake(self, m: Message, tp: TopicPartition, generation: int, unreadable: str | None) -> None:
-        ts_type, ts = m.timestamp()
-        headers = m.headers()
-        record = Record(
-            tp[0],
-            tp[1],
-            m.offset() or 0,
-            generation,
-            m.key(),
-            m.value(),
-            headers if isinstance(headers, list) else None,
-            ts if ts_type else None,
-        )
+        record = _record(m, tp, generation)
         if unreadable is not None:  # dead-lettered (origin and error in its headers), never skipped
             self._unreadable(record, unreadable)
         elif tp in self.holds:
@@ -261,17 +250,7 @@ class App:
         self.counts["invalid"] += 1
         log.error("intake_failed", topic=tp[0], partition=tp[1], offset=offset, error=error, exc_info=exc)
         try:
-            headers = m.headers()
-            record = Record(
-                tp[0],
-                tp[1],
-                offset,
-                generation,
-                m.key(),
-                m.value(),
-                headers if isinstance(headers, list) else None,
-                None,
-            )
+            record = _record(m, tp, generation)
             self.dispatcher.dead_letter([record], Verdict("intake_failed", error))
         except Exception:  # pending: the commit stays below it, the next owner reads it again
             log.exception("intake_dead_letter_failed", topic=tp[0], partition=tp[1], offset=offset)
@@ -393,6 +372,22 @@ class App:
                 halted=halted,
                 overloaded=self._overloaded,
             )
+
+
+def _record(m: Message, tp: TopicPartition, generation: int) -> Record:
+    """The Record of a fetched message of an owned partition."""
+    ts_type, ts = m.timestamp()
+    headers = m.headers()
+    value, key, offset = m.value(), m.key(), m.offset() or 0
+    return Record(
+        *tp,
+        offset,
+        generation,
+        key,
+        value,
+        headers if isinstance(headers, list) else None,
+        ts if ts_type else None,
+    )
 
 
 def _tune_gc() -> None:
