@@ -223,6 +223,8 @@ class App:
             tp = (topic, partition)
             after = self._fetched.get(tp)
             self._fetched[tp] = offset  # before anything can fail: the tracker sees what was skipped
+            if after is None:
+                self.tracker.fetching(tp, offset)
             generation = self.tracker.generation(tp)
             if generation is None or not self.tracker.add(tp, offset, after):
                 continue  # not (or no longer) ours: the owner will fetch it

@@ -12,8 +12,9 @@ partition, in one unbroken fetch stream (the poll thread hands every fetched rec
 the loop remembers the last one per partition, across batches, so a transaction marker at a batch
 boundary is a gap like any other). A gap between two offsets seen one after the other in that
 stream is the log's. A gap above the highest offset seen that the stream passed (a fetched record
-that never reached `add`) is *unseen*: never named done, and the commit stays below it, so the next
-owner fetches it again.
+that never reached `add`; before the first offset added, counted from the first fetched, which the
+caller tells `fetching`) is *unseen*: never named done, and the commit stays below it, so the next
+owner fetches it again. This holds for offsets the previous owner's map lets us skip too.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class PartitionOffsets:
     inherited: deque[Run] | None = None  # done runs named by the previous owner's map, not reached yet
     inherited_base: int = 0  # the committed offset that map came with
     unseen: list[Run] = field(default_factory=list)  # fetched, never added: not done (see the module doc)
+    floor: int | None = None  # the first offset fetched in this assignment (`OffsetTracker.fetching`)
 
     def skips(self, offset: int) -> bool:
         """True if the previous owner's map names this offset done (then it counts as seen and done)."""
@@ -76,20 +78,26 @@ class PartitionOffsets:
             return True
         return False
 
-    def add(self, offset: int, after: int | None = None) -> Run | None:
-        """Record a consumed offset (in increasing order; gaps allowed); the unseen run it shows, if any.
+    def unseen_before(self, offset: int, after: int | None) -> Run | None:
+        """Note the run fetched before `offset` and never added, if `after` shows one; return it.
 
-        `after`: the offset fetched just before this one (None: not told, the gap is the log's).
+        `after`: the offset fetched just before this one (None: not told, a gap is the log's).
         """
+        if after is None or after == (self.next_offset or 0) - 1:
+            return None
+        if self.next_offset is not None and offset < self.next_offset:
+            return None
+        start = self.next_offset if self.next_offset is not None else self.floor
+        if start is None or offset <= start:
+            return None
+        self.unseen.append((start, offset))
+        return (start, offset)
+
+    def add(self, offset: int) -> None:
+        """Record a consumed offset (offsets arrive in increasing order; gaps are allowed)."""
         self.pending[offset] = None
-        unseen = None
         if self.next_offset is None or offset >= self.next_offset:
-            if after is not None and self.next_offset is not None and after != self.next_offset - 1:
-                unseen = (self.next_offset, offset) if offset > self.next_offset else None
-                if unseen is not None:
-                    self.unseen.append(unseen)
             self.next_offset = offset + 1
-        return unseen
 
     def done(self, offset: int) -> bool:
         """Mark an offset done; False if it was not pending (already done, or from before a revoke)."""
@@ -196,6 +204,12 @@ class OffsetTracker:
         """True while the partition is assigned to us in the same assignment generation."""
         return self._generation.get(tp) == generation
 
+    def fetching(self, tp: TopicPartition, offset: int) -> None:
+        """The first offset fetched for the partition in this assignment (before anything is added)."""
+        part = self._parts.get(tp)
+        if part is not None and part.floor is None:
+            part.floor = offset
+
     def add(self, tp: TopicPartition, offset: int, after: int | None = None) -> bool:
         """Record a consumed offset; False (and nothing recorded) if the partition is not ours.
 
@@ -204,22 +218,22 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None:
             return False
+        if after is not None and (unseen := part.unseen_before(offset, after)) is not None:
+            log.error(
+                "offsets_unseen",
+                topic=tp[0],
+                partition=tp[1],
+                start=unseen[0],
+                end=unseen[1],
+                fetched_after=after,
+                action="not done: the commit stays below them, the next owner fetches them again",
+            )
         if part.inherited is not None and part.skips(offset):
             metrics.SKIPPED_DONE.inc()
             return False
         if offset not in part.pending:
-            unseen = part.add(offset, after)
+            part.add(offset)
             self.pending_total += 1
-            if unseen is not None:
-                log.error(
-                    "offsets_unseen",
-                    topic=tp[0],
-                    partition=tp[1],
-                    start=unseen[0],
-                    end=unseen[1],
-                    fetched_after=after,
-                    action="not done: the commit stays below them, the next owner fetches them again",
-                )
         return True
 
     def done(self, tp: TopicPartition, offset: int, generation: int) -> None:

@@ -252,3 +252,37 @@ def test_offsets_fetched_but_never_added_are_not_named_done_and_hold_the_commit(
     assert decode(point.metadata, 1)[0] == [(5, 10)]
     assert t.to_commit() == {TP: point}
     assert t.pending_total == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_offsets_fetched_but_never_tracked_are_never_skipped_by_a_later_owner(data: st.DataObject) -> None:
+    """Owner after owner: each fetches what the log holds from its commit on, loses some fetched records
+    before `add` (a bug), settles some of the rest; no owner skips an offset that was not done."""
+    log = sorted(data.draw(st.sets(st.integers(0, 2000), min_size=1, max_size=300)))  # gaps: compaction
+    done: set[int] = set()
+    commit: CommitPoint | None = None
+    for _ in range(3):
+        t, gen = owner(data.draw(st.sampled_from([40, 4096])), commit)
+        start = commit.offset if commit else 0
+        fetched = [o for o in log if o >= start][: data.draw(st.integers(0, len(log)))]
+        lost = set(data.draw(st.lists(st.sampled_from(fetched), unique=True))) if fetched else set()
+        after: int | None = None
+        tracked = []
+        if fetched:
+            t.fetching(TP, fetched[0])
+        for o in fetched:
+            if o not in lost:
+                if not t.add(TP, o, after):
+                    assert o in done, f"offset {o} skipped, never done"
+                else:
+                    tracked.append(o)
+            after = o
+        for o in data.draw(st.lists(st.sampled_from(tracked), unique=True)) if tracked else []:
+            t.done(TP, o, gen)
+            done.add(o)
+        commit = t.commit_point(TP) or commit
+        if commit is not None:
+            assert not any(start <= o < commit.offset for o in lost - done), "the commit passed a lost one"
+            named = decode(commit.metadata, commit.offset)[0] or []
+            assert not any(s <= o < e for s, e in named for o in lost - done), "a map named a lost one done"
