@@ -299,6 +299,8 @@ class App:
         assert self.dispatcher is not None
         self._paused.difference_update(tps)
         self.holds.drop(tps)
+        for tp in tps:
+            self._fetched.pop(tp, None)
         return await self.dispatcher.revoke(tps)
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
