@@ -58,6 +58,7 @@ class App:
         self.holds = Holds(self.reader.registry, self._read, self._owns)
         self._consumed: dict[str, PromCounter] = {}  # engagement_events_consumed_total children by topic
         self._paused: set[TopicPartition] = set()
+        self._fetched: dict[TopicPartition, int] = {}  # per partition, the last offset fetched (see _take)
         self._overloaded = False
         self._loop_tick = time.monotonic()
         self._started = time.monotonic()
@@ -204,7 +205,7 @@ class App:
             self.counts["consumed"] += consumed.total()
 
     def _take(self, messages: list[Message], consumed: Counter[str]) -> None:
-        assert self.dispatcher is not None
+        """Track every record of the batch, then read it; a record that fails fails alone."""
         for m in messages:
             err = m.error()
             unreadable = None
@@ -220,28 +221,41 @@ class App:
             if topic is None or partition is None or offset is None:
                 continue
             tp = (topic, partition)
+            after = self._fetched.get(tp)
+            self._fetched[tp] = offset  # before anything can fail: the tracker sees what was skipped
+            if after is None:
+                self.tracker.fetching(tp, offset)
             generation = self.tracker.generation(tp)
-            if generation is None or not self.tracker.add(tp, offset):
+            if generation is None or not self.tracker.add(tp, offset, after):
                 continue  # not (or no longer) ours: the owner will fetch it
-            ts_type, ts = m.timestamp()
-            headers = m.headers()
-            record = Record(
-                topic,
-                partition,
-                offset,
-                generation,
-                m.key(),
-                m.value(),
-                headers if isinstance(headers, list) else None,
-                ts if ts_type else None,
-            )
             consumed[topic] += 1
-            if unreadable is not None:  # dead-lettered (origin and error in its headers), never skipped
-                self._unreadable(record, unreadable)
-            elif tp in self.holds:
-                self.holds.add(record)  # behind a record waiting for its schema: keep the order
-            else:
-                self._read(record)
+            try:
+                self._intake(m, tp, generation, unreadable)
+            except Exception as exc:  # a bug met by this record: it alone is dead-lettered, never skipped
+                self._intake_failed(m, tp, generation, exc)
+
+    def _intake(self, m: Message, tp: TopicPartition, generation: int, unreadable: str | None) -> None:
+        record = _record(m, tp, generation)
+        if unreadable is not None:  # dead-lettered (origin and error in its headers), never skipped
+            self._unreadable(record, unreadable)
+        elif tp in self.holds:
+            self.holds.add(record)  # behind a record waiting for its schema: keep the order
+        else:
+            self._read(record)
+
+    def _intake_failed(self, m: Message, tp: TopicPartition, generation: int, exc: Exception) -> None:
+        """Dead-letter a record whose intake raised (`intake_failed`); if that fails too, it stays pending."""
+        assert self.dispatcher is not None
+        offset = m.offset() or 0
+        error = f"{type(exc).__name__}: {exc}"
+        metrics.INVALID_EVENTS.labels("intake_failed").inc()
+        self.counts["invalid"] += 1
+        log.error("intake_failed", topic=tp[0], partition=tp[1], offset=offset, error=error, exc_info=exc)
+        try:
+            record = _record(m, tp, generation)
+            self.dispatcher.dead_letter([record], Verdict("intake_failed", error))
+        except Exception:  # pending: the commit stays below it, the next owner reads it again
+            log.exception("intake_dead_letter_failed", topic=tp[0], partition=tp[1], offset=offset)
 
     def _unreadable(self, record: Record, error: str) -> None:
         assert self.dispatcher is not None
@@ -278,12 +292,15 @@ class App:
         for tp in tps:
             self.tracker.assign(tp, *committed.get(tp, (None, None)))
             self._paused.discard(tp)
+            self._fetched.pop(tp, None)
 
     async def on_revoked(self, tps: list[TopicPartition]) -> dict[TopicPartition, CommitPoint]:
         """Drain the revoked partitions (bounded) and return their done prefix to commit."""
         assert self.dispatcher is not None
         self._paused.difference_update(tps)
         self.holds.drop(tps)
+        for tp in tps:
+            self._fetched.pop(tp, None)
         return await self.dispatcher.revoke(tps)
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
@@ -359,6 +376,22 @@ class App:
                 halted=halted,
                 overloaded=self._overloaded,
             )
+
+
+def _record(m: Message, tp: TopicPartition, generation: int) -> Record:
+    """The Record of a fetched message of an owned partition."""
+    ts_type, ts = m.timestamp()
+    headers = m.headers()
+    value, key, offset = m.value(), m.key(), m.offset() or 0
+    return Record(
+        *tp,
+        offset,
+        generation,
+        key,
+        value,
+        headers if isinstance(headers, list) else None,
+        ts if ts_type else None,
+    )
 
 
 def _tune_gc() -> None:

@@ -6,6 +6,7 @@ configuration is reported in one go.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,7 +16,25 @@ from consumer.delivery.policy import parse_status_policy
 from consumer.formats.mapping import parse_field_map, parse_path, parse_type_map
 from consumer.liveperson.url import base_url_problem, mask_url
 
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _TRUE = {"true", "t", "1"}  # librdkafka's spellings of true
+
+# librdkafka's other names for the properties guarded below (rd_kafka_conf_properties_show lists
+# them as "Alias for `x`"). librdkafka applies the names of one property in the order they are set,
+# the last one winning, so every name present is checked, each on its own: KAFKA_ACKS=all beside
+# KAFKA_REQUEST_REQUIRED_ACKS=1 means acks=1. enable.auto.offset.store, isolation.level and
+# auto.offset.reset have no alias (librdkafka 2.16).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "request.required.acks": ("acks",),
+    "enable.auto.offset.store": (),
+    "isolation.level": (),
+    "auto.offset.reset": (),
+}
+
+
+def _names(prop: str) -> tuple[str, ...]:
+    """A guarded property's name and its librdkafka aliases."""
+    return (prop, *ALIASES[prop])
 
 
 def _guarantee_problems(props: Mapping[str, str]) -> list[str]:
@@ -29,40 +48,42 @@ def _guarantee_problems(props: Mapping[str, str]) -> list[str]:
     def refuse(prop: str, why: str) -> None:
         problems.append(f"KAFKA_{prop.upper().replace('.', '_')}: {why} (got {props[prop]!r})")
 
-    if value("enable.auto.offset.store") in _TRUE:
-        refuse(
-            "enable.auto.offset.store",
-            "must stay false: librdkafka would store every polled offset before its event is "
-            "delivered or dead-lettered, and any commit of stored offsets would pass those events",
-        )
-    isolation = value("isolation.level")
-    if isolation is not None and isolation != "read_committed":
-        refuse(
-            "isolation.level",
-            "must stay read_committed: otherwise events of aborted transactions, which their "
-            "producer took back, are delivered",
-        )
-    reset = value("auto.offset.reset")
-    if reset in ("latest", "largest", "end"):
-        refuse(
-            "auto.offset.reset",
-            "must be earliest: with no committed offset, or one the retention already removed, "
-            "latest skips every retained event; to skip a backlog on purpose reset the group's "
-            "offsets with kafka-consumer-groups",
-        )
-    elif reset is not None and reset not in ("earliest", "smallest", "beginning"):
-        refuse(
-            "auto.offset.reset",
-            "must be earliest: the daemon does not handle the reset error, so the partition stalls",
-        )
-    acks = value("acks") or value("request.required.acks")
-    if acks is not None and acks not in ("all", "-1"):
-        prop = "acks" if "acks" in props else "request.required.acks"
-        refuse(
-            prop,
-            "must be all (-1): an event counts as done, and is committed, once its dead letter is "
-            "acknowledged; with fewer acks a broker failure can lose that dead letter",
-        )
+    for prop in _names("enable.auto.offset.store"):
+        if value(prop) in _TRUE:
+            refuse(
+                prop,
+                "must stay false: librdkafka would store every polled offset before its event is "
+                "delivered or dead-lettered, and any commit of stored offsets would pass those events",
+            )
+    for prop in _names("isolation.level"):
+        isolation = value(prop)
+        if isolation is not None and isolation != "read_committed":
+            refuse(
+                prop,
+                "must stay read_committed: otherwise events of aborted transactions, which their "
+                "producer took back, are delivered",
+            )
+    for prop in _names("auto.offset.reset"):
+        reset = value(prop)
+        if reset in ("latest", "largest", "end"):
+            refuse(
+                prop,
+                "must be earliest: with no committed offset, or one the retention already removed, "
+                "latest skips every retained event; to skip a backlog on purpose reset the group's "
+                "offsets with kafka-consumer-groups",
+            )
+        elif reset is not None and reset not in ("earliest", "smallest", "beginning"):
+            refuse(
+                prop, "must be earliest: the daemon does not handle the reset error, so the partition stalls"
+            )
+    for prop in _names("request.required.acks"):
+        acks = value(prop)
+        if acks is not None and acks not in ("all", "-1"):
+            refuse(
+                prop,
+                "must be all (-1): an event counts as done, and is committed, once its dead letter is "
+                "acknowledged; with fewer acks a broker failure can lose that dead letter",
+            )
     return problems
 
 
@@ -127,6 +148,7 @@ def semantic_problems(s: Settings, require_kafka: bool, require_credentials: boo
         problems.append(
             f"EVENT_TOPICS: a topic cannot also be a lead or service topic: {', '.join(sorted(mixed))}"
         )
+    problems.extend(_topic_name_problems(s))
     problems.extend(input_format_problems(s))
     if s.dlq_topic in s.topics:
         problems.append("DLQ_TOPIC: must differ from the lead, service and event topics")
@@ -144,6 +166,22 @@ def semantic_problems(s: Settings, require_kafka: bool, require_credentials: boo
         parse_status_policy(s.status_policy)
     except ValueError as exc:
         problems.append(f"STATUS_POLICY: {exc}")
+    return problems
+
+
+def _topic_name_problems(s: Settings) -> list[str]:
+    """Topics that are not plain Kafka topic names: a `^` pattern would subscribe by regex."""
+    problems: list[str] = []
+    named = {"LEAD_TOPICS": s.lead_topics, "SERVICE_TOPICS": s.service_topics, "EVENT_TOPICS": s.event_topics}
+    for var, topics in {**named, "DLQ_TOPIC": [s.dlq_topic]}.items():
+        for topic in topics:
+            if topic.startswith("^"):
+                problems.append(
+                    f"{var}: {topic!r} is a regex subscription, which is not supported: each topic's "
+                    "attribute type comes from the list it is in, so name every topic"
+                )
+            elif not _TOPIC_NAME.fullmatch(topic):
+                problems.append(f"{var}: {topic!r} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)")
     return problems
 
 

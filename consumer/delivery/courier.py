@@ -30,7 +30,7 @@ from consumer.delivery.policy import Backoff
 from consumer.formats.events import Visit, encode_attributes
 from consumer.kafka.deadletter import Verdict
 from consumer.kafka.records import Record, TopicPartition
-from consumer.liveperson.client import EngagementClient, Reply
+from consumer.liveperson.client import NOT_OURS, EngagementClient, Reply
 from consumer.ops import metrics
 from consumer.util.expiring import ExpiringMap
 
@@ -163,10 +163,14 @@ class Courier:
                     if await self._gate(lane, batch, attempts) is Gate.DONE:
                         return
                     continue
+                before = history
                 history = History(started, 1) if history is None else history.attempted()
                 reply = await self._send(lane, batch)
                 if lane.slot:
                     self._release(lane)
+                if reply.error == NOT_OURS:  # not sent: the revoked records stay pending for their new owner
+                    history = before
+                    continue  # and what is still ours goes again
                 # The request may have outlived a revoke: act on its outcome only for what is still ours.
                 batch = lane.held = self._owner.may_finish(batch)
                 if not batch:
@@ -265,7 +269,8 @@ class Courier:
         for tp in tps:
             inflight[tp] += 1
         try:
-            reply = await self.client.send(lane.visit, body, lane.account)
+            current = self._owner.is_current  # asked right before the request is written
+            reply = await self.client.send(lane.visit, body, lane.account, lambda: all(map(current, batch)))
         finally:
             for tp in tps:
                 inflight[tp] -= 1

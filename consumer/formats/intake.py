@@ -7,7 +7,8 @@ with exponential backoff and full jitter for as long as the registry is unreacha
 already in the offset tracker, so nothing at or after the held offset is committed, and the
 partition's pending window fills and pauses fetching as usual. Then the held records go through the
 intake again in order. A revoked or lost partition's held records are dropped (the next owner reads
-them again). Registry trouble is never a reason to dead-letter.
+them again); a shutdown drain does not wait for them (they stay uncommitted). Registry trouble is
+never a reason to dead-letter.
 """
 
 from __future__ import annotations

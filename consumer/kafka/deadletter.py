@@ -71,7 +71,7 @@ def produce_failure_kind(err: KafkaError | None) -> str:
 class Verdict:
     """Why a record is dead-lettered."""
 
-    reason: str  # invalid_event, http_400, http_404, http_422, http_4xx, retries_exhausted
+    reason: str  # invalid_event, http_4xx, retries_exhausted, consume_error, intake_failed, ...
     error: str  # one line
     status: int | None = None
     attempts: int = 0

@@ -2,13 +2,24 @@
 
 The map (consumer.kafka.offsetmap) rides in the commit's metadata; the next owner of the partition reads
 it at assignment and skips the offsets it names (DESIGN.md, *Commits that remember what is done
-above the gap*). Within [first consumed, one past the highest seen) every offset that is not pending
-is done: consumed offsets arrive in order, and an offset the log does not hold (compaction,
-transaction markers) is never fetched, so naming it done skips nothing.
+above the gap*).
+
+Done means seen and settled. Within [first consumed, one past the highest seen) an offset is done
+when it was seen (handed to `add`) and is no longer pending, or when the log does not hold it
+(compaction, transaction markers): such an offset is never fetched. Which gaps are the log's is
+told by the caller: `add(..., after=n)` says n is the offset fetched just before this one for the
+partition, in one unbroken fetch stream (the poll thread hands every fetched record over, in order;
+the loop remembers the last one per partition, across batches, so a transaction marker at a batch
+boundary is a gap like any other). A gap between two offsets seen one after the other in that
+stream is the log's. A gap above the highest offset seen that the stream passed (a fetched record
+that never reached `add`; before the first offset added, counted from the first fetched, which the
+caller tells `fetching`) is *unseen*: never named done, and the commit stays below it, so the next
+owner fetches it again. This holds for offsets the previous owner's map lets us skip too.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -42,9 +53,11 @@ class PartitionOffsets:
 
     pending: OrderedDict[int, None] = field(default_factory=OrderedDict)
     next_offset: int | None = None  # one past the highest offset seen
-    committed: tuple[int, int | None, int, int] | None = None  # state when last handed out for commit
+    committed: tuple[int, int | None, int, int, int] | None = None  # state when last handed out for commit
     inherited: deque[Run] | None = None  # done runs named by the previous owner's map, not reached yet
     inherited_base: int = 0  # the committed offset that map came with
+    unseen: list[Run] = field(default_factory=list)  # fetched, never added: not done (see the module doc)
+    floor: int | None = None  # the first offset fetched in this assignment (`OffsetTracker.fetching`)
 
     def skips(self, offset: int) -> bool:
         """True if the previous owner's map names this offset done (then it counts as seen and done)."""
@@ -65,6 +78,21 @@ class PartitionOffsets:
             return True
         return False
 
+    def unseen_before(self, offset: int, after: int | None) -> Run | None:
+        """Note the run fetched before `offset` and never added, if `after` shows one; return it.
+
+        `after`: the offset fetched just before this one (None: not told, a gap is the log's).
+        """
+        if after is None or after == (self.next_offset or 0) - 1:
+            return None
+        if self.next_offset is not None and offset < self.next_offset:
+            return None
+        start = self.next_offset if self.next_offset is not None else self.floor
+        if start is None or offset <= start:
+            return None
+        self.unseen.append((start, offset))
+        return (start, offset)
+
     def add(self, offset: int) -> None:
         """Record a consumed offset (offsets arrive in increasing order; gaps are allowed)."""
         self.pending[offset] = None
@@ -76,7 +104,10 @@ class PartitionOffsets:
         return self.pending.pop(offset, 0) is None
 
     def committable(self) -> int | None:
-        """The offset to commit: the lowest still pending, or one past the highest seen."""
+        """The offset to commit: the lowest still pending or unseen, or one past the highest seen."""
+        if self.unseen:
+            first = self.unseen[0][0]
+            return min(first, next(iter(self.pending))) if self.pending else first
         if self.pending:
             return next(iter(self.pending))
         return self.next_offset
@@ -85,10 +116,13 @@ class PartitionOffsets:
         """Done offsets above `base` (the committable offset), as sorted runs, lowest first."""
         prev = base
         end = base if self.next_offset is None else self.next_offset
-        for offset in self.pending:
-            if offset > prev:
-                yield (prev, offset)
-            prev = offset + 1
+        holes: Iterable[Run] = ((o, o + 1) for o in self.pending)  # not done: pending, and unseen runs
+        if self.unseen:
+            holes = heapq.merge(holes, self.unseen)
+        for hole_start, hole_end in holes:
+            if hole_start > prev:
+                yield (prev, hole_start)
+            prev = max(prev, hole_end)
         start = prev
         for run_start, run_end in self.inherited or ():
             if run_end <= end:
@@ -170,11 +204,30 @@ class OffsetTracker:
         """True while the partition is assigned to us in the same assignment generation."""
         return self._generation.get(tp) == generation
 
-    def add(self, tp: TopicPartition, offset: int) -> bool:
-        """Record a consumed offset; False (and nothing recorded) if the partition is not ours."""
+    def fetching(self, tp: TopicPartition, offset: int) -> None:
+        """The first offset fetched for the partition in this assignment (before anything is added)."""
+        part = self._parts.get(tp)
+        if part is not None and part.floor is None:
+            part.floor = offset
+
+    def add(self, tp: TopicPartition, offset: int, after: int | None = None) -> bool:
+        """Record a consumed offset; False (and nothing recorded) if the partition is not ours.
+
+        `after`: the offset fetched just before this one for the partition (see the module doc).
+        """
         part = self._parts.get(tp)
         if part is None:
             return False
+        if after is not None and (unseen := part.unseen_before(offset, after)) is not None:
+            log.error(
+                "offsets_unseen",
+                topic=tp[0],
+                partition=tp[1],
+                start=unseen[0],
+                end=unseen[1],
+                fetched_after=after,
+                action="not done: the commit stays below them, the next owner fetches them again",
+            )
         if part.inherited is not None and part.skips(offset):
             metrics.SKIPPED_DONE.inc()
             return False
@@ -209,7 +262,7 @@ class OffsetTracker:
             if offset is None:
                 continue
             # Done never reverts, so a map that misses a change is stale but true: a cheap key will do.
-            state = (offset, part.next_offset, len(part.pending), len(part.inherited or ()))
+            state = (offset, part.next_offset, len(part.pending), len(part.inherited or ()), len(part.unseen))
             if state != part.committed:
                 part.committed = state
                 out[tp] = self._point(part, offset)

@@ -370,12 +370,14 @@ def _commit(
     return False
 
 
-def _seek(consumer: Consumer, topic: str, partition: int, offset: int) -> None:
-    """Move a partition's fetch position (to walk past a broken batch); a failure is logged."""
+def _seek(consumer: Consumer, topic: str, partition: int, offset: int) -> bool:
+    """Move a partition's fetch position (to walk past a broken batch); False (logged) if it failed."""
     try:
         consumer.seek(KafkaTP(topic, partition, offset))
     except KafkaException as exc:  # not assigned any more, or not fetching yet: the next report retries
         log.warning("seek_failed", topic=topic, partition=partition, offset=offset, error=str(exc))
+        return False
+    return True
 
 
 def _take_ready(consumer: Consumer) -> list[Message]:

@@ -5,7 +5,8 @@ it cannot decompress, reports it again on every fetch of any offset inside it wi
 the partition would stall there. The poll thread passes each report through `StuckBatches`, which
 hands the first one over (its offset is dead-lettered by the loop), and on a repeat seeks one
 offset further: a repeat after a seek to offset n means n lies inside the broken batch too, so n is
-handed over as well. The walk ends at the first readable record. Every offset of the batch so
+handed over as well, if that report was fetched after the seek (see `filter`) and the seek did
+not fail. The walk ends at the first readable record. Every offset of the batch so
 becomes a dead letter (empty value, the error in its headers) and the commit passes it only then.
 """
 
@@ -58,11 +59,21 @@ class StuckBatches:
         for tp in tps:
             self._walks.pop(tp, None)
 
-    def filter(self, messages: list[Message], seek: Callable[[str, int, int], None]) -> list[Message]:
-        """The messages to hand over: each unreadable offset once; repeats become seeks (and offsets)."""
+    def filter(self, messages: list[Message], seek: Callable[[str, int, int], bool]) -> list[Message]:
+        """The messages to hand over: each unreadable offset once; repeats become seeks (and offsets).
+
+        A repeat proves the walk's position broken only when it was fetched after the seek there:
+        librdkafka drops what it fetched before a seek from its queue, but not what one consume()
+        already returned, so after a seek the rest of that partition's batch is stale and dropped
+        (reports that piled up while this thread waited for the loop would each have walked one
+        offset further, into readable records). A seek that fails leaves the walk where it was.
+        """
         out: list[Message] = []
+        moved: set[TopicPartition] = set()  # sought in this batch: their later messages are stale
         for m in messages:
             topic, partition, offset = m.topic(), m.partition(), m.offset()
+            if topic is not None and partition is not None and (topic, partition) in moved:
+                continue
             if unreadable_record(m) is None:
                 if m.error() is None and topic is not None and partition is not None:
                     walk = self._walks.get((topic, partition))
@@ -80,6 +91,9 @@ class StuckBatches:
             base, position, handed = walk  # reported again: the fetch at `position` failed too
             if not handed:
                 out.append(Message(topic=topic, partition=partition, offset=position, error=m.error()))
-            self._walks[tp] = (base, position + 1, False)
-            seek(topic, partition, position + 1)
+            moved.add(tp)
+            if seek(topic, partition, position + 1):
+                self._walks[tp] = (base, position + 1, False)
+            else:  # not moved: the next report is about `position` again, already handed over
+                self._walks[tp] = (base, position, True)
         return out

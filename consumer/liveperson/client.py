@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from consumer.accounts.account import Account
 
 USER_AGENT = "engagement-consumer/0.1"
+NOT_OURS = "not_ours"  # Reply.error: not sent, the batch's partitions were revoked during a lookup
 _EVENTS_HEADERS = {"Content-Type": "application/json", "x-http-method-override": "PUT"}
 
 
@@ -32,7 +34,7 @@ class Reply:
     """The outcome of one attempt: an HTTP status, or a transport error kind."""
 
     status: int | None
-    error: str | None = None  # timeout | connection_error | domain_lookup | credentials | token_*
+    error: str | None = None  # timeout | connection_error | domain_lookup | credentials | token_* | not_ours
     detail: str = ""
     retry_after: str | None = None
     duration: float = 0.0
@@ -110,8 +112,14 @@ class EngagementClient:
             child = self._requests[label] = metrics.REQUESTS.labels(label)
         child.inc()
 
-    async def send(self, visit: Visit, body: bytes, account: Account) -> Reply:
-        """POST the attribute array of one visit; signed afresh (new nonce and timestamp) by its account."""
+    async def send(
+        self, visit: Visit, body: bytes, account: Account, still_ours: Callable[[], bool] | None = None
+    ) -> Reply:
+        """POST the attribute array of one visit; signed afresh (new nonce and timestamp) by its account.
+
+        `still_ours` is asked after the lookups (Domain API, Sentinel, token: each may take up to
+        HTTP_TIMEOUT_S), right before the request is written: False, and nothing is sent (NOT_OURS).
+        """
         assert self._session is not None, "start() first"
         started = time.perf_counter()
         try:
@@ -131,6 +139,8 @@ class EngagementClient:
             return self._failed(account, "token_rejected", str(exc), started)
         except RetryableError as exc:
             return self._failed(account, "token_unavailable", str(exc), started)
+        if still_ours is not None and not still_ours():  # no await from here to the request's write
+            return Reply(None, NOT_OURS, "partition revoked before the request was sent", None, 0.0)
         headers = {**_EVENTS_HEADERS, "Authorization": authorization}
         status: int | None = None
         error: str | None = None

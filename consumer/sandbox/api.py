@@ -144,6 +144,7 @@ class SandboxAPI(Scripting):
         self.token_lifetime_s = 3600.0
         self.token_fail_status: int | None = None
         self.token_requests: list[tuple[str, int]] = []  # (account, status) of every token request
+        self.token_asked: list[str] = []  # the account of every token request, on arrival
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (account, expires at, monotonic)
         self._token_serial = 0
         self.verify_signatures = verify_signatures
@@ -152,6 +153,8 @@ class SandboxAPI(Scripting):
         self.domain_fail_times = 0
         self.domain_fail_status = 503
         self.domain_fail_only: str | None = None  # fail only this account's lookups (None: any)
+        self.lookup_gate: asyncio.Event | None = None  # Domain API and token answers wait until it is set
+        self.lookup_delay_s = 0.0  # and then this long (a slow Domain API / Sentinel)
         self.in_flight: Counter[VisitKey] = Counter()
         self.max_in_flight_per_visit = 0
         self.max_in_flight = 0
@@ -259,7 +262,7 @@ class SandboxAPI(Scripting):
             and seg[4] == "service"
             and seg[6] == "baseURI.json"
         ):
-            return self._domain_api(unquote(seg[3]), unquote(seg[5]), raw_query)
+            return await self._domain_api(unquote(seg[3]), unquote(seg[5]), raw_query)
         tail = seg[3:] if seg[1:3] == ["sentinel", "api"] else []
         if tail[:1] == ["v2"]:
             tail = tail[1:]
@@ -267,8 +270,9 @@ class SandboxAPI(Scripting):
             return await self._token(request, unquote(tail[1]))
         return _json(404, {"error": "not found"})
 
-    def _domain_api(self, account: str, service: str, raw_query: str) -> web.Response:
+    async def _domain_api(self, account: str, service: str, raw_query: str) -> web.Response:
         self.domain_lookups.append(account)
+        await self._slow_lookup()
         if dict(parse_qsl(raw_query)).get("version") != "1.0":
             return _json(400, {"error": "version=1.0 is required"})
         if self.domain_fail_times > 0 and self.domain_fail_only in (None, account):
@@ -277,6 +281,12 @@ class SandboxAPI(Scripting):
         if service not in ("smt", "sentinel"):
             return _json(404, {"error": f"unknown service {service}"})
         return _json(200, {"service": service, "account": account, "baseURI": self.domain})
+
+    async def _slow_lookup(self) -> None:
+        if self.lookup_gate is not None:
+            await self.lookup_gate.wait()
+        if self.lookup_delay_s > 0:
+            await asyncio.sleep(self.lookup_delay_s)
 
     async def _events(
         self, request: web.Request, account: str, visitor: str, raw_query: str
@@ -336,6 +346,8 @@ class SandboxAPI(Scripting):
     async def _token(self, request: web.Request, account: str) -> web.Response:
         """Sentinel's client-credentials grant: a bearer token for the account's OAuth 2.0 app."""
         form = await request.post() if request.method == "POST" else {}
+        self.token_asked.append(account)
+        await self._slow_lookup()
         creds = self.accounts.get(account)
         status = 200
         payload: dict[str, object] = {}

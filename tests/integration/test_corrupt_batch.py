@@ -106,3 +106,56 @@ def committed_on(bootstrap: str, group: str, tp: tuple[str, int]) -> int:
     finally:
         consumer.close()
     return int(got.offset)
+
+
+def test_reports_that_piled_up_while_the_poll_thread_waited_do_not_walk_into_readable_records(
+    mock_bootstrap: str, topics: Topics
+) -> None:
+    """Issue 17 item 4: the walker took every repeated report as proof that the next offset is broken.
+
+    librdkafka fetches ahead while the poll thread waits for the loop (MAX_BATCHES_AHEAD), reporting
+    the broken batch again after each fetch error backoff; one consume() then returns several
+    reports fetched before the walker's seek. Each used to hand one more offset over as unreadable:
+    readable records after a one-record broken batch became empty dead letters, never fetched.
+    """
+    from consumer.kafka.source import _seek
+    from consumer.kafka.unreadable import StuckBatches, unreadable_record
+
+    producer = Producer({"bootstrap.servers": mock_bootstrap})
+    producer.produce(topics.leads, b"before", partition=0)
+    assert producer.flush(10) == 0
+    base = produce_raw(mock_bootstrap, topics.leads, 0, broken_batch(1))
+    for i in range(10):
+        producer.produce(topics.leads, f"after-{i}".encode(), partition=0)
+    assert producer.flush(10) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": mock_bootstrap,
+            "group.id": topics.group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "log_level": 2,
+        }
+    )
+    consumer.subscribe([topics.leads])
+    stuck = StuckBatches()
+    handed: dict[int, bytes | None] = {}
+    piled = 0
+    deadline = time.monotonic() + 40
+    try:
+        while len(handed) < 12 and time.monotonic() < deadline:
+            messages = consumer.consume(500, 0.1)
+            reports = sum(1 for m in messages if unreadable_record(m) is not None)
+            if reports and not piled:
+                time.sleep(2.0)  # the poll thread waits for a busy loop; librdkafka keeps fetching
+                piled = -1
+            elif reports and piled < 0:
+                piled = reports
+            for m in stuck.filter(messages, lambda t, p, o: _seek(consumer, t, p, o)):
+                if m.error() is None or unreadable_record(m) is not None:
+                    assert m.offset() not in handed, f"offset {m.offset()} handed over twice"
+                    handed[m.offset()] = None if m.error() else m.value()
+    finally:
+        consumer.close()
+    assert piled >= 2, "precondition: several reports fetched before the seek came in one batch"
+    assert handed == {0: b"before", base: None, **{base + 1 + i: f"after-{i}".encode() for i in range(10)}}

@@ -1,6 +1,6 @@
 """Scenario 17: an Avro decimal too big for the request's JSON among a visit's valid events (issue 17).
 
-17a: a `decimal(38,2)` of 100000000000000000000.00 is a valid Avro value, but no JSON number the
+17c: a `decimal(38,2)` of 100000000000000000000.00 is a valid Avro value, but no JSON number the
 API request can carry as an integer (orjson writes 64-bit integers only). It used to pass the
 parser as a Python int and fail inside the send ("Integer exceeds 64-bit range"): its lane failed
 and retried forever with up to 50 of the visit's events, and the partition's commit froze. Now it
@@ -65,7 +65,7 @@ def test_a_huge_avro_decimal_is_dead_lettered_and_its_visit_flows(
     broker, topics: Topics, api, daemon_env, start_daemon, recorder
 ) -> None:
     with SandboxRegistry() as registry:
-        specs = make_events(topics.leads, topics.services, COUNT, visitors=10, seed=170, prefix="17a")
+        specs = make_events(topics.leads, topics.services, COUNT, visitors=10, seed=170, prefix="17c")
         specs, bad = _with_avro(specs, topics.leads, registry.url)
         tally = Tally(api)
         daemon = start_daemon(daemon_env(api.base_url, SCHEMA_REGISTRY_URL=registry.url))
@@ -78,7 +78,7 @@ def test_a_huge_avro_decimal_is_dead_lettered_and_its_visit_flows(
     committed = committed_offsets(broker.bootstrap, topics.group, list(end_offsets(specs)))
     fig = measure(specs, tally, dlq, committed)
     recorder.record(
-        "17a",
+        "17c",
         "Avro decimal(38,2) beyond 64 bits among a visit's events",
         f"{AVRO} Avro leads (schema registry stand-in) in one visit among {COUNT} JSON events; one "
         f"carries {HUGE}: dead-lettered as invalid_event (bad_value, field value), the rest delivered",

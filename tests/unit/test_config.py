@@ -219,3 +219,35 @@ def test_drain_deadlines_that_cannot_be_kept_are_refused_with_why(env: dict[str,
         load_settings({**BASE, **env})
     assert any(line.startswith(says) for line in err.value.problems), err.value.problems
     load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "3"})
+
+
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [
+        ({"KAFKA_ACKS": "all", "KAFKA_REQUEST_REQUIRED_ACKS": "1"}, "KAFKA_REQUEST_REQUIRED_ACKS"),
+        ({"KAFKA_REQUEST_REQUIRED_ACKS": "all", "KAFKA_ACKS": "0"}, "KAFKA_ACKS"),
+        ({"KAFKA_REQUEST_REQUIRED_ACKS": "1"}, "KAFKA_REQUEST_REQUIRED_ACKS"),
+    ],
+)
+def test_every_alias_of_a_guarded_property_is_checked_on_its_own(env: dict[str, str], refused: str) -> None:
+    # librdkafka applies a property's names in the order they are set (tests/unit/test_rdkafka_aliases.py):
+    # KAFKA_ACKS=all with KAFKA_REQUEST_REQUIRED_ACKS=1 is acks=1, so an `or` of the two passed it.
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, **env})
+    lines = [p for p in err.value.problems if p.startswith(f"{refused}: ")]
+    assert len(lines) == 1 and "dead letter" in lines[0], err.value.problems
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"LEAD_TOPICS": r"^crm\..*"}, "LEAD_TOPICS: '^crm\\\\..*' is a regex subscription"),
+        ({"EVENT_TOPICS": "^events-.*", "LEAD_TOPICS": "a"}, "EVENT_TOPICS: '^events-.*' is a regex"),
+        ({"SERVICE_TOPICS": "tickets*"}, "SERVICE_TOPICS: 'tickets*' is not a Kafka topic name"),
+    ],
+)
+def test_regex_and_invalid_topic_names_are_refused_at_start(env: dict[str, str], says: str) -> None:
+    # A regex passed the checks and raised KeyError for the topic it matched, in the middle of a batch.
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, **env})
+    assert [p for p in err.value.problems if p.startswith(says)], err.value.problems

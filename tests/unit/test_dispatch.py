@@ -38,7 +38,7 @@ class FakeClient:
     in_flight: dict[Visit, int] = field(default_factory=dict)
     max_per_visit: int = 0
 
-    async def send(self, visit: Visit, body: bytes, account: Account) -> Reply:
+    async def send(self, visit: Visit, body: bytes, account: Account, still_ours: object = None) -> Reply:
         try:
             auth = await account.authorization("POST", "https://lp.test/e?v=1&sid=s", body)
         except CredentialsProblem as exc:
@@ -303,7 +303,7 @@ class GatedClient(FakeClient):
 
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    async def send(self, visit: Visit, body: bytes, account: Account) -> Reply:
+    async def send(self, visit: Visit, body: bytes, account: Account, still_ours: object = None) -> Reply:
         gate = self.hold.get(visit.visitor)
         if gate is not None:
             self.calls.append((visit, [a["lead"]["topic"] for a in orjson.loads(body)]))

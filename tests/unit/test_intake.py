@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
+from consumer.accounts.registry import AccountRegistry
+from consumer.config import load_settings
+from consumer.delivery.dispatch import Dispatcher
 from consumer.formats.intake import Holds
 from consumer.formats.registry import RegistryUnavailable
+from consumer.kafka.offsets import CommitPoint, OffsetTracker
 from consumer.kafka.records import Record
+from consumer.liveperson.client import EngagementClient
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -87,3 +93,40 @@ async def test_revoked_partitions_are_dropped_and_never_released() -> None:
     assert ("t", 1) not in holds and ("t", 2) in holds
     await holds.close()
     assert taken == [] and holds.records == 0
+
+
+async def test_the_shutdown_drain_does_not_wait_for_records_held_at_intake() -> None:
+    """README, *Schema registry*: a record held for its schema is not waited for on SIGTERM.
+
+    It cannot be delivered until the registry answers; it stays pending (uncommitted) and is read
+    again after the restart, while the member leaves the group at once.
+    """
+    settings = load_settings(
+        {
+            "LP_CONSUMER_KEY": "k",
+            "LP_CONSUMER_SECRET": "s",
+            "LP_ACCESS_TOKEN": "t",
+            "LP_ACCESS_TOKEN_SECRET": "x",
+        },
+        require_kafka=False,
+    )
+    tracker = OffsetTracker()
+    tp = ("t", 0)
+    generation = tracker.assign(tp)
+    tracker.add(tp, 10)
+    accounts = AccountRegistry(settings, fetch_token=_no_tokens)
+    dispatcher = Dispatcher(settings, EngagementClient(settings), accounts, tracker)
+    registry = FlakyRegistry(failures=10**9)  # unreachable for good
+    holds = Holds(registry, dispatcher.submit, lambda r: True, backoff_initial_s=0.001, backoff_max_s=0.002)
+    holds.hold(record(10, generation=generation), 7)
+    await wait_for(lambda: len(registry.calls) >= 2, "the registry is retried")
+    began = time.monotonic()
+    assert await dispatcher.drain(10.0)  # its first phase alone may last 5 s when waiting
+    assert time.monotonic() - began < 4.0, "the drain waited for a record held at intake"
+    assert holds.records == 1 and tracker.commit_point(tp) == CommitPoint(10)
+    await holds.close()
+    await accounts.close()
+
+
+async def _no_tokens(account: str, creds: object) -> tuple[str, float]:
+    raise AssertionError("no tokens here")

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.kafka.offsetmap import decode
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
 
 pytestmark = pytest.mark.timeout(10)
@@ -217,3 +218,71 @@ def test_a_commit_the_broker_refused_is_sent_again() -> None:
     assert t.to_commit() == {}
     t.commit_failed([TP, ("other", 0)])
     assert t.to_commit()[TP].offset == 2
+
+
+def test_a_gap_between_offsets_fetched_one_after_the_other_is_the_logs_and_done() -> None:
+    """Compaction or a transaction marker: 3 and 4 were never in the log, 5 was fetched right after 2."""
+    t = OffsetTracker(map_max_bytes=4096)
+    gen = t.assign(TP)
+    for offset, after in ((0, None), (1, 0), (2, 1), (5, 2), (6, 5)):
+        assert t.add(TP, offset, after)
+    for o in (1, 2, 5, 6):
+        t.done(TP, o, gen)
+    point = t.commit_point(TP)
+    assert point is not None and point.offset == 0
+    assert decode(point.metadata, 0)[0] == [(1, 7)]
+
+
+def test_offsets_fetched_but_never_added_are_not_named_done_and_hold_the_commit() -> None:
+    """The issue-17 case: 0 added (and failing), 1-4 fetched but lost before `add`, 5-9 delivered."""
+    t = OffsetTracker(map_max_bytes=4096)
+    gen = t.assign(TP)
+    assert t.add(TP, 0)
+    for o in range(5, 10):
+        assert t.add(TP, o, after=o - 1)  # 5 came after 4 in the fetch stream; 1-4 never reached add
+        t.done(TP, o, gen)
+    point = t.commit_point(TP)
+    assert point is not None and point.offset == 0
+    assert decode(point.metadata, 0)[0] == [
+        (5, 10)
+    ]  # was [(1, 10)]: 1-4 named done, skipped by the next owner
+    t.done(TP, 0, gen)
+    point = t.commit_point(TP)
+    assert point is not None and point.offset == 1  # not past the unseen 1-4
+    assert decode(point.metadata, 1)[0] == [(5, 10)]
+    assert t.to_commit() == {TP: point}
+    assert t.pending_total == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_offsets_fetched_but_never_tracked_are_never_skipped_by_a_later_owner(data: st.DataObject) -> None:
+    """Owner after owner: each fetches what the log holds from its commit on, loses some fetched records
+    before `add` (a bug), settles some of the rest; no owner skips an offset that was not done."""
+    log = sorted(data.draw(st.sets(st.integers(0, 2000), min_size=1, max_size=300)))  # gaps: compaction
+    done: set[int] = set()
+    commit: CommitPoint | None = None
+    for _ in range(3):
+        t, gen = owner(data.draw(st.sampled_from([40, 4096])), commit)
+        start = commit.offset if commit else 0
+        fetched = [o for o in log if o >= start][: data.draw(st.integers(0, len(log)))]
+        lost = set(data.draw(st.lists(st.sampled_from(fetched), unique=True))) if fetched else set()
+        after: int | None = None
+        tracked = []
+        if fetched:
+            t.fetching(TP, fetched[0])
+        for o in fetched:
+            if o not in lost:
+                if not t.add(TP, o, after):
+                    assert o in done, f"offset {o} skipped, never done"
+                else:
+                    tracked.append(o)
+            after = o
+        for o in data.draw(st.lists(st.sampled_from(tracked), unique=True)) if tracked else []:
+            t.done(TP, o, gen)
+            done.add(o)
+        commit = t.commit_point(TP) or commit
+        if commit is not None:
+            assert not any(start <= o < commit.offset for o in lost - done), "the commit passed a lost one"
+            named = decode(commit.metadata, commit.offset)[0] or []
+            assert not any(s <= o < e for s, e in named for o in lost - done), "a map named a lost one done"
