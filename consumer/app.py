@@ -31,7 +31,7 @@ from consumer.kafka.records import Record, TopicPartition
 from consumer.kafka.source import Committed, KafkaSource
 from consumer.kafka.unreadable import unreadable_record
 from consumer.liveperson.client import EngagementClient
-from consumer.ops import metrics
+from consumer.ops import metrics, tracing
 from consumer.ops.health import HealthServer
 
 log = structlog.get_logger("consumer.app")
@@ -50,7 +50,8 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.tracker = OffsetTracker(settings.offset_map_max_bytes)
-        self.client = EngagementClient(settings)
+        self.tracing = tracing.from_env(settings)
+        self.client = EngagementClient(settings, self.tracing)
         self.stopping = asyncio.Event()
         self.counts: Counter[str] = Counter()
         self._topics = settings.topics
@@ -152,6 +153,7 @@ class App:
         if self.accounts is not None:
             await self.accounts.close()
         await self.client.close()
+        await asyncio.to_thread(self.tracing.shutdown)  # export the spans still buffered
         if self.health:
             await self.health.stop()
         log.info(
@@ -236,6 +238,8 @@ class App:
 
     def _intake(self, m: Message, tp: TopicPartition, generation: int, unreadable: str | None) -> None:
         record = _record(m, tp, generation)
+        if self.tracing.enabled:
+            record.trace = self.tracing.extract(record.headers, record.value)
         if unreadable is not None:  # dead-lettered (origin and error in its headers), never skipped
             self._unreadable(record, unreadable)
         elif tp in self.holds:

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     http_port: int = Field(9102, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+    # How a visit shows in trace spans (tracing is on with OTEL_EXPORTER_OTLP_ENDPOINT): hash, plain, none.
+    trace_visit: Literal["hash", "plain", "none"] = "hash"
 
     @classmethod
     def settings_customise_sources(
@@ -144,7 +146,7 @@ class Settings(BaseSettings):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "trace_visit", mode="before")
     @classmethod
     def _case(cls, value: Any, info: Any) -> Any:
         if isinstance(value, str):

@@ -106,7 +106,8 @@ class Courier:
                     lane.slot = True
                     batch = lane.take(self._s.max_batch_attributes, self._owner.is_current)
                     if batch and not self.closing:
-                        await self._deliver(lane, batch)
+                        with self.client.tracing.delivery(lane.visit, batch):
+                            await self._deliver(lane, batch)
                         lane.failures = 0
                 except Exception as exc:  # a bug: the lane must never die holding records
                     lane.held = []

@@ -100,6 +100,7 @@ class Dispatcher:
     def dead_letter(self, records: Iterable[Record], verdict: Verdict) -> None:
         """Hand records to the dead-letter producer; they are done when the broker acknowledges."""
         assert self.dead_letters is not None
+        verdict = self._client.tracing.dead_letter(verdict)  # its traceparent, with tracing on
         for record in records:
             record.settled = True
             self.dead_letters.send(record, verdict)

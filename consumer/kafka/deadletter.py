@@ -75,9 +75,11 @@ class Verdict:
     error: str  # one line
     status: int | None = None
     attempts: int = 0
+    traceparent: str | None = None  # the delivery span that dead-lettered it (tracing on): carried on
 
 
 Headers = list[tuple[str, str | bytes | None]]
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})  # replaced by the dead-lettering span's
 
 
 def dead_letter_headers(record: Record, verdict: Verdict, now: datetime | None = None) -> Headers:
@@ -95,8 +97,22 @@ def dead_letter_headers(record: Record, verdict: Verdict, now: datetime | None =
     ]
     if verdict.status is not None:
         headers.insert(4, ("dlq.status", str(verdict.status).encode()))
-    headers.extend((k, v) for k, v in (record.headers or []) if not k.startswith("dlq."))
+    if verdict.traceparent is None:
+        headers.extend((k, v) for k, v in (record.headers or []) if not k.startswith("dlq."))
+        return headers
+    headers.append(("traceparent", verdict.traceparent.encode()))  # the trace goes on from our span
+    headers.extend(
+        (k, v) for k, v in (record.headers or []) if not k.startswith("dlq.") and k not in _TRACE_HEADERS
+    )
     return headers
+
+
+def _trace_ids(verdict: Verdict) -> dict[str, str]:
+    """The log line's trace_id/span_id: those of the span that dead-lettered the record (tracing on)."""
+    parent = verdict.traceparent
+    if parent is None or len(parent) < 52:
+        return {}
+    return {"trace_id": parent[3:35], "span_id": parent[36:52]}
 
 
 class DeadLetters:
@@ -190,6 +206,7 @@ class DeadLetters:
             dlq_partition=msg.partition(),
             dlq_offset=msg.offset(),
             truncated_from=len(record.value or b"") if cut is not None else None,
+            **_trace_ids(verdict),
         )
         self._on_done(record)
 

@@ -23,6 +23,7 @@ class Record:
     timestamp_ms: int | None
     event: Event | None = None
     settled: bool = False  # delivered, or handed to the dead-letter producer: never sent again
+    trace: object | None = None  # the producer's span context (only extracted while tracing is on)
 
     @property
     def tp(self) -> TopicPartition:

@@ -20,6 +20,7 @@ from consumer.formats.events import Visit
 from consumer.liveperson.domain import DomainResolver
 from consumer.liveperson.url import events_url
 from consumer.ops import metrics
+from consumer.ops.tracing import OFF, Tracing
 
 if TYPE_CHECKING:
     from consumer.accounts.account import Account
@@ -49,8 +50,9 @@ class Reply:
 class EngagementClient:
     """Sends one visit's attribute array; never raises for HTTP or network failures."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracing: Tracing = OFF) -> None:
         self._settings = settings
+        self.tracing = tracing  # a request span around each POST (a no-op while tracing is off)
         self._session: aiohttp.ClientSession | None = None
         self._fixed_base: str | None = None
         if settings.lp_base_url:
@@ -141,6 +143,18 @@ class EngagementClient:
             return self._failed(account, "token_unavailable", str(exc), started)
         if still_ours is not None and not still_ours():  # no await from here to the request's write
             return Reply(None, NOT_OURS, "partition revoked before the request was sent", None, 0.0)
+        with self.tracing.request(visit, account) as span:  # no await before the POST's own
+            reply = await self._post(url, body, authorization, started)
+            span.reply(reply)
+        label = reply.label
+        self._count(label)
+        account.count(label)
+        metrics.REQUEST_DURATION.observe(reply.duration)
+        return reply
+
+    async def _post(self, url: str, body: bytes, authorization: str, started: float) -> Reply:
+        """One POST; a transport failure is a Reply too."""
+        assert self._session is not None, "start() first"
         headers = {**_EVENTS_HEADERS, "Authorization": authorization}
         status: int | None = None
         error: str | None = None
@@ -161,13 +175,7 @@ class EngagementClient:
         except aiohttp.ClientError as exc:
             status, retry_after = None, None
             error, detail = "connection_error", f"{type(exc).__name__}: {exc}"
-        duration = time.perf_counter() - started
-        reply = Reply(status, error, detail, retry_after, duration, authorization)
-        label = reply.label
-        self._count(label)
-        account.count(label)
-        metrics.REQUEST_DURATION.observe(duration)
-        return reply
+        return Reply(status, error, detail, retry_after, time.perf_counter() - started, authorization)
 
     def _failed(self, account: Account, error: str, detail: str, started: float) -> Reply:
         """No request was sent: the base URL or the credentials are not available."""

@@ -12,13 +12,17 @@ from collections.abc import Callable
 import structlog
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
-    """Configure structlog (and stdlib logging, for libraries) once at start."""
+def configure(level: str = "INFO", fmt: str = "json", traces: bool = False) -> None:
+    """Configure structlog (and stdlib logging, for libraries) once at start; `traces`: add trace ids."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if traces:  # only then is OpenTelemetry imported
+        from consumer.ops.otel import add_trace_ids
+
+        shared.append(add_trace_ids)
     renderer: structlog.types.Processor
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())

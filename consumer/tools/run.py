@@ -17,13 +17,13 @@ def add_parser(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     """Load the configuration (exit 1 with one line per problem), then run until SIGTERM/SIGINT."""
     from consumer.app import App
-    from consumer.ops import logs
+    from consumer.ops import logs, tracing
     from consumer.util.aio import run_async
 
     settings = settings_or_report()
     if settings is None:
         return 1
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, traces=tracing.configured())
 
     async def serve() -> int:
         return await App(settings).run()

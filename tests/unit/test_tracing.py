@@ -1,0 +1,91 @@
+"""Tracing's switch (off costs no import), producer-context extraction, the dead letter's traceparent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from consumer.config import load_settings
+from consumer.kafka.deadletter import Verdict, dead_letter_headers
+from consumer.kafka.records import Record
+from consumer.ops import tracing
+
+pytestmark = pytest.mark.timeout(60)
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+ENV = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "LP_BASE_URL": "http://127.0.0.1:1"}
+
+
+def test_off_unless_an_endpoint_is_configured() -> None:
+    assert not tracing.configured({})
+    assert not tracing.configured({"OTEL_SERVICE_NAME": "x", "OTEL_TRACES_SAMPLER": "always_on"})
+    assert tracing.configured({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert tracing.configured({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
+    on = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    assert not tracing.configured({**on, "OTEL_SDK_DISABLED": "true"})
+    assert not tracing.configured({**on, "OTEL_TRACES_EXPORTER": "none"})
+
+
+def test_off_never_imports_opentelemetry() -> None:
+    """The daemon's whole start-up path with tracing off leaves OpenTelemetry unimported."""
+    code = (
+        "import sys, os\n"
+        "from consumer.app import App\n"
+        "from consumer.config import load_settings\n"
+        "from consumer.ops import logs, tracing\n"
+        "s = load_settings(dict(os.environ))\n"
+        "logs.configure(traces=tracing.configured())\n"
+        "app = App(s)\n"
+        "assert app.tracing is tracing.OFF\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", **ENV, "LP_CONSUMER_KEY": "k", "LP_CONSUMER_SECRET": "s"}
+    env |= {"LP_ACCESS_TOKEN": "t", "LP_ACCESS_TOKEN_SECRET": "ts", "LEAD_TOPICS": "leads"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def _on() -> tracing.Tracing:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from consumer.ops.otel import OtelTracing
+
+    settings = load_settings(
+        {**ENV, "LEAD_TOPICS": "leads", "LP_CONSUMER_KEY": "k", "LP_CONSUMER_SECRET": "s"}
+        | {"LP_ACCESS_TOKEN": "t", "LP_ACCESS_TOKEN_SECRET": "ts"}
+    )
+    return OtelTracing(settings, InMemorySpanExporter())
+
+
+def test_producer_context_from_each_carrier() -> None:
+    on = _on()
+    want = (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
+
+    def ids(headers: list[tuple[str, object]] | None, value: bytes | None = None) -> tuple[int, int] | None:
+        context = on.extract(headers, value)  # type: ignore[arg-type]
+        return None if context is None else (context.trace_id, context.span_id)  # type: ignore[attr-defined]
+
+    assert ids([("traceparent", PARENT.encode())]) == want
+    assert ids([("traceparent", PARENT)]) == want
+    assert ids([("ce_traceparent", PARENT.encode())]) == want, "the CloudEvents extension (binary mode)"
+    other = "00-11111111111111111111111111111111-2222222222222222-01"
+    assert ids([("ce_traceparent", other.encode()), ("traceparent", PARENT.encode())]) == want
+    structured = orjson.dumps({"specversion": "1.0", "type": "t", "traceparent": PARENT, "data": {}})
+    assert ids(None, structured) == want
+    assert ids(None, orjson.dumps({"traceparent": PARENT})) is None, "not a CloudEvent: a plain field"
+    assert ids([("traceparent", b"garbage")]) is None
+    assert ids([("other", b"x")], b'{"a": 1}') is None
+
+
+def test_a_dead_letter_carries_the_traceparent_on() -> None:
+    record = Record("leads", 0, 7, 1, b"k", b"{}", [("traceparent", PARENT.encode()), ("x", b"1")], None)
+    kept = dict(dead_letter_headers(record, Verdict("http_400", "bad")))
+    assert kept["traceparent"] == PARENT.encode(), "off: the producer's context goes on unchanged"
+    ours = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+    headers = dead_letter_headers(record, Verdict("http_400", "bad", 400, 1, ours))
+    assert [v for k, v in headers if k == "traceparent"] == [ours.encode()]
+    assert ("x", b"1") in headers
