@@ -32,6 +32,7 @@ from consumer.kafka.source import Committed, KafkaSource
 from consumer.kafka.unreadable import unreadable_record
 from consumer.liveperson.client import EngagementClient
 from consumer.ops import metrics, tracing
+from consumer.ops.accounts_view import snapshot
 from consumer.ops.health import HealthServer
 
 log = structlog.get_logger("consumer.app")
@@ -122,7 +123,7 @@ class App:
         self.dispatcher.dead_letters = self.dead_letters
         await self.client.start()
         accounts.start()
-        self.health = HealthServer(s.http_port, self.liveness, self.readiness)
+        self.health = HealthServer(s.http_port, self.liveness, self.readiness, accounts=self.accounts_view)
         await self.health.start()
         self.dead_letters.start()
         self.source = KafkaSource(
@@ -190,6 +191,20 @@ class App:
         if not (self.source and self.source.joined):
             return False, "not joined to the consumer group yet"
         return True, f"ok; halted on auth ({said})" if halted else "ok"
+
+    def accounts_view(self, limit: int) -> dict[str, object]:
+        """The /accounts document: every account's state, worst first, and the process's totals."""
+        totals = {
+            "in_flight": self.accounts.slots.in_flight if self.accounts else 0,
+            "max_in_flight": self.settings.max_in_flight,
+            "pending": self.tracker.pending_total,
+            "partitions": len(self.tracker.partitions()),
+            "paused_partitions": len(self._paused),
+            "overloaded": self._overloaded,
+            "stopping": self.stopping.is_set(),
+        }
+        lanes = self.dispatcher.lanes() if self.dispatcher else ()
+        return snapshot(self.accounts or (), lanes, totals, limit)
 
     # ---- SourceHandler (on the loop) ---------------------------------------------------------
     def on_messages(self, messages: list[Message]) -> None:

@@ -21,6 +21,7 @@ from consumer.accounts.halt import Halt, Probe
 from consumer.accounts.pacing import Pacer
 from consumer.accounts.slots import FairSlots, TokenBucket
 from consumer.accounts.tokens import TokenCache
+from consumer.accounts.window import RequestWindow
 from consumer.delivery.limiter import ConcurrencyLimiter
 from consumer.liveperson.oauth import Signer
 from consumer.ops import metrics
@@ -61,6 +62,7 @@ class Account:
         self.problem: str | None = None
         self._creds: AccountCredentials | None = None
         self._requests: dict[str, Counter] = {}
+        self.window = RequestWindow()  # requests/s, 2xx share and 429s of the last seconds
         self.reload()
 
     # ---- credentials -------------------------------------------------------------------------
@@ -149,6 +151,7 @@ class Account:
     def count(self, label: str) -> None:
         """One more request answered `label` (engagement_account_requests_total; not for the single
         set serving every account, whose requests are engagement_requests_total already)."""
+        self.window.add(label)
         if not self.name:
             return
         child = self._requests.get(label)

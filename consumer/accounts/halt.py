@@ -48,6 +48,7 @@ class Halt:
         self._recovered_at = float("-inf")
         self.halted = False
         self.reason = ""
+        self.since = 0.0  # monotonic time the current halt began
         self.step = 0
 
     def halt(self, reason: str, detail: str, probe: Probe) -> None:
@@ -56,6 +57,7 @@ class Halt:
             return
         self.halted = True
         self.reason = reason
+        self.since = time.monotonic()
         self._resumed.clear()
         if time.monotonic() - self._recovered_at > self._max:
             self.step = 0

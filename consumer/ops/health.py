@@ -1,22 +1,33 @@
-"""The operations server on HTTP_PORT: /metrics (Prometheus), /healthz (live), /readyz (ready)."""
+"""The operations server on HTTP_PORT: /metrics (Prometheus), /healthz (live), /readyz (ready), /accounts."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from consumer.ops.accounts_view import DEFAULT_LIMIT
 from consumer.ops.metrics import REGISTRY
 
 Probe = Callable[[], tuple[bool, str]]
+AccountsView = Callable[[int], dict[str, Any]]  # the /accounts document for at most that many accounts
 
 
 class HealthServer:
     """Serves metrics and the two probes; each probe answers 200 or 503 with the reason."""
 
-    def __init__(self, port: int, live: Probe, ready: Probe, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        port: int,
+        live: Probe,
+        ready: Probe,
+        host: str = "0.0.0.0",
+        accounts: AccountsView | None = None,
+    ) -> None:
         self._port = port
+        self._accounts = accounts
         self._host = host
         self._live = live
         self._ready = ready
@@ -29,6 +40,8 @@ class HealthServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._probe(self._live))
         app.router.add_get("/readyz", self._probe(self._ready))
+        if self._accounts is not None:
+            app.router.add_get("/accounts", self._accounts_view)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -45,6 +58,14 @@ class HealthServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _accounts_view(self, request: web.Request) -> web.Response:
+        assert self._accounts is not None
+        try:
+            limit = int(request.query.get("limit", DEFAULT_LIMIT))
+        except ValueError:
+            return web.json_response({"error": "limit: not a number"}, status=400)
+        return web.json_response(self._accounts(limit))
 
     @staticmethod
     def _probe(check: Probe) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

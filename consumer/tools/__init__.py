@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from consumer.tools import check_config, convert, demo, produce, replay, run
+from consumer.tools import check_config, convert, demo, produce, replay, run, top
 
-COMMANDS: list[ModuleType] = [run, check_config, convert, produce, replay, demo]
+COMMANDS: list[ModuleType] = [run, check_config, convert, produce, replay, demo, top]
