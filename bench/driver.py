@@ -21,6 +21,7 @@ from bench.workload import BenchProducer, Item, events
 from consumer.accounts.credentials import write_folder
 from consumer.sandbox.api import DEFAULT_CREDENTIALS
 from consumer.sandbox.broker import LocalBroker, free_port
+from consumer.sandbox.otlp import OtlpReceiver
 from consumer.sandbox.registry import SandboxRegistry
 
 POLL_S = 0.1
@@ -32,7 +33,7 @@ def daemon_env(
 ) -> dict[str, str]:
     """The daemon's environment: production defaults except the scenario's knobs and quick group joins."""
     creds = DEFAULT_CREDENTIALS
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "LP_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "LP_", "OTEL_"))}
     env.update(
         {
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
@@ -91,7 +92,14 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
     producer = BenchProducer(broker.bootstrap, linger_ms=5 if s.pace_rps else 20)
     registry = SandboxRegistry().start() if s.encoding == "avro" else None
     registry_url = registry.url if registry else None
-    items = events(s.visits, s.per_visit, encoding=s.encoding, registry_url=registry_url, topic=topics[0])
+    items = events(
+        s.visits,
+        s.per_visit,
+        encoding=s.encoding,
+        registry_url=registry_url,
+        topic=topics[0],
+        traceparent=s.traceparent,
+    )
     if s.second_account_visits:  # both accounts' visits interleaved, so both flow from the start
         other = events(
             s.second_account_visits, s.per_visit, s.visits, topic=topics[0], account=SECOND_ACCOUNT
@@ -105,6 +113,9 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
         write_accounts(s, env, out_dir / f"accounts-{run_id}")
     if registry_url:
         env["SCHEMA_REGISTRY_URL"] = registry_url
+    receiver = OtlpReceiver().start() if s.otlp else None
+    if receiver is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
     command = None
     if s.daemon_module != "consumer":  # a bench probe wrapping the daemon
         command, env = [sys.executable, "-m", s.daemon_module], env_with_repo(env)
@@ -144,6 +155,9 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
         producer.close()
         if registry is not None:
             registry.stop()
+        spans = len(receiver.spans()) if receiver is not None else None  # the daemon flushed on exit
+        if receiver is not None:
+            receiver.stop()
     return figures(
         s,
         stats=stats,
@@ -161,7 +175,7 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
         produced=asdict(producer.report),
         load=(load_before, os.getloadavg()),
         profile=profile,
-    )
+    ) | {"spans_received": spans}
 
 
 def _interleave(*streams: Iterator[Item]) -> Iterator[Item]:

@@ -196,6 +196,7 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
         "",
         *_formats_section(results),
         *_accounts_section(results),
+        *_traces_section(results),
         "## Targets",
         "",
         "| scenario | target | threshold | figure | |",
@@ -231,6 +232,15 @@ def _accounts_section(results: list[dict[str, Any]]) -> list[str]:
     from bench import accounts
 
     return accounts.section(results, Path(__file__).resolve().parent / "out")
+
+
+def _traces_section(results: list[dict[str, Any]]) -> list[str]:
+    """The `traces` pair's section, if it ran."""
+    from bench import traces
+
+    if not any(r["scenario"].get("group") == "traces" for r in results):
+        return []
+    return traces.section(results, traces.off_path_us())
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:

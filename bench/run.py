@@ -4,6 +4,7 @@ python -m bench.run                 # every scenario, full size (make bench; a f
 python -m bench.run --quick         # the same, small: a smoke run
 python -m bench.run --only single   # some scenarios (comma-separated names or groups)
 python -m bench.run --only formats  # the input-format group; splices its section into RESULTS.md
+python -m bench.run --only traces   # tracing off and on (sampler 1.0); splices its section
 python -m bench.run --only rebalance  # three replicas, one joins, one leaves; splices its section
 python -m bench.run --report-only   # re-render RESULTS.md from bench/out/*.json
 """
@@ -21,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import accounts, formats, rebalance, report
+from bench import accounts, formats, rebalance, report, traces
 from bench.driver import run_scenario
 from bench.scenarios import FORMAT_ENCODINGS, FULL, Scenario, quick
 from consumer.sandbox.broker import LocalBroker
@@ -75,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         found = report.load(args.out, [s.name for s in scenarios])
         formats.splice(args.results, accounts.section(found, args.out), accounts.BEGIN, accounts.END)
         print(f"[bench] wrote the accounts section of {args.results}", flush=True)
+        return 0
+    if args.only and {s.group for s in scenarios} == {"traces"}:
+        # only the traces pair: splice its section, keep every other scenario's figures as they are
+        found = report.load(args.out, [s.name for s in scenarios])
+        formats.splice(args.results, traces.section(found, traces.off_path_us()), traces.BEGIN, traces.END)
+        print(f"[bench] wrote the traces section of {args.results}", flush=True)
         return 0
     if args.only and {s.group for s in scenarios} == {"formats"}:
         # only the formats group: splice its section, keep every other scenario's figures as they are

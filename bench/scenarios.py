@@ -57,6 +57,8 @@ class Scenario:
     credentials_dir: bool = False
     second_account_visits: int = 0
     second_account_rps: float | None = None
+    traceparent: bool = False  # each event carries a producer's W3C traceparent header
+    otlp: bool = False  # tracing on: spans exported to a stand-in OTLP/HTTP receiver in the bench process
 
     @property
     def events(self) -> int:
@@ -187,6 +189,25 @@ FULL += [
         repeat=5,
         group="accounts",
     ),
+]
+
+
+# `traces`: the `single` set-up, every event with a producer's traceparent header; tracing off, and
+# on with a 1.0 sampler exporting to a local OTLP/HTTP receiver (bench/traces.py). Interleaved rounds.
+TRACE_SAMPLER = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.0"}
+FULL += [
+    Scenario(
+        f"traces-{mode}",
+        f"`single` set-up (20,000 single-attribute visits, 50 ms, MAX_IN_FLIGHT 128), traceparent headers, "
+        f"tracing {mode}" + (" (sampler 1.0, OTLP/HTTP to a local receiver)" if mode == "on" else ""),
+        visits=20_000,
+        repeat=3,
+        traceparent=True,
+        otlp=mode == "on",
+        env=TRACE_SAMPLER if mode == "on" else {},
+        group="traces",
+    )
+    for mode in ("off", "on")
 ]
 
 

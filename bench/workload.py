@@ -62,8 +62,12 @@ def events(
     registry_url: str | None = None,
     topic: str = "",
     account: str = "1234",
+    traceparent: bool = False,
 ) -> Iterator[Item]:
-    """(key, value, headers) of `visits` visits of `per_visit` lead events; the stamp is set when produced."""
+    """(key, value, headers) of `visits` visits of `per_visit` lead events; the stamp is set when produced.
+
+    `traceparent`: each event carries a producer's W3C `traceparent` header (plain JSON only).
+    """
     encoder = Encoder(encoding, registry_url) if encoding != "json" else None
     for v in range(first_visit, first_visit + visits):
         visitor = visitor_id(v)
@@ -76,7 +80,7 @@ def events(
                         f'{{"account":"{account}","visitor":"{visitor}","sid":"s.{v}","topic":"t:{STAMP.decode()}",'
                         f'"value":{k + 1},"currency":"USD","leadId":"L{v}.{k}"}}'
                     ).encode(),
-                    None,
+                    [("traceparent", f"00-{v + 1:032x}-{k + 1:016x}-01".encode())] if traceparent else None,
                 )
                 continue
             obj = {
