@@ -1,7 +1,7 @@
 """The `traces` group: daemon CPU per event with tracing off and on (sampler 1.0, OTLP/HTTP export).
 
 `traces-off` and `traces-on` are the `single` set-up with a producer's `traceparent` header on every
-event; `traces-on` exports every span (a `deliver` and a `POST` per visit) to a stand-in OTLP/HTTP
+event; `traces-on` exports every span (one `POST` per request: per event here) to a stand-in OTLP/HTTP
 receiver in the bench process. The issue's bounds: off <= 1 % CPU per event (what tracing off runs
 is the no-op interface, timed here per request against the CPU per event of the off runs), on
 <= 10 % against off. `python -m bench.run --only traces` runs the pair in interleaved rounds and
@@ -49,8 +49,8 @@ def section(results: list[dict[str, Any]], off_us: float | None = None) -> list[
         "The `single` set-up (20,000 single-attribute visits, 50 ms API latency, MAX_IN_FLIGHT 128), every",
         "event with a producer's `traceparent` header. `traces-off`: no OTEL_* variable (OpenTelemetry is",
         "not imported). `traces-on`: OTEL_EXPORTER_OTLP_ENDPOINT at a stand-in OTLP/HTTP receiver in the",
-        "bench process, OTEL_TRACES_SAMPLER=traceidratio with 1.0: a `deliver` span (linked to the",
-        "producer) and a `POST` span per visit, exported by the SDK's batch processor. Daemon CPU per",
+        "bench process, OTEL_TRACES_SAMPLER=traceidratio with 1.0: one `POST` span per request (linked to",
+        "the producer; here one per event), exported by the SDK's batch processor. Daemon CPU per",
         "delivered event; rounds interleaved (off, on, off, on, ...) on the shared 2-vCPU machine.",
         "",
         "| round | off: us CPU / event | on: us CPU / event | on vs off (bound +10 %) | spans (on) |",

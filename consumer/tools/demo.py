@@ -207,6 +207,7 @@ class Demo:
         self.args, self.console = args, console
         self.started = time.monotonic()
         self.settled: deque[tuple[float, int]] = deque(maxlen=20)
+        self.top_frame: Any = None
         self.first_consumed: float | None = None
         self.last_settled = (0.0, 0)  # (when, how many)
 
@@ -250,6 +251,7 @@ class Demo:
             if summary.ok
             else "[bold red]FAILED[/]: not every produced event is accounted for"
         )
+        self.console.print("[bold]engagement-consumer top --once[/] at the end:", self.top_frame or "-")
         return 0 if summary.ok else 1
 
     @staticmethod
@@ -264,6 +266,7 @@ class Demo:
         from consumer.app import App
         from consumer.config import load_settings
         from consumer.sandbox.api import DEFAULT_CREDENTIALS
+        from consumer.tools.top import in_process_frame
 
         env = daemon_env(broker.bootstrap, api.base_url, DEFAULT_CREDENTIALS, self.args.log_level)
         env["SCHEMA_REGISTRY_URL"] = self.registry.url
@@ -286,6 +289,7 @@ class Demo:
             if app_task.done() or app.stopping.is_set():
                 stopped = "interrupted (the daemon was asked to stop)"
         finally:
+            self.top_frame = in_process_frame(app)  # one `top --once` frame while the daemon still runs
             feed.stop.set()
             app.stopping.set()
             code = await app_task

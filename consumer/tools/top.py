@@ -169,6 +169,13 @@ def render(replicas: list[Replica]) -> RenderableType:
     return Group(stamp, *lines, accounts_table(merge(replicas)), lag_table(replicas))
 
 
+def in_process_frame(app: Any) -> RenderableType | None:
+    """One frame of a daemon in this process (the demo's `App`), None before it started."""
+    if app.accounts is None:
+        return None
+    return render([Replica("in process", app.accounts_view(1000))])
+
+
 @contextlib.contextmanager
 def _keys() -> Iterator[bool]:
     """Single-key reads from a terminal (yields False when stdin is not one)."""

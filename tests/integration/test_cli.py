@@ -20,7 +20,7 @@ from consumer.tools.demo_accounts import UNKNOWN_ACCOUNT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-COMMANDS = ("run", "check-config", "convert", "produce", "replay-dlq", "demo")
+COMMANDS = ("run", "check-config", "convert", "produce", "replay-dlq", "demo", "top")
 SECRETS = (
     CREDS.consumer_key,
     CREDS.consumer_secret,
@@ -224,6 +224,8 @@ def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> No
     out, err = text(proc)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     assert "OK: every produced event" in out
+    frame = out.split("engagement-consumer top --once", 1)[-1]
+    assert "accounts" in frame and "state" in frame and "in process" in frame, "ends with a top frame"
 
     # What was produced (the demo's plan for this seed) against what the sandbox accepted: every
     # deliverable event exactly once; the rest (malformed, gone visitors, the 422 account, the

@@ -10,12 +10,12 @@ import orjson
 import pytest
 from harness import Topics, event, produce, read_topic
 
-from consumer.sandbox.otlp import OtlpReceiver, ReceivedSpan
+from consumer.sandbox.otlp import OtlpReceiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 ACCOUNT = "4711"
-CLIENT, CONSUMER = 3, 5  # opentelemetry.proto SpanKind
+CLIENT = 3  # opentelemetry.proto SpanKind
 
 
 def producer_context() -> tuple[str, str, str]:
@@ -42,19 +42,13 @@ def _tracing_env(receiver: OtlpReceiver) -> dict[str, str]:
     }
 
 
-def _deliver_of(spans: list[ReceivedSpan], visitor_hash_of: str) -> list[ReceivedSpan]:
-    return [
-        s for s in spans if s.name == "deliver" and s.attributes.get("engagement.visit") == visitor_hash_of
-    ]
-
-
 def test_spans_of_a_run_arrive_with_their_parents_links_and_attributes(
     broker, topics: Topics, api, daemon_env, start_daemon, receiver: OtlpReceiver
 ) -> None:
-    """A lone lead continues its producer's trace; three coalesced leads (a traceparent header,
-    ce_traceparent, a structured CloudEvent's traceparent) are linked from one delivery; a retry is a
-    second POST child; a 400 leaves a dead_letter event and the dead letter carries the delivery's
-    traceparent on; log lines carry the trace ids; nothing of a visit's ids in plain text."""
+    """A lone lead's request continues its producer's trace; three coalesced leads (a traceparent
+    header, ce_traceparent, a structured CloudEvent's traceparent) are linked from one request; a
+    retried attempt is an event; a 400 leaves a dead_letter event and the dead letter carries the
+    request's traceparent on; log lines carry the trace ids; the visit is hashed."""
     alone, coalesced = producer_context(), [producer_context() for _ in range(3)]
     retried, dead = producer_context(), producer_context()
     api.fail_visitor("v-retry", 503, times=1)
@@ -88,34 +82,39 @@ def test_spans_of_a_run_arrive_with_their_parents_links_and_attributes(
     letters = read_topic(broker, topics.dlq, 1)
     assert d.stop() == 0
     spans = receiver.spans()
-    delivers = [s for s in spans if s.name == "deliver"]
-    by_link = {s.links[0][1]: s for s in delivers if s.links}
+    requests = [s for s in spans if s.name == "POST" and not s.attributes.get("engagement.probe")]
+    assert {s.kind for s in requests} == {CLIENT}
+    by_link = {s.links[0][1]: s for s in requests if s.links}
 
     first = by_link[alone[1]]
     assert (first.trace_id, first.parent_span_id) == (alone[0], alone[1]), "continues its producer's trace"
-    assert first.kind == CONSUMER and first.attributes["engagement.account"] == ACCOUNT
+    assert (
+        first.attributes["engagement.account"] == ACCOUNT and first.attributes["engagement.attributes"] == 1
+    )
     assert first.attributes["engagement.outcome"] == "delivered"
+    assert (
+        first.attributes["http.response.status_code"] == 200 and first.attributes["engagement.attempts"] == 1
+    )
+    assert first.events == [] and first.status != 2
     visit = first.attributes["engagement.visit"]
     assert len(visit) == 16 and "v-alone" not in visit, "the visit is hashed by default"
-    posts = [s for s in spans if s.name == "POST" and s.parent_span_id == first.span_id]
-    assert [(p.kind, p.trace_id, p.attributes["http.response.status_code"]) for p in posts] == [
-        (CLIENT, alone[0], 200)
-    ]
-    assert posts[0].attributes["engagement.attempt"] == 1
-    assert posts[0].attributes["engagement.outcome"] == "success"
 
-    batch = [s for s in delivers if len(s.links) == 3]
-    assert len(batch) == 1, [(s.attributes, s.links) for s in delivers]
+    batch = [s for s in requests if len(s.links) == 3]
+    assert len(batch) == 1, [(s.attributes, s.links) for s in requests]
     assert set(batch[0].links) == {(t, s) for t, s, _ in coalesced}, "a link to every coalesced producer"
     assert batch[0].parent_span_id == "" and batch[0].attributes["engagement.attributes"] == 3
 
     again = by_link[retried[1]]
-    attempts = sorted(
-        (p.attributes["engagement.attempt"], p.attributes["http.response.status_code"])
-        for p in spans
-        if p.name == "POST" and p.parent_span_id == again.span_id
+    assert (
+        again.attributes["engagement.attempts"] == 2 and again.attributes["engagement.outcome"] == "delivered"
     )
-    assert attempts == [(1, 503), (2, 200)] and again.attributes["engagement.attempts"] == 2
+    assert again.events == [
+        (
+            "attempt",
+            {"http.response.status_code": 503, "engagement.outcome": "retry", "engagement.attempt": 1},
+        )
+    ], "the retried attempt is an event"
+    assert again.attributes["http.response.status_code"] == 200
 
     lost = by_link[dead[1]]
     assert lost.attributes["engagement.outcome"] == "dead_lettered" and lost.status == 2
@@ -124,7 +123,7 @@ def test_spans_of_a_run_arrive_with_their_parents_links_and_attributes(
     assert carried["traceparent"] == f"00-{lost.trace_id}-{lost.span_id}-01".encode()
     assert carried["dlq.reason"] == b"http_400"
 
-    plain = [s for s in delivers if not s.links]
+    plain = [s for s in requests if not s.links]
     assert len(plain) == 1 and plain[0].parent_span_id == "", "no producer context: a new trace"
     assert first.resource["service.name"] == "engagement-consumer-test"
     assert first.resource["deployment.environment"] == "test"
