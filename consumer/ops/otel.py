@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -36,6 +35,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from structlog.types import EventDict, WrappedLogger
 
+from consumer.ops.otlp_wire import WireSpanExporter
 from consumer.ops.tracing import Span, Tracing
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class OtelTracing(Tracing):
 
     def __init__(self, settings: Settings, exporter: SpanExporter | None = None) -> None:
         self._provider = TracerProvider(resource=Resource.create())  # sampler from OTEL_TRACES_SAMPLER
-        self._provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter()))
+        self._provider.add_span_processor(BatchSpanProcessor(exporter or WireSpanExporter()))
         self.tracer = self._provider.get_tracer(TRACER_NAME)
         self._policy = settings.policy
         self._visit_mode = settings.trace_visit
@@ -180,7 +180,6 @@ class _Delivery(Span):
         producers = [c for r in self._batch if isinstance(c := r.trace, SpanContext)]
         parent = trace.set_span_in_context(NonRecordingSpan(producers[0])) if len(producers) == 1 else None
         attributes: dict[str, Any] = self._owner.visit_attributes(self._visit)
-        attributes["http.request.method"] = "POST"
         attributes["engagement.attributes"] = len(self._batch)
         self.span = self._owner.tracer.start_span(
             "POST",
