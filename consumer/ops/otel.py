@@ -20,6 +20,7 @@ about 20 us to record a span and 30 us to encode it for OTLP, on events that cos
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from dataclasses import replace
@@ -31,7 +32,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from structlog.types import EventDict, WrappedLogger
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from consumer.liveperson.client import Reply
 
 TRACER_NAME = "engagement-consumer"
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 # Header -> carrier key; a plain `traceparent` (Kafka instrumentations) wins over CloudEvents' `ce_`.
 _HEADERS = {"traceparent": "traceparent", "tracestate": "tracestate"}
 _CE_HEADERS = {"ce_traceparent": "traceparent", "ce_tracestate": "tracestate"}
@@ -67,6 +69,20 @@ def add_trace_ids(logger: WrappedLogger, method: str, event: EventDict) -> Event
         event["trace_id"] = f"{context.trace_id:032x}"
         event["span_id"] = f"{context.span_id:016x}"
     return event
+
+
+def _plain_traceparent(carrier: dict[str, str]) -> SpanContext | None:
+    """The usual `00-{trace}-{span}-{flags}` with no tracestate, read directly (the propagator's
+    TraceState parsing costs ~8 us a record); None: let the propagator read it."""
+    if len(carrier) != 1:
+        return None
+    match = _TRACEPARENT.fullmatch(carrier["traceparent"])
+    if match is None:
+        return None
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
 
 
 def _text(value: Any) -> str | None:
@@ -110,6 +126,9 @@ class OtelTracing(Tracing):
                 carrier = {k: v for k in ("traceparent", "tracestate") if type(v := obj.get(k)) is str}
         if "traceparent" not in carrier:
             return None
+        fast = _plain_traceparent(carrier)
+        if fast is not None:
+            return fast
         context = trace.get_current_span(self._propagator.extract(carrier)).get_span_context()
         return context if context.is_valid else None
 

@@ -78,6 +78,11 @@ def test_producer_context_from_each_carrier() -> None:
     assert ids(None, structured) == want
     assert ids(None, orjson.dumps({"traceparent": PARENT})) is None, "not a CloudEvent: a plain field"
     assert ids([("traceparent", b"garbage")]) is None
+    assert ids([("traceparent", PARENT.upper().replace("X", "x"))]) is None, "W3C hex is lower case"
+    assert ids([("traceparent", "00-" + "0" * 32 + "-b7ad6b7169203331-01")]) is None, "an all-zero trace id"
+    assert ids([("traceparent", "cc" + PARENT[2:] + "-extra")]) == want, "a future version (propagator)"
+    with_state = on.extract([("traceparent", PARENT), ("tracestate", "vendor=x")], None)
+    assert with_state.trace_state.get("vendor") == "x"  # type: ignore[attr-defined]
     assert ids([("other", b"x")], b'{"a": 1}') is None
 
 
