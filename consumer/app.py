@@ -203,7 +203,7 @@ class App:
             "overloaded": self._overloaded,
             "stopping": self.stopping.is_set(),
         }
-        lanes = self.dispatcher.lanes() if self.dispatcher else ()
+        lanes = self.dispatcher.lanes.by_visit.values() if self.dispatcher else ()
         return snapshot(self.accounts or (), lanes, totals, limit)
 
     # ---- SourceHandler (on the loop) ---------------------------------------------------------

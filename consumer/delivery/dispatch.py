@@ -97,10 +97,6 @@ class Dispatcher:
         if lane.task is None and not self._courier.closing:
             lane.task = asyncio.create_task(self._courier.run(lane))
 
-    def lanes(self) -> Iterable[Lane]:
-        """The visits' lanes now (read by /accounts)."""
-        return self._lanes.values()
-
     def dead_letter(self, records: Iterable[Record], verdict: Verdict) -> None:
         """Hand records to the dead-letter producer; they are done when the broker acknowledges."""
         assert self.dead_letters is not None
