@@ -141,6 +141,8 @@ def lag_table(replicas: list[Replica]) -> Table:
     lags = sorted((tp, lag, r.url) for r in replicas for tp, lag in r.lag.items())
     for (topic, partition), lag, url in sorted(lags, key=lambda x: -x[1])[:30]:
         table.add_row(topic, partition, f"{lag:.0f}", url)
+    if not lags:
+        table.caption = "no lag reported yet (librdkafka statistics, STATS_INTERVAL_MS)"
     return table
 
 
@@ -171,9 +173,14 @@ def render(replicas: list[Replica]) -> RenderableType:
 
 def in_process_frame(app: Any) -> RenderableType | None:
     """One frame of a daemon in this process (the demo's `App`), None before it started."""
+    from consumer.ops.metrics import CONSUMER_LAG
+
     if app.accounts is None:
         return None
-    return render([Replica("in process", app.accounts_view(1000))])
+    lag = {
+        (s.labels["topic"], s.labels["partition"]): s.value for m in CONSUMER_LAG.collect() for s in m.samples
+    }
+    return render([Replica("in process", app.accounts_view(1000), lag)])
 
 
 @contextlib.contextmanager
