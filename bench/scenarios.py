@@ -194,20 +194,20 @@ FULL += [
 
 # `traces`: the `single` set-up, every event with a producer's traceparent header; tracing off, and
 # on with a 1.0 sampler exporting to a local OTLP/HTTP receiver (bench/traces.py). Interleaved rounds.
-TRACE_SAMPLER = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.0"}
+TRACE_SAMPLERS = {"off": None, "on": "1.0", "sampled": "0.1"}
 FULL += [
     Scenario(
         f"traces-{mode}",
-        f"`single` set-up (20,000 single-attribute visits, 50 ms, MAX_IN_FLIGHT 128), traceparent headers, "
-        f"tracing {mode}" + (" (sampler 1.0, OTLP/HTTP to a local receiver)" if mode == "on" else ""),
+        "`single` set-up (20,000 single-attribute visits, 50 ms, MAX_IN_FLIGHT 128), traceparent headers, "
+        + (f"tracing on (sampler {ratio}, OTLP/HTTP to a local receiver)" if ratio else "tracing off"),
         visits=20_000,
         repeat=3,
         traceparent=True,
-        otlp=mode == "on",
-        env=TRACE_SAMPLER if mode == "on" else {},
+        otlp=ratio is not None,
+        env={"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio} if ratio else {},
         group="traces",
     )
-    for mode in ("off", "on")
+    for mode, ratio in TRACE_SAMPLERS.items()
 ]
 
 
