@@ -19,6 +19,7 @@ about 20 us to record a span and 30 us to encode it for OTLP, on events that cos
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
@@ -55,6 +56,19 @@ _CE_HEADERS = {"ce_traceparent": "traceparent", "ce_tracestate": "tracestate"}
 _current: ContextVar[_Delivery | None] = ContextVar("engagement_delivery", default=None)
 
 
+def _active() -> _Delivery | None:
+    """The delivery of the running task: a task started inside one (a halt's prober) inherits the
+    context variable, not the delivery."""
+    delivery = _current.get()
+    if delivery is None:
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no loop in this thread
+        return None
+    return delivery if delivery.task is task else None
+
+
 def traceparent(context: SpanContext) -> str:
     """The W3C `traceparent` of a span context."""
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
@@ -62,7 +76,7 @@ def traceparent(context: SpanContext) -> str:
 
 def add_trace_ids(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
     """structlog processor: `trace_id` and `span_id` of the current request's span, when there is one."""
-    delivery = _current.get()
+    delivery = _active()
     span = delivery.span if delivery is not None and delivery.span is not None else trace.get_current_span()
     context = span.get_span_context()
     if context.is_valid:
@@ -148,12 +162,12 @@ class OtelTracing(Tracing):
 
     def request(self, visit: Visit, account: Account) -> Span:
         """One attempt of the current delivery (a halt probe, outside any: a span of its own)."""
-        delivery = _current.get()
+        delivery = _active()
         return _Attempt(delivery) if delivery is not None else _Probe(self, visit)
 
     def dead_letter(self, verdict: Verdict) -> Verdict:
         """A `dead_letter` event on the current delivery; its traceparent goes on the dead letter."""
-        delivery = _current.get()
+        delivery = _active()
         if delivery is None:
             return verdict
         span = delivery.dead_lettered(verdict)
@@ -176,7 +190,7 @@ class OtelTracing(Tracing):
 
 
 class _Delivery(Span):
-    __slots__ = ("_batch", "_owner", "_token", "_visit", "attempts", "dead", "last", "span")
+    __slots__ = ("_batch", "_owner", "_token", "_visit", "attempts", "dead", "last", "span", "task")
 
     def __init__(self, owner: OtelTracing, visit: Visit, batch: Sequence[Record]) -> None:
         self._owner = owner
@@ -187,8 +201,10 @@ class _Delivery(Span):
         self.dead: str | None = None
         self.last: dict[str, Any] | None = None  # the last answer's attributes, not yet an event
         self.span: trace.Span | None = None
+        self.task: asyncio.Task[Any] | None = None
 
     def __enter__(self) -> Span:
+        self.task = asyncio.current_task()
         self._token = _current.set(self)
         return self
 

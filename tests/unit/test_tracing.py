@@ -94,3 +94,41 @@ def test_a_dead_letter_carries_the_traceparent_on() -> None:
     headers = dead_letter_headers(record, Verdict("http_400", "bad", 400, 1, ours))
     assert [v for k, v in headers if k == "traceparent"] == [ours.encode()]
     assert ("x", b"1") in headers
+
+
+async def test_a_task_started_inside_a_delivery_is_not_part_of_it() -> None:
+    """A halt's prober is started by the lane (it inherits the lane's context variables): its
+    request is a probe span of its own, not an attempt of the lane's request."""
+    import asyncio
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from consumer.formats.events import Visit
+    from consumer.liveperson.client import Reply
+    from consumer.ops.otel import OtelTracing
+
+    memory = InMemorySpanExporter()
+    settings = load_settings(
+        {**ENV, "LEAD_TOPICS": "leads", "LP_CONSUMER_KEY": "k", "LP_CONSUMER_SECRET": "s"}
+        | {"LP_ACCESS_TOKEN": "t", "LP_ACCESS_TOKEN_SECRET": "ts"}
+    )
+    on = OtelTracing(settings, memory)
+    visit = Visit("1234", "v", "s")
+    record = Record("leads", 0, 7, 1, b"k", b"{}", None, None)
+
+    async def probe() -> None:
+        with on.request(visit, None) as span:  # type: ignore[arg-type]
+            span.reply(Reply(401))
+
+    with on.delivery(visit, [record]):
+        with on.request(visit, None) as span:  # type: ignore[arg-type]
+            span.reply(Reply(401))
+        await asyncio.create_task(probe())
+    on.shutdown()
+    spans = sorted(memory.get_finished_spans(), key=lambda s: bool(s.attributes.get("engagement.probe")))
+    assert [
+        (s.attributes.get("engagement.probe"), s.attributes.get("engagement.attempts")) for s in spans
+    ] == [
+        (None, 1),
+        (True, None),
+    ]
