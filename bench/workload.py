@@ -50,6 +50,12 @@ def visitor_id(i: int) -> str:
     return f"Vb{i:07d}+q/Z=="
 
 
+def _traceparent(v: int, k: int) -> bytes:
+    """A producer's traceparent, its trace id spread over all its bits (a ratio sampler reads the low 64)."""
+    trace_id = ((v + 1) * 0x9E3779B97F4A7C15F39CC0605CEDC835) & (2**128 - 1)
+    return f"00-{trace_id:032x}-{k + 1:016x}-01".encode()
+
+
 STAMP = b"0000000000.000000"  # replaced by b"%017.6f" % time.time() (same width) when produced
 Item = tuple[bytes, bytes, list[tuple[str, bytes]] | None]
 
@@ -80,7 +86,7 @@ def events(
                         f'{{"account":"{account}","visitor":"{visitor}","sid":"s.{v}","topic":"t:{STAMP.decode()}",'
                         f'"value":{k + 1},"currency":"USD","leadId":"L{v}.{k}"}}'
                     ).encode(),
-                    [("traceparent", f"00-{v + 1:032x}-{k + 1:016x}-01".encode())] if traceparent else None,
+                    [("traceparent", _traceparent(v, k))] if traceparent else None,
                 )
                 continue
             obj = {
