@@ -132,3 +132,34 @@ async def test_a_task_started_inside_a_delivery_is_not_part_of_it() -> None:
         (None, 1),
         (True, None),
     ]
+
+
+async def test_an_unsampled_request_exports_nothing_and_still_carries_a_traceparent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from consumer.formats.events import Visit
+    from consumer.liveperson.client import Reply
+    from consumer.ops.otel import OtelTracing
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    memory = InMemorySpanExporter()
+    settings = load_settings(
+        {**ENV, "LEAD_TOPICS": "leads", "LP_CONSUMER_KEY": "k", "LP_CONSUMER_SECRET": "s"}
+        | {"LP_ACCESS_TOKEN": "t", "LP_ACCESS_TOKEN_SECRET": "ts"}
+    )
+    on = OtelTracing(settings, memory)
+    visit = Visit("1234", "v", "s")
+    record = Record("leads", 0, 7, 1, b"k", b"{}", [("traceparent", PARENT)], None)
+    record.trace = on.extract(record.headers, record.value)
+    with on.delivery(visit, [record]):
+        with on.request(visit, None) as span:  # type: ignore[arg-type]
+            span.reply(Reply(400))
+        verdict = on.dead_letter(Verdict("http_400", "bad", 400, 1))
+    on.shutdown()
+    assert memory.get_finished_spans() == ()
+    assert verdict.traceparent is not None and verdict.traceparent.startswith(
+        "00-0af7651916cd43dd8448eb211c80319c-"
+    )
+    assert verdict.traceparent.endswith("-00"), "not sampled, and says so downstream"
