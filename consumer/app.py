@@ -194,17 +194,11 @@ class App:
 
     def accounts_view(self, limit: int) -> dict[str, object]:
         """The /accounts document: every account's state, worst first, and the process's totals."""
-        totals = {
-            "in_flight": self.accounts.slots.in_flight if self.accounts else 0,
-            "max_in_flight": self.settings.max_in_flight,
-            "pending": self.tracker.pending_total,
-            "partitions": len(self.tracker.partitions()),
-            "paused_partitions": len(self._paused),
-            "overloaded": self._overloaded,
-            "stopping": self.stopping.is_set(),
-        }
+        t, paused, s = self.tracker, len(self._paused), self.settings
+        totals = {"pending": t.pending_total, "partitions": len(t.partitions()), "paused_partitions": paused}
+        totals |= {"overloaded": self._overloaded, "stopping": self.stopping.is_set()}
         lanes = self.dispatcher.lanes.by_visit.values() if self.dispatcher else ()
-        return snapshot(self.accounts or (), lanes, totals, limit)
+        return snapshot(self.accounts or (), lanes, totals | {"max_in_flight": s.max_in_flight}, limit)
 
     # ---- SourceHandler (on the loop) ---------------------------------------------------------
     def on_messages(self, messages: list[Message]) -> None:

@@ -111,6 +111,7 @@ def snapshot(
         "window_s": WINDOW_S,
         "totals": {
             **totals,
+            "in_flight": sum(r["in_flight"] for r in rows),
             "accounts": len(rows),
             "halted": sum(1 for r in rows if r["state"] == "halted"),
             "held": sum(r["held"] for r in rows),
