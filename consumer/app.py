@@ -111,7 +111,7 @@ class App:
             kinds={a.name or "*": a.kind for a in accounts},
             directory=s.lp_credentials_dir,
         )
-        self.dispatcher = Dispatcher(s, self.client, accounts, self.tracker)
+        self.dispatcher = Dispatcher(s, self.client, accounts, self.tracker, tracing=self.tracing)
         self.dead_letters = DeadLetters(
             s.producer_config(),
             s.dlq_topic,

@@ -32,6 +32,7 @@ from consumer.kafka.deadletter import Verdict
 from consumer.kafka.records import Record, TopicPartition
 from consumer.liveperson.client import NOT_OURS, EngagementClient, Reply
 from consumer.ops import metrics
+from consumer.ops.tracing import OFF, Tracing
 from consumer.util.expiring import ExpiringMap
 
 log = structlog.get_logger("consumer.dispatch")
@@ -76,8 +77,10 @@ class Courier:
         owner: Owner,
         invalid_accounts: ExpiringMap[str, bool],
         rng: random.Random,
+        tracing: Tracing = OFF,
     ) -> None:
         self.client = client
+        self._tracing = tracing
         self._s = settings
         self._accounts = accounts
         self._lanes = lanes
@@ -106,7 +109,7 @@ class Courier:
                     lane.slot = True
                     batch = lane.take(self._s.max_batch_attributes, self._owner.is_current)
                     if batch and not self.closing:
-                        with self.client.tracing.delivery(lane.visit, batch):
+                        with self._tracing.delivery(lane.visit, batch):
                             await self._deliver(lane, batch)
                         lane.failures = 0
                 except Exception as exc:  # a bug: the lane must never die holding records

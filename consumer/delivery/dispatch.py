@@ -32,6 +32,7 @@ from consumer.kafka.deadletter import DeadLetters, Verdict
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
 from consumer.kafka.records import Record, TopicPartition
 from consumer.liveperson.client import EngagementClient
+from consumer.ops.tracing import OFF, Tracing
 from consumer.util.expiring import ExpiringMap
 
 log = structlog.get_logger("consumer.dispatch")
@@ -50,8 +51,10 @@ class Dispatcher:
         accounts: AccountRegistry,
         tracker: OffsetTracker,
         rng: random.Random | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self._s = settings
+        self._tracing = tracing
         self._accounts = accounts
         self._slots = accounts.slots
         self._tracker = tracker
@@ -62,7 +65,14 @@ class Dispatcher:
             INVALID_ACCOUNTS_MAX, settings.invalid_account_ttl_s
         )
         self._courier = Courier(
-            settings, client, accounts, self.lanes, self, self._invalid_accounts, rng or random.Random()
+            settings,
+            client,
+            accounts,
+            self.lanes,
+            self,
+            self._invalid_accounts,
+            rng or random.Random(),
+            tracing,
         )
         self.dead_letters: DeadLetters | None = None
         accounts.bind(self._prober)
@@ -100,7 +110,7 @@ class Dispatcher:
     def dead_letter(self, records: Iterable[Record], verdict: Verdict) -> None:
         """Hand records to the dead-letter producer; they are done when the broker acknowledges."""
         assert self.dead_letters is not None
-        verdict = self._client.tracing.dead_letter(verdict)  # its traceparent, with tracing on
+        verdict = self._tracing.dead_letter(verdict)  # its traceparent, with tracing on
         for record in records:
             record.settled = True
             self.dead_letters.send(record, verdict)
