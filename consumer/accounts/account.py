@@ -139,10 +139,21 @@ class Account:
     # ---- outcomes -----------------------------------------------------------------------------
     def observe(self, status: int | None, duration: float, backpressure: bool) -> None:
         """Feed one answer to the account's limit (and its pacer: 2xx counted, 429 maybe paced)."""
+        if status is not None and 400 <= status < 500 and status not in (408, 429):
+            return  # refused before any work (401, 404, 422: often in a few ms): not the API's latency
         pacer = self.pacer
+        paced = pacer.bucket is not None
         if status is not None and status < 300:
             pacer.accepted(time.monotonic())
-        elif status == 429 and pacer.throttled(time.monotonic(), self.limiter.limit):
+            if paced and pacer.bucket is None:
+                log.info("pacing_released", account=self.name, limit=self.limiter.limit)
+        elif status == 429 and pacer.throttled(
+            time.monotonic(), self.limiter.limit, self.limiter.baseline or duration
+        ):
+            if not paced and pacer.bucket is not None:
+                log.info(
+                    "pacing_started", account=self.name, rate=pacer.bucket.rate, limit=self.limiter.limit
+                )
             return  # paced by rate now: the pacer answers this 429, not the concurrency limit
         if pacer.bucket is not None and not backpressure:
             return  # while paced, the limit neither grows (its slots wait on the pacer) nor shrinks

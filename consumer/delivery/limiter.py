@@ -11,6 +11,10 @@ The adaptive mode follows Vector's adaptive request concurrency, with TCP's slow
   above the baseline (to 9/10); leaving slow start halves (the limit doubled in the round trip
   that overshot). At most one cut per round trip: only the answer to a request sent *after* the
   last cut can cause the next one.
+- **A baseline that follows.** The latency baseline is an EWMA of the answers near it, and of the
+  answer that cut the limit on latency (one per round trip): a latency that stays well above the
+  baseline (the API got slower; or the first answers were fast refusals) becomes the baseline in
+  some tens of round trips, while the limit is cut, instead of holding the limit at 1 for good.
 - **Refining a cut.** The answers that come back in the round trip after a cut were sent under the
   old limit; once half a limit of them arrived, their share of back-pressure tells how far the
   old limit overshot, and the limit drops to `old limit x (1 - share)` if that is lower (never
@@ -65,6 +69,11 @@ class ConcurrencyLimiter:
     def limit(self) -> int:
         """The current whole limit."""
         return self._whole
+
+    @property
+    def baseline(self) -> float | None:
+        """The latency baseline (EWMA of stable answers' latencies), None before the first answer."""
+        return self._baseline
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free now and nobody waits (no await: the hot path)."""
@@ -141,6 +150,8 @@ class ConcurrencyLimiter:
             self._stale = [0, 0]
             self._set(self._cut_to)
             self._last_decrease = now
+            if not backpressure:  # one per round trip: a latency that stays up becomes the baseline
+                self._baseline = baseline + BASELINE_ALPHA * (latency - baseline)
         else:
             if latency <= baseline * INCREASE_TOLERANCE and self.in_flight + 1 >= self._whole:
                 grown = self._limit + (1.0 if self.slow_start else 1.0 / self._limit)

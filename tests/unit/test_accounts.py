@@ -147,6 +147,19 @@ async def test_a_paced_account_keeps_its_concurrency_limit_where_it_was() -> Non
     assert account.limiter.limit == 3
 
 
+async def test_fast_refusals_of_a_revoked_key_are_not_the_accounts_latency_baseline() -> None:
+    """The demo's 10002: its first answers were 401s in ~4 ms (refused before any work); after its
+    rotation every 30 ms 2xx looked like latency well above that, and its limit fell to 1."""
+    account = registry({**SINGLE, "LP_ACCOUNT": "7", "MAX_IN_FLIGHT": "64"}).get("7")
+    assert account is not None
+    for _ in range(20):
+        account.observe(401, 0.004, backpressure=False)
+    for _ in range(200):
+        account.limiter.in_flight = account.limiter.limit
+        account.observe(200, 0.03, backpressure=False)
+    assert account.limiter.limit >= 16, account.limiter.limit
+
+
 async def test_a_429_cuts_only_that_accounts_limit(tmp_path: Path) -> None:
     write_folder(tmp_path / "100", KEYS)
     write_folder(tmp_path / "200", APP)

@@ -223,3 +223,21 @@ async def test_cancelling_a_waiter_already_taken_off_the_queue_raises_cancelled_
     assert limiter.in_flight == 0
     await asyncio.wait_for(limiter.acquire(), 1)
     assert limiter.in_flight == 1
+
+
+def test_a_latency_that_stays_up_becomes_the_baseline_instead_of_holding_the_limit_at_1() -> None:
+    """A baseline from fast answers (4 ms), then the API answers in 30 ms for good: the limit is cut
+    while the baseline catches up, then grows again. It used to stay at 1: the baseline moved only
+    with answers near it, and every 30 ms answer was 'latency well above the baseline'."""
+    lim = ConcurrencyLimiter(64, adaptive=True, initial=16)
+    for i in range(20):
+        lim.observe(0.004, backpressure=False, now=i * 0.004)
+    now, lowest = 10.0, lim.limit
+    for _ in range(100):  # 100 round trips of 30 ms, every slot in use
+        for _ in range(lim.limit):
+            lim.in_flight = lim.limit
+            lim.observe(0.03, backpressure=False, now=now)
+        lowest = min(lowest, lim.limit)
+        now += 0.03
+    assert lowest < 16, "the first 30 ms answers are latency well above the baseline: cut"
+    assert lim.limit >= 32, lim.limit

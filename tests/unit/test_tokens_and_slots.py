@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from consumer.accounts.pacing import CUT, IDLE_RELEASE_S, Pacer
+from consumer.accounts.pacing import IDLE_RELEASE_S, MAX_CUT, Pacer
 from consumer.accounts.slots import FairSlots, TokenBucket
 from consumer.accounts.tokens import TokenCache, TokenRejected
 from consumer.errors import RetryableError
@@ -149,16 +149,30 @@ def test_token_bucket_spaces_requests_to_the_rate() -> None:
 
 def test_a_small_limit_throttled_account_is_paced_by_rate_and_released_later() -> None:
     pacer = Pacer()
-    assert not pacer.throttled(0.5, limit=20) and pacer.bucket is None, "a large limit handles its 429s"
+    assert not pacer.throttled(0.5, limit=20, round_trip=0.05), "a large limit handles its 429s"
+    assert pacer.bucket is None
     for i in range(45):
         pacer.accepted(100.0 + i / 45)
-    assert pacer.throttled(101.2, limit=3)
-    assert pacer.bucket is not None and pacer.bucket.rate == 45.0, "starts at the rate accepted last second"
-    assert pacer.throttled(101.5, limit=3) and pacer.bucket.rate == 45.0, "at most one cut a second"
-    pacer.throttled(102.3, limit=3)
-    assert pacer.bucket.rate == pytest.approx(45 * CUT)
+    assert pacer.throttled(101.2, limit=1, round_trip=0.05)
+    assert pacer.bucket is not None and pacer.bucket.rate == 45.0, "the rate accepted last second"
+    pacer = Pacer()
+    for i in range(45):
+        pacer.accepted(100.0 + i / 45)
+    assert pacer.throttled(101.2, limit=3, round_trip=0.05)
+    assert pacer.bucket is not None and pacer.bucket.rate == 60.0, "or what its limit sends, if more"
+    for i in range(36):
+        pacer.accepted(101.21 + i / 100)
+    grown = 60 + 36 * 0.02
+    assert pacer.throttled(101.5, limit=3, round_trip=0.05), "paced: the pacer answers its 429s"
+    assert pacer.bucket.rate == pytest.approx(grown), "at most one cut a second"
+    pacer.throttled(102.3, limit=3, round_trip=0.05)
+    cut = grown * (1 - 2 / 38)
+    assert pacer.bucket.rate == pytest.approx(cut), "cut by the share of 429s since the last cut"
+    pacer.throttled(102.4, limit=3, round_trip=0.05)
+    pacer.throttled(103.4, limit=3, round_trip=0.05)
+    assert pacer.bucket.rate == pytest.approx(cut * MAX_CUT), "at most halved"
     for i in range(50):
-        pacer.accepted(102.4 + i / 100)
-    assert pacer.bucket.rate == pytest.approx(45 * CUT + 1), "+2 % of the rate per second accepted"
-    pacer.accepted(102.3 + IDLE_RELEASE_S + 1)
+        pacer.accepted(103.5 + i / 100)
+    assert pacer.bucket.rate == pytest.approx(cut * MAX_CUT + 1), "+2 % of the rate per second accepted"
+    pacer.accepted(103.4 + IDLE_RELEASE_S + 1)
     assert pacer.bucket is None, "no 429 for a long while: back to the concurrency limit alone"
