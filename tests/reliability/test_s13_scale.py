@@ -15,7 +15,9 @@ to results.json.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -44,8 +46,20 @@ EVENTS = 1600
 RATE = 50  # events/s: the stream runs through all three membership changes
 VISITORS = 60
 NOT_FOUND, FLAKY_5XX, THROTTLED = (0, 1), (2, 3), (4, 5)  # visitor numbers with scripted answers
-JOIN_S, LEAVE_S = 40.0, 20.0  # deadlines to full reassignment (Tansu's joins are slow)
+JOIN_S = 40.0  # deadline to full reassignment after the join (Tansu's joins are slow)
 KILL_S = 6.0 + 20.0  # session.timeout.ms, then the rebalance
+# The SIGTERM, from the tests' daemon settings (tests/conftest.py): the replica drains, commits and
+# leaves the group within SHUTDOWN_DRAIN_S (its close is given at least 2 s of it).
+SESSION_S, HEARTBEAT_S, SHUTDOWN_DRAIN_S = 6.0, 0.5, 10.0
+EXIT_S = SHUTDOWN_DRAIN_S + 2.0
+# Then one rebalance round on Tansu (its group coordinator): the others hear of it at their next
+# heartbeat; a JoinGroup is held until half the session timeout has passed (rechecked each second);
+# a follower's SyncGroup is held until the leader's assignment is in, at most 0.8 x the session
+# timeout, then answered "rebalance in progress" (another round). A leave is one round when the
+# group was settled, two when the SIGTERM lands while the join's cooperative rounds still settle
+# (the replica takes part in one more, then leaves).
+ROUND_S = HEARTBEAT_S + SESSION_S / 2 + 1.0 + 0.8 * SESSION_S  # 9.3 s
+LEAVE_S = 2 * ROUND_S
 
 
 def _visitor(i: int) -> str:
@@ -118,10 +132,14 @@ def test_scale_up_sigterm_and_sigkill_while_events_flow(
     join_s = time.monotonic() - marks["up"]
 
     marks["term"] = time.monotonic()
-    first.proc.send_signal(signal.SIGTERM)  # scale down
-    leave_s = _reassigned([second, third], everything, "all owned after the SIGTERM", LEAVE_S)
+    first.proc.send_signal(signal.SIGTERM)  # scale down: its partitions are its own until it has left
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        first.proc.wait(EXIT_S)
+    gone = time.monotonic() - marks["term"]
     code_first = first.stop(timeout=30)
+    assert gone <= EXIT_S, f"the SIGTERMed replica took {gone:.1f}s to exit (SHUTDOWN_DRAIN_S + 2 s)"
     exit_s = _log_seconds(first, "stop_requested", "stopped")
+    leave_s = gone + _reassigned([second, third], everything, "all owned after the SIGTERM", LEAVE_S)
 
     marks["kill"] = time.monotonic()
     second.kill()  # a crash: its partitions move on after session.timeout.ms
