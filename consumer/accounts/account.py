@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -155,8 +156,12 @@ class Account:
                     "pacing_started", account=self.name, rate=pacer.bucket.rate, limit=self.limiter.limit
                 )
             return  # paced by rate now: the pacer answers this 429, not the concurrency limit
-        if pacer.bucket is not None and not backpressure:
-            return  # while paced, the limit neither grows (its slots wait on the pacer) nor shrinks
+        # While paced its slots wait on the pacer ('in use' says nothing of the API): the limit
+        # only grows to what the paced rate needs in flight (rate x latency), never beyond.
+        bucket = pacer.bucket
+        needed = math.ceil(bucket.rate * (self.limiter.baseline or duration)) if bucket else 0
+        if bucket is not None and not backpressure and self.limiter.limit >= needed:
+            return
         self.limiter.observe(duration, backpressure)
 
     def count(self, label: str) -> None:

@@ -9,7 +9,8 @@ through in a round trip, or what the API accepted in the last second if that is 
 once a second while 429s come by the share of 429s among the answers since the last cut (at most
 halved), raised by ~2 % per second of accepted requests (AIMD on the rate), and released after
 `IDLE_RELEASE_S` without a 429. The account's concurrency limit is then not cut by those 429s (the
-pacer answers them).
+pacer answers them), and grows only to what the paced rate needs in flight (rate x latency): frozen
+where pacing found it, a limit of 2 at 50 ms held an account throttled at 50/s at 40/s, no 429s.
 
 Why not start at the accepted rate alone, nor cut by a fixed share: right after a halt, or in an
 account's first second of sending, a second's accepted requests count the ramp, not the API (a

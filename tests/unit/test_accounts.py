@@ -135,7 +135,8 @@ async def test_an_unreadable_folder_at_run_time_halts_that_account_alone(tmp_pat
 
 
 async def test_a_paced_account_keeps_its_concurrency_limit_where_it_was() -> None:
-    """Its slots wait on the pacer: 'in use' says nothing about the API, so the limit must not grow."""
+    """Its slots wait on the pacer: 'in use' says nothing about the API, so the limit grows only to
+    what the paced rate needs in flight (64/s x 50 ms: 4), not to MAX_IN_FLIGHT."""
     account = registry({**SINGLE, "LP_ACCOUNT": "7", "MAX_IN_FLIGHT": "64"}).get("7")
     assert account is not None
     account.limiter._set(3.0)
@@ -144,7 +145,8 @@ async def test_a_paced_account_keeps_its_concurrency_limit_where_it_was() -> Non
     assert account.pacer.bucket is not None
     for _ in range(200):
         account.observe(200, 0.05, backpressure=False)
-    assert account.limiter.limit == 3
+    assert account.pacer.bucket.rate == pytest.approx(64.0)  # 3 / 50 ms, +0.02 per accepted
+    assert account.limiter.limit == 4
 
 
 async def test_fast_refusals_of_a_revoked_key_are_not_the_accounts_latency_baseline() -> None:

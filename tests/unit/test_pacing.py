@@ -62,7 +62,7 @@ def an_account(limit: int | None = None) -> Account:
 
 
 def simulate(
-    account: Account, clock: Clock, api: Status, seconds: float
+    account: Account, clock: Clock, api: Status, seconds: float, rtt: float = RTT
 ) -> tuple[Counter[int], Counter[int]]:
     """A backlog sent for `seconds` from now: 2xx answers and 429s per whole second."""
     start, tick = clock.now, 0.001
@@ -72,12 +72,13 @@ def simulate(
     while clock.now < start + seconds:
         while answers and answers[0][0] <= clock.now:
             _, status = heapq.heappop(answers)
-            account.observe(status, RTT, backpressure=status == 429)
+            account.limiter.in_flight = len(answers) + 1  # its slot is held until it is observed
+            account.observe(status, rtt, backpressure=status == 429)
             (throttled if status == 429 else accepted)[int(clock.now - start)] += 1
         while len(answers) < account.limiter.limit:
             bucket = account.pacer.bucket
             sent = clock.now + (bucket.delay(clock.now) if bucket is not None else 0.0)
-            heapq.heappush(answers, (sent + RTT, api(sent)))
+            heapq.heappush(answers, (sent + rtt, api(sent)))
         clock.now += tick
     return accepted, throttled
 
@@ -88,9 +89,11 @@ def random_429s(share: float, seed: int = 1) -> Status:
     return lambda now: 429 if rng.random() < share else 200
 
 
-def rate_limit(per_second: float) -> Status:
-    """An API throttling the account at `per_second` (a token bucket, burst a tenth of a second)."""
+def rate_limit(per_second: float, owed_s: float = 0.0) -> Status:
+    """An API throttling the account at `per_second` (a token bucket, burst a tenth of a second),
+    its bucket `owed_s` seconds in debt (overdrawn by what came before)."""
     bucket = TokenBucket(per_second)
+    bucket._tokens -= owed_s * per_second
 
     def status(now: float) -> int:
         if bucket.delay(now) > 0:
@@ -134,3 +137,16 @@ def test_a_paced_account_finds_the_apis_rate_limit_with_few_429s(clock: Clock) -
     assert sum(accepted[s] for s in late) / len(late) >= 0.9 * 50, accepted
     refused = sum(throttled[s] for s in late)
     assert refused / (refused + sum(accepted[s] for s in late)) <= 0.05, throttled
+
+
+def test_a_paced_account_is_not_held_below_the_rate_limit_by_its_frozen_concurrency_limit(
+    clock: Clock,
+) -> None:
+    """bench accounts-shared, 2 rounds of 5: paced from a limit of 2 at 50 ms (cut there while the
+    API's bucket was overdrawn), 5678 stayed at 43 requests/s with no 429 at all: the limit, frozen
+    while paced, sent 2 per round trip whatever the pace allowed."""
+    account = an_account(limit=2)
+    accepted, _ = simulate(account, clock, rate_limit(50.0, owed_s=0.5), seconds=30.0, rtt=0.05)
+    assert account.pacer.bucket is not None, "paced from its first 429s"
+    late = range(10, 30)
+    assert sum(accepted[s] for s in late) / len(late) >= 0.9 * 50, accepted
