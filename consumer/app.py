@@ -31,7 +31,7 @@ from consumer.kafka.records import Record, TopicPartition
 from consumer.kafka.source import Committed, KafkaSource
 from consumer.kafka.unreadable import unreadable_record
 from consumer.liveperson.client import EngagementClient
-from consumer.ops import metrics, tracing
+from consumer.ops import metrics, tracing_start
 from consumer.ops.accounts_view import snapshot
 from consumer.ops.health import HealthServer
 
@@ -51,7 +51,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.tracker = OffsetTracker(settings.offset_map_max_bytes)
-        self.tracing = tracing.from_env(settings)
+        self.tracing = tracing_start.from_env(settings)
         self.client = EngagementClient(settings, self.tracing)
         self.stopping = asyncio.Event()
         self.counts: Counter[str] = Counter()

@@ -18,7 +18,6 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +25,7 @@ import structlog
 from confluent_kafka import KafkaError, Message, Producer
 
 from consumer.kafka.records import Record, TopicPartition
+from consumer.kafka.verdict import Verdict as Verdict
 from consumer.ops import metrics
 from consumer.ops.logs import Repeats
 
@@ -65,17 +65,6 @@ def produce_failure_kind(err: KafkaError | None) -> str:
     if err.retriable() or err.code() in FIXABLE:
         return "transient"
     return "permanent"
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Why a record is dead-lettered."""
-
-    reason: str  # invalid_event, http_4xx, retries_exhausted, consume_error, intake_failed, ...
-    error: str  # one line
-    status: int | None = None
-    attempts: int = 0
-    traceparent: str | None = None  # the delivery span that dead-lettered it (tracing on): carried on
 
 
 Headers = list[tuple[str, str | bytes | None]]

@@ -11,10 +11,8 @@ callback queue, where no pending-event bound would see them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
-import json
 import queue
 import threading
 import time
@@ -26,9 +24,10 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTP
 
+from consumer.kafka.commits import REFUSED, commit_sync, kafka_tps, record_committed, refused_maps
 from consumer.kafka.offsets import CommitPoint, TopicPartition
+from consumer.kafka.partition_metrics import fmt, forget_partition_metrics, record_lag
 from consumer.kafka.unreadable import StuckBatches
-from consumer.ops import metrics
 from consumer.ops.logs import Repeats
 
 log = structlog.get_logger("consumer.kafka.source")
@@ -155,7 +154,7 @@ class KafkaSource:
             conf["error_cb"] = self._on_error
             conf["on_commit"] = self._on_commit
             if conf.get("statistics.interval.ms"):
-                conf["stats_cb"] = self._on_stats
+                conf["stats_cb"] = functools.partial(record_lag, assignment=self.assignment)
             consumer = Consumer(conf)
             consumer.subscribe(
                 self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -208,11 +207,11 @@ class KafkaSource:
             current = {tp for tp, epoch in cmd.epochs.items() if self._epoch.get(tp) == epoch}
             if len(current) < len(cmd.epochs):
                 stale = sorted(set(cmd.epochs) - current)
-                log.debug("stale_command_dropped", command=cmd.kind, partitions=_fmt(stale))
+                log.debug("stale_command_dropped", command=cmd.kind, partitions=fmt(stale))
             try:
                 if cmd.kind == "commit":
                     assert isinstance(cmd.tps, dict)
-                    owned = _kafka_tps(
+                    owned = kafka_tps(
                         {tp: c for tp, c in cmd.tps.items() if tp in current}, plain=self._maps_refused
                     )
                     if owned:
@@ -230,7 +229,7 @@ class KafkaSource:
 
     def _commit_final(self, consumer: Consumer) -> None:
         final = {tp: o for tp, o in (self._final or {}).items() if tp in self.assignment}
-        if final and _commit(consumer, final, "final_commit"):
+        if final and commit_sync(consumer, final, "final_commit"):
             log.info("final_commit", partitions=len(final))
 
     def _call_loop(self, fn: Callable[[], Any]) -> None:
@@ -251,19 +250,19 @@ class KafkaSource:
         epochs = {tp: next(self._epochs) for tp in tps}
         self._epoch.update(epochs)
         self.joined = True
-        log.info("partitions_assigned", partitions=_fmt(tps))
+        log.info("partitions_assigned", partitions=fmt(tps))
         committed: Committed = {}
         if self._read_commits and partitions:
             try:  # the same commits librdkafka is about to resume from; on failure: no maps, plain behaviour
                 got = consumer.committed([KafkaTP(t, p) for t, p in tps], timeout=COMMITTED_TIMEOUT_S)
                 committed = {(c.topic, c.partition): (c.offset, c.metadata) for c in got if c.error is None}
             except KafkaException as exc:
-                log.warning("committed_read_failed", error=str(exc), partitions=_fmt(tps))
+                log.warning("committed_read_failed", error=str(exc), partitions=fmt(tps))
         self._call_loop(lambda: self._assigned(tps, epochs, committed))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        log.info("partitions_revoked", partitions=_fmt(tps))
+        log.info("partitions_revoked", partitions=fmt(tps))
         offsets: dict[TopicPartition, CommitPoint] = {}
         fut = asyncio.run_coroutine_threadsafe(_as_coro(self._handler.on_revoked(tps)), self._loop)
         try:
@@ -271,24 +270,24 @@ class KafkaSource:
         except Exception as exc:
             log.error("revoke_drain_failed", error=repr(exc))
         if offsets:
-            _commit(consumer, offsets, "revoke_commit")
+            commit_sync(consumer, offsets, "revoke_commit")
         self.assignment.difference_update(tps)
         self._stuck.forget(tps)
         for tp in tps:
             self._epoch.pop(tp, None)
         for t, p in tps:
-            _forget_partition_metrics(t, p)
+            forget_partition_metrics(t, p)
 
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        log.warning("partitions_lost", partitions=_fmt(tps))
+        log.warning("partitions_lost", partitions=fmt(tps))
         self.assignment.difference_update(tps)
         self._stuck.forget(tps)
         for tp in tps:
             self._epoch.pop(tp, None)
         self._call_loop(lambda: self._handler.on_lost(tps))
         for t, p in tps:
-            _forget_partition_metrics(t, p)
+            forget_partition_metrics(t, p)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -301,73 +300,17 @@ class KafkaSource:
                 log.warning("kafka_error", error=err.str(), code=err.name(), suppressed=held)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[KafkaTP]) -> None:
-        refused = [p for p in partitions if p.error is not None and p.error.code() == _TOO_LARGE]
-        if (refused or (err is not None and err.code() == _TOO_LARGE)) and not self._maps_refused:
+        refused = refused_maps(err, partitions)
+        if refused is not None and not self._maps_refused:
             self._maps_refused = True
-            log.error(
-                "offset_map_refused", partitions=_fmt([(p.topic, p.partition) for p in refused]), **_REFUSED
-            )
+            log.error("offset_map_refused", partitions=fmt(refused), **REFUSED)
         failed = [(p.topic, p.partition) for p in partitions if err is not None or p.error is not None]
         if failed:  # e.g. ILLEGAL_GENERATION during a rebalance: an idle partition would never be retried
             self._loop.call_soon_threadsafe(self._failed.update, failed)
         if err is not None:
             log.warning("commit_failed", error=str(err))
             return
-        for p in partitions:
-            if p.error is None and p.offset >= 0:
-                metrics.COMMITTED_OFFSET.labels(p.topic, str(p.partition)).set(p.offset)
-
-    def _on_stats(self, stats_json: str) -> None:
-        try:
-            stats = json.loads(stats_json)
-            for topic, tstats in stats.get("topics", {}).items():
-                for pid, pstats in tstats.get("partitions", {}).items():
-                    if pid == "-1" or (topic, int(pid)) not in self.assignment:
-                        continue
-                    lag = pstats.get("consumer_lag", -1)
-                    if lag >= 0:
-                        metrics.CONSUMER_LAG.labels(topic, pid).set(lag)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.debug("stats_unreadable", error=str(exc))
-
-
-_TOO_LARGE = KafkaError.OFFSET_METADATA_TOO_LARGE
-_REFUSED = {
-    "note": "the broker's offset.metadata.max.bytes is below OFFSET_MAP_MAX_BYTES: committing plain "
-    "from now on (more duplicates after a crash); lower OFFSET_MAP_MAX_BYTES"
-}
-
-
-def _kafka_tps(points: dict[TopicPartition, CommitPoint], plain: bool = False) -> list[KafkaTP]:
-    """Commit offsets, with their map as metadata when there is one (and not `plain`)."""
-    return [
-        KafkaTP(t, p, c.offset, metadata=c.metadata) if c.metadata and not plain else KafkaTP(t, p, c.offset)
-        for (t, p), c in points.items()
-    ]
-
-
-def _commit(
-    consumer: Consumer, offsets: dict[TopicPartition, CommitPoint], what: str, attempts: int = 3
-) -> bool:
-    """Commit synchronously; retry a retriable failure (coordinator moving, request timed out) briefly."""
-    tps = _kafka_tps(offsets)
-    for attempt in range(1, attempts + 1):
-        try:
-            consumer.commit(offsets=tps, asynchronous=False)
-            return True
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if err is not None and err.code() == _TOO_LARGE and any(tp.metadata for tp in tps):
-                log.error("offset_map_refused", phase=what, **_REFUSED)
-                tps = _kafka_tps(offsets, plain=True)
-                continue
-            retriable = err is not None and err.retriable() and attempt < attempts
-            if not retriable:
-                log.error("commit_failed", phase=what, error=str(exc), attempt=attempt)
-                return False
-            log.warning("commit_retry", phase=what, error=str(exc), attempt=attempt)
-            time.sleep(0.2 * attempt)
-    return False
+        record_committed(partitions)
 
 
 def _seek(consumer: Consumer, topic: str, partition: int, offset: int) -> bool:
@@ -399,13 +342,3 @@ async def _as_coro(
     aw: Awaitable[dict[TopicPartition, CommitPoint]],
 ) -> dict[TopicPartition, CommitPoint]:
     return await aw
-
-
-def _fmt(tps: list[TopicPartition]) -> list[str]:
-    return [f"{t}[{p}]" for t, p in tps]
-
-
-def _forget_partition_metrics(topic: str, partition: int) -> None:
-    for gauge in (metrics.CONSUMER_LAG, metrics.COMMITTED_OFFSET):
-        with contextlib.suppress(KeyError):
-            gauge.remove(topic, str(partition))

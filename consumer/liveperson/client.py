@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -18,6 +17,8 @@ from consumer.config import Settings
 from consumer.errors import RetryableError
 from consumer.formats.events import Visit
 from consumer.liveperson.domain import DomainResolver
+from consumer.liveperson.reply import NOT_OURS as NOT_OURS
+from consumer.liveperson.reply import Reply as Reply
 from consumer.liveperson.url import events_url
 from consumer.ops import metrics
 from consumer.ops.tracing import OFF, Tracing
@@ -26,25 +27,7 @@ if TYPE_CHECKING:
     from consumer.accounts.account import Account
 
 USER_AGENT = "engagement-consumer/0.1"
-NOT_OURS = "not_ours"  # Reply.error: not sent, the batch's partitions were revoked during a lookup
 _EVENTS_HEADERS = {"Content-Type": "application/json", "x-http-method-override": "PUT"}
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The outcome of one attempt: an HTTP status, or a transport error kind."""
-
-    status: int | None
-    error: str | None = None  # timeout | connection_error | domain_lookup | credentials | token_* | not_ours
-    detail: str = ""
-    retry_after: str | None = None
-    duration: float = 0.0
-    authorization: str = field(default="", repr=False)  # the header sent (to drop a refused token)
-
-    @property
-    def label(self) -> str:
-        """The `status` label of engagement_requests_total."""
-        return str(self.status) if self.status is not None else (self.error or "error")
 
 
 class EngagementClient:

@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     from consumer.accounts.account import Account
     from consumer.config import Settings
     from consumer.formats.events import Visit
-    from consumer.kafka.deadletter import Verdict
     from consumer.kafka.records import Record
-    from consumer.liveperson.client import Reply
+    from consumer.kafka.verdict import Verdict
+    from consumer.liveperson.reply import Reply
 
 TRACER_NAME = "engagement-consumer"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")

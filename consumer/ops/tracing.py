@@ -24,11 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from consumer.accounts.account import Account
-    from consumer.config import Settings
     from consumer.formats.events import Visit
-    from consumer.kafka.deadletter import Verdict
     from consumer.kafka.records import Record
-    from consumer.liveperson.client import Reply
+    from consumer.kafka.verdict import Verdict
+    from consumer.liveperson.reply import Reply
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
@@ -89,12 +88,3 @@ def configured(environ: Mapping[str, str] | None = None) -> bool:
     if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() in ("none", ""):
         return False
     return any(env.get(name, "").strip() for name in ENDPOINT_VARIABLES)
-
-
-def from_env(settings: Settings, environ: Mapping[str, str] | None = None) -> Tracing:
-    """`OFF`, or OpenTelemetry tracing exporting over OTLP/HTTP when the variables configure it."""
-    if not configured(environ):
-        return OFF
-    from consumer.ops.otel import OtelTracing  # imported only when on: off costs nothing
-
-    return OtelTracing(settings)

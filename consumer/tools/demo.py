@@ -14,35 +14,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import random
 import signal
 import tempfile
-import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import orjson
-
-from consumer.tools.demo_accounts import ACCOUNTS, UNKNOWN_ACCOUNT, DemoAccounts
+from consumer.tools.demo_accounts import DemoAccounts
+from consumer.tools.demo_feed import BAD_ACCOUNT, Feed, Plan, plan_events
 from consumer.tools.demo_formats import formats_note, start_mix
 from consumer.tools.demo_record import write_record
-from consumer.tools.produce import sample_event, visitor_id
 
 if TYPE_CHECKING:
     from consumer.tools.progress import Summary
 
 TOPICS = {"demo.leads": 4, "demo.services": 4, "demo.events": 4, "demo.dlq": 1}
 GROUP = "engagement-demo"
-BAD_ACCOUNT = "99999"  # the sandbox answers 422 to it
-MALFORMED = (
-    b"{not json",
-    b'{"account":"10001","visitor":"broken-visitor"}',
-    b'{"account":"10001","visitor":"broken-visitor","sid":"s","status":42}',
-    b'["an", "array"]',
-)
 
 
 def add_parser(sub: Any) -> None:
@@ -68,87 +56,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.add_argument("--record", type=Path, help="write what the sandbox API accepted to this JSON file")
     p.set_defaults(handler=main)
-
-
-@dataclass
-class Plan:
-    """The events to produce (topic, key, value) and what they are."""
-
-    messages: list[tuple[Any, ...]] = field(default_factory=list)  # topic, key, value[, headers]
-    kinds: Counter[str] = field(default_factory=Counter)
-    gone_visitors: list[str] = field(default_factory=list)
-
-
-def plan_events(n: int, seed: int) -> Plan:
-    """N events over ~n/10 visits: 1.5% of visits are gone (404), ~1% on the 422 account, a few malformed."""
-    rng = random.Random(seed)
-    visits = []
-    for j in range(max(20, n // 10)):
-        account = BAD_ACCOUNT if j % 97 == 5 else UNKNOWN_ACCOUNT if j % 89 == 7 else rng.choice(ACCOUNTS)
-        visits.append((account, visitor_id(rng), f"sid-{j}.{rng.randrange(10**6)}"))
-    plan = Plan(gone_visitors=[v for k, (_, v, _) in enumerate(visits) if k % 67 == 3])
-    malformed = set(rng.sample(range(n), min(n, max(3, n // 500))))
-    for i in range(n):
-        account, visitor, sid = rng.choice(visits)
-        if i in malformed:
-            topic = "demo.leads" if i % 2 else "demo.services"
-            plan.messages.append((topic, visitor.encode(), MALFORMED[i % len(MALFORMED)]))
-            plan.kinds["malformed"] += 1
-            continue
-        kind, event = sample_event(i, rng, account, visitor, sid)
-        plan.messages.append((f"demo.{kind}s", visitor.encode(), orjson.dumps(event)))
-        plan.kinds[kind] += 1
-    return plan
-
-
-class Feed(threading.Thread):
-    """Produces the plan at a steady rate in its own thread; counts acknowledgements and end offsets."""
-
-    def __init__(self, bootstrap: str, messages: list[tuple[Any, ...]], rate: float) -> None:
-        super().__init__(name="demo-producer", daemon=True)
-        self.bootstrap, self.messages, self.rate = bootstrap, messages, rate
-        self.acked = 0
-        self.failed: list[str] = []
-        self.ends: dict[tuple[str, int], int] = {}
-        self.finished = threading.Event()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        """Produce everything (or until stopped), then flush."""
-        from confluent_kafka import Producer
-
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all"})
-        started = time.monotonic()
-        try:
-            for i, (topic, key, value, *headers) in enumerate(self.messages):
-                if self.stop.is_set():
-                    break
-                if self.rate > 0:
-                    ahead = started + i / self.rate - time.monotonic()
-                    if ahead > 0:
-                        producer.poll(ahead)
-                while True:
-                    try:
-                        producer.produce(
-                            topic, value, key, on_delivery=self._report, headers=(headers or [None])[0]
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-                producer.poll(0)
-            left = producer.flush(30)
-            if left:
-                self.failed.append(f"{left} events not acknowledged by the broker")
-        finally:
-            self.finished.set()
-
-    def _report(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.failed.append(err.str())
-            return
-        self.acked += 1
-        tp = (msg.topic(), msg.partition())
-        self.ends[tp] = max(self.ends.get(tp, 0), msg.offset() + 1)
 
 
 def daemon_env(bootstrap: str, base_url: str, credentials: Any, log_level: str) -> dict[str, str]:

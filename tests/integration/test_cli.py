@@ -15,8 +15,8 @@ import pytest
 from confluent_kafka import Producer
 from harness import CREDS, LocalBroker, Topics, committed, read_to_end
 
-from consumer.tools.demo import BAD_ACCOUNT, MALFORMED, plan_events
 from consumer.tools.demo_accounts import UNKNOWN_ACCOUNT
+from consumer.tools.demo_feed import BAD_ACCOUNT, MALFORMED, plan_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
