@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     max_pending_events: int = Field(20000, ge=10)
     max_pending_per_partition: int = Field(5000, ge=1)
     http_timeout_s: float = Field(10.0, gt=0)
+    http_client: Literal["aiohttp", "pyreqwest"] = "aiohttp"
+    http_ca_file: str | None = None
     retry_initial_s: float = Field(5.0, gt=0)
     retry_max_backoff_s: float = Field(60.0, gt=0)
     retry_max_elapsed_s: float = Field(900.0, gt=0)
@@ -146,7 +148,7 @@ class Settings(BaseSettings):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
 
-    @field_validator("log_level", "log_format", "trace_visit", mode="before")
+    @field_validator("log_level", "log_format", "trace_visit", "http_client", mode="before")
     @classmethod
     def _case(cls, value: Any, info: Any) -> Any:
         if isinstance(value, str):
