@@ -251,3 +251,17 @@ def test_regex_and_invalid_topic_names_are_refused_at_start(env: dict[str, str],
     with pytest.raises(ConfigError) as err:
         load_settings({**BASE, **env})
     assert [p for p in err.value.problems if p.startswith(says)], err.value.problems
+
+
+def test_http_client_is_one_of_two_and_the_ca_file_must_hold_a_certificate(tmp_path: Path) -> None:
+    assert load_settings(BASE).http_client == "aiohttp"
+    assert load_settings({**BASE, "HTTP_CLIENT": "PyReqwest"}).http_client == "pyreqwest"
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, "HTTP_CLIENT": "curl", "HTTP_CA_FILE": str(not_pem)})
+    lines = str(err.value).split("; ")
+    assert any(line.startswith("HTTP_CLIENT:") and "'aiohttp' or 'pyreqwest'" in line for line in lines)
+    assert any(line.startswith("HTTP_CA_FILE: no PEM certificate") for line in lines), lines
+    with pytest.raises(ConfigError, match="HTTP_CA_FILE: no such file"):
+        load_settings({**BASE, "HTTP_CA_FILE": str(tmp_path / "missing.pem")})
