@@ -189,7 +189,7 @@ class SandboxAPI(Scripting):
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
     ) -> None:
-        """Bind and serve (HTTPS with `ssl_context`); `.base_url` and `.domain` then name the bound address."""
+        """Bind and serve (HTTPS with `ssl_context`); `.base_url` and `.domain` name the bound address."""
         self._closing = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)

@@ -80,7 +80,11 @@ async def test_signed_url_arrives_as_signed_and_is_accepted(
     sandbox: SandboxAPI, client: tuple[EngagementClient, Account]
 ) -> None:
     c, account = client
-    visits = [Visit("1234", "Vk0+a/b==", "sid.1 x"), Visit("1234", "ü é/?#%", "s&t=1"), Visit("1234", "v", "s")]
+    visits = [
+        Visit("1234", "Vk0+a/b==", "sid.1 x"),
+        Visit("1234", "ü é/?#%", "s&t=1"),
+        Visit("1234", "v", "s"),
+    ]
     replies = [await c.send(v, BODY, account) for v in visits]
     assert [r.status for r in replies] == [200, 200, 200]
     assert all(r.auth_valid for r in sandbox.received)
@@ -144,7 +148,8 @@ async def test_connections_are_kept_alive_and_bounded(sandbox: SandboxAPI, trans
     account = account_of(settings)
     try:
         for _ in range(3):
-            replies = await asyncio.gather(*(c.send(Visit("1234", f"v{i}", "s"), BODY, account) for i in range(32)))
+            sends = (c.send(Visit("1234", f"v{i}", "s"), BODY, account) for i in range(32))
+            replies = await asyncio.gather(*sends)
             assert {r.status for r in replies} == {200}
     finally:
         await c.close()
