@@ -131,12 +131,12 @@ class EngagementClient:
             base = self._fixed_base or await self._resolver.base_url(self._session, visit.account)
         except RetryableError as exc:
             return self._failed(account, "domain_lookup", str(exc), started)
-        url = events_url(base, visit.account, visit.visitor, visit.sid)
         try:
-            signer = account.signer  # OAuth 1.0: signed right here, no await
+            signer = account.signer  # OAuth 1.0: the URL built and signed right here, no await
             if signer is not None:
-                authorization = signer.authorization("POST", url, body)
+                url, authorization = signer.events(base, visit.account, visit.visitor, visit.sid, body)
             else:
+                url = events_url(base, visit.account, visit.visitor, visit.sid)
                 authorization = await account.authorization("POST", url, body)
         except CredentialsProblem as exc:
             return self._failed(account, "credentials", str(exc), started)
