@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -229,3 +230,22 @@ async def test_tls_with_an_untrusted_certificate_is_a_connection_error(
     assert (reply.status, reply.error) == (None, "connection_error")
     assert "certificate" in reply.detail.lower() or "cert" in reply.detail.lower(), reply.detail
     assert not tls_sandbox.received  # verification failed before any request was sent
+
+
+async def test_a_cancelled_request_ends_at_once_and_is_gone_from_the_wire_by_the_timeout(
+    sandbox: SandboxAPI, client: tuple[EngagementClient, Account], transport: str
+) -> None:
+    c, account = client
+    sandbox.hang_visitor("stuck")
+    task = asyncio.create_task(c.send(Visit("1234", "stuck", "s"), BODY, account))
+    await sandbox.wait_for(lambda api: bool(api.in_flight), timeout=5)
+    cancelled = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 0.5)  # the caller is free at once with either transport
+    # aiohttp closes the connection under the request; pyreqwest (0.15) lets it run on in Rust until
+    # HTTP_TIMEOUT_S (1 s here) and drops the answer. Either way nobody acts on that answer.
+    await sandbox.wait_for(lambda api: not api.in_flight, timeout=3)
+    took = time.monotonic() - cancelled
+    assert took < (0.5 if transport == "aiohttp" else 1.5), took
+    assert (await c.send(Visit("1234", "other", "s"), BODY, account)).status == 200
