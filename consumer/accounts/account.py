@@ -173,7 +173,7 @@ class Account:
         child = self._requests.get(label)
         if child is None:
             child = self._requests[label] = metrics.ACCOUNT_REQUESTS.labels(self.name, label)
-        child.inc()
+        metrics.count(child)
 
     def describe(self) -> dict[str, object]:
         """What /readyz and logs may show: kind, halt, limit (never a secret)."""

@@ -115,7 +115,7 @@ class EngagementClient:
         child = self._requests.get(label)
         if child is None:
             child = self._requests[label] = metrics.REQUESTS.labels(label)
-        child.inc()
+        metrics.count(child)
 
     async def send(
         self, visit: Visit, body: bytes, account: Account, still_ours: Callable[[], bool] | None = None
@@ -152,7 +152,7 @@ class EngagementClient:
         label = reply.label
         self._count(label)
         account.count(label)
-        metrics.REQUEST_DURATION.observe(reply.duration)
+        metrics.REQUEST_DURATION_TALLY.observe(reply.duration)
         return reply
 
     async def _post(self, url: str, body: bytes, authorization: str, started: float) -> Reply:
