@@ -147,12 +147,13 @@ def _profile(results: list[dict[str, Any]]) -> list[str]:
         p = r["profile"]
         total = max(1, p["samples"])
         out += [
-            f"py-spy, {p['rate_hz']} Hz, `--gil` (the thread holding the GIL: Python work), during the "
-            f"`{r['name']}` scenario: {p['samples']:,} samples. Threads waiting in librdkafka (poll, "
-            "dead-letter delivery reports) hold no GIL and are not counted; their CPU is in the thread "
-            "table of the scenario.",
+            f"py-spy, {p['rate_hz']} Hz, `--threads`, the event loop's thread (MainThread) while not "
+            f"idle, during the `{r['name']}` scenario: {p['samples']:,} samples. Other threads (the "
+            "Kafka poll thread, librdkafka's, pyreqwest's runtime) are not in these tables; their CPU "
+            "is in the thread table of the scenario.",
             "",
-            "By stage of the pipeline (a sample counts for the first stage its stack is in):",
+            "By stage (a sample counts for the innermost frame of its stack that belongs to a stage; "
+            "stdlib frames count for their caller's stage):",
             "",
             "| stage | share |",
             "|---|---|",
