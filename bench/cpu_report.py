@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,8 @@ def ab_table(found: dict[str, dict[str, Any]]) -> list[str]:
         pairs = ", ".join(f"{r:.2f}" for r in cpu["ratios"])
         out.append(
             f"| {name} | {len(cpu['ratios'])} | {cpu['base_median']:.1f} -> {cpu['this_median']:.1f} "
-            f"| **{cpu['ratio_median']:.2f}** ({pairs}) | {lim['base_median']:.2f} -> {lim['this_median']:.2f} "
+            f"| **{cpu['ratio_median']:.2f}** ({pairs}) "
+            f"| {lim['base_median']:.2f} -> {lim['this_median']:.2f} "
             f"| {rss['base_max']:.0f} -> {rss['this_max']:.0f} |"
         )
     return out
@@ -63,7 +63,8 @@ def breakdown(ab: dict[str, Any]) -> dict[str, dict[str, float]]:
         per[r["build"]]["other threads (pyreqwest's runtime, Kafka's poll): not sampled"].append(
             us * threads.get("other threads", 0.0) / total_cpu
         )
-        per[r["build"]]["librdkafka threads: not sampled"].append(us * threads.get("librdkafka", 0.0) / total_cpu)
+        rdkafka = us * threads.get("librdkafka", 0.0) / total_cpu
+        per[r["build"]]["librdkafka threads: not sampled"].append(rdkafka)
         per[r["build"]]["total (measured)"].append(us)
     runs = {b: sum(1 for r in ab["runs"] if r["build"] == b and r.get("profile")) for b in per}
     return {
