@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visits", type=int, default=0, help="override the scenarios' visits")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for this build's daemon")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "ab")
+    parser.add_argument("--builds", default="base,this", help="`this`: only this build (no pairs)")
     args = parser.parse_args(argv)
     wanted = [n.strip() for n in args.only.split(",")]
     scenarios = [replace(s, profile=args.profile) for n in wanted for s in FULL if s.name == n]
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):
             for s in scenarios:
                 order = ("base", "this") if i % 2 == 0 else ("this", "base")
-                for build in order:
+                for build in (b for b in order if b in args.builds.split(",")):
                     tree = args.base if build == "base" else args.this
                     sc = replace(s, env={**s.env, **extra}) if build == "this" else s
                     r = run_scenario(sc, broker, args.out, f"{run_id}{i}{build[0]}", command(tree))
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                     figs = " ".join(f"{k}={r[k]:.3f}" for k in KEYS if r.get(k) is not None)
                     print(f"[ab] {s.name} round {i} {build}: {figs} load={r['loadavg']}", flush=True)
     for name, found in runs.items():
+        if len({r["build"] for r in found}) < 2:
+            only = {"runs": [_brief(r) for r in found]}
+            (args.out / f"ab-{name}.json").write_text(json.dumps(only, indent=1))
+            continue
         summary = {"pairs": _pairs(found), "runs": [_brief(r) for r in found]}
         (args.out / f"ab-{name}.json").write_text(json.dumps(summary, indent=1))
         for key, v in summary["pairs"].items():
