@@ -198,6 +198,7 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
         *_formats_section(results),
         *_accounts_section(results),
         *_traces_section(results),
+        *_kept(md_path),
         "## Targets",
         "",
         "| scenario | target | threshold | figure | |",
@@ -216,6 +217,17 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
     if NOTES.exists():
         lines += [NOTES.read_text().rstrip(), ""]
     md_path.write_text("\n".join(lines))
+
+
+def _kept(md_path: Path) -> list[str]:
+    """The `cpu` section (bench/cpu_report.py, from A/B runs, not from this run) as it is in the file."""
+    from bench.cpu_report import BEGIN, END
+
+    text = md_path.read_text() if md_path.exists() else ""
+    if BEGIN not in text or END not in text:
+        return []
+    block = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
+    return [*block.splitlines(), ""]
 
 
 def _formats_section(results: list[dict[str, Any]]) -> list[str]:
