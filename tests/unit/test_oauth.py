@@ -222,3 +222,10 @@ def test_the_events_entry_point_makes_the_url_and_header_the_generic_path_makes(
     assert signer.events(base, account, visitor, sid, body) == (url, signer.authorization("POST", url, body))
     if creds.access_token:  # and as oauthlib signs it
         assert signer.events(base, account, visitor, sid, body)[1] == oauthlib_header(url, body, creds)
+
+
+def test_nonces_are_24_hex_characters_and_never_repeat_across_refills() -> None:
+    signer = Signer(CREDS)
+    nonces = [signer.nonce() for _ in range(3 * 512 + 7)]  # past three refills of the pool
+    assert all(len(n) == 24 and int(n, 16) >= 0 for n in nonces)
+    assert len(set(nonces)) == len(nonces)
