@@ -1,6 +1,6 @@
 """The `cpu` section of RESULTS.md: A/B figures (bench/ab.py) and the per-stage CPU breakdown.
 
-    python -m bench.cpu_report --ab bench/out/ab --profiles bench/out/prof
+    python -m bench.cpu_report --ab bench/out/ab --profiles bench/out/prof  # text: bench/cpu_notes.md
 
 `--ab`: a directory of `ab-<scenario>.json` from interleaved unprofiled rounds (the figures);
 `--profiles`: one from profiled rounds (`bench.ab --profile`): each stage's share of the samples
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ab", type=Path, required=True)
     parser.add_argument("--profiles", type=Path, default=None)
     parser.add_argument("--only", default="single,coalesce,backlog")
-    parser.add_argument("--notes", type=Path, default=None, help="a markdown file: the section's text")
+    parser.add_argument("--notes", type=Path, default=HERE / "cpu_notes.md", help="the section's text")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args(argv)
     notes = args.notes.read_text().rstrip("\n").splitlines() if args.notes else []

@@ -220,14 +220,17 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
 
 
 def _kept(md_path: Path) -> list[str]:
-    """The `cpu` section (bench/cpu_report.py, from A/B runs, not from this run) as it is in the file."""
-    from bench.cpu_report import BEGIN, END
+    """Sections not made from this run's JSON, as they are in the file: `cpu` (bench/cpu_report.py,
+    from A/B runs) and `rebalance` (a run of its own: spliced again when it runs, kept by `--report-only`)."""
+    from bench import cpu_report, rebalance
 
     text = md_path.read_text() if md_path.exists() else ""
-    if BEGIN not in text or END not in text:
-        return []
-    block = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
-    return [*block.splitlines(), ""]
+    out: list[str] = []
+    for begin, end in ((rebalance.BEGIN, rebalance.END), (cpu_report.BEGIN, cpu_report.END)):
+        if begin in text and end in text:
+            block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+            out += [*block.splitlines(), ""]
+    return out
 
 
 def _formats_section(results: list[dict[str, Any]]) -> list[str]:
