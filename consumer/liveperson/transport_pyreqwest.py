@@ -57,14 +57,14 @@ class PyreqwestTransport:
         """POST through pyreqwest; its errors as TimeoutError (its timeouts are) or TransportFailed."""
         request = self._client.post(url).header("Authorization", authorization).body_bytes(body).build()
         try:
-            resp = await request.send()
-            data = await resp.bytes()
+            resp = await request.send()  # a consumed request: the body is read, the connection free
+            status = resp.status
+            text = (await resp.bytes()).to_bytes() if status >= 300 else b""  # only errors' bodies are read
         except TimeoutError:
             raise
         except PyreqwestError as exc:
             raise TransportFailed(f"{type(exc).__name__}: {exc}") from exc
-        status = resp.status
-        return status, data.to_bytes() if status >= 300 else b"", resp.get_header("Retry-After")
+        return status, text, resp.get_header("Retry-After")
 
     async def close(self) -> None:
         """Close the pool."""
