@@ -197,8 +197,8 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
         "",
         *_formats_section(results),
         *_accounts_section(results),
-        *_traces_section(results),
-        *_kept(md_path),
+        *(traces := _traces_section(results)),
+        *_kept(md_path, traces=not traces),
         "## Targets",
         "",
         "| scenario | target | threshold | figure | |",
@@ -219,14 +219,19 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
     md_path.write_text("\n".join(lines))
 
 
-def _kept(md_path: Path) -> list[str]:
-    """Sections not made from this run's JSON, as they are in the file: `cpu` (bench/cpu_report.py,
-    from A/B runs) and `rebalance` (a run of its own: spliced again when it runs, kept by `--report-only`)."""
+def _kept(md_path: Path, traces: bool) -> list[str]:
+    """Sections not made from this run's JSON, as they are in the file: `rebalance` (a run of its own:
+    spliced again when it runs, kept by `--report-only`), `traces` when its group did not run, and
+    `cpu` (bench/cpu_report.py, from A/B runs)."""
     from bench import cpu_report, rebalance
+    from bench import traces as traces_group
 
     text = md_path.read_text() if md_path.exists() else ""
+    markers = [(rebalance.BEGIN, rebalance.END), (cpu_report.BEGIN, cpu_report.END)]
+    if traces:
+        markers.insert(1, (traces_group.BEGIN, traces_group.END))
     out: list[str] = []
-    for begin, end in ((rebalance.BEGIN, rebalance.END), (cpu_report.BEGIN, cpu_report.END)):
+    for begin, end in markers:
         if begin in text and end in text:
             block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
             out += [*block.splitlines(), ""]
