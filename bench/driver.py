@@ -82,8 +82,12 @@ def api_args(s: Scenario) -> list[str]:
     return args
 
 
-def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -> dict[str, Any]:
-    """Run one scenario end to end and return its raw figures (see `figures`)."""
+def run_scenario(
+    s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str, daemon_command: list[str] | None = None
+) -> dict[str, Any]:
+    """Run one scenario end to end and return its raw figures (see `figures`).
+
+    `daemon_command` runs another build of the daemon (an A/B comparison: bench/ab.py)."""
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     topics = (f"leads-{run_id}-{s.name}", f"services-{run_id}-{s.name}", f"dlq-{run_id}-{s.name}")
@@ -116,10 +120,10 @@ def run_scenario(s: Scenario, broker: LocalBroker, out_dir: Path, run_id: str) -
     receiver = OtlpReceiver().start() if s.otlp else None
     if receiver is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
-    command = None
-    if s.daemon_module != "consumer":  # a bench probe wrapping the daemon
+    command = daemon_command
+    if command is None and s.daemon_module != "consumer":  # a bench probe wrapping the daemon
         command, env = [sys.executable, "-m", s.daemon_module], env_with_repo(env)
-    daemon = DaemonProcess(env, logs / f"daemon-{s.name}.log", command)
+    daemon = DaemonProcess(env, logs / f"daemon-{s.name}-{run_id}.log", command)
     others = [psutil.Process(p.pid) for p in servers.procs]
     broker_ps = psutil.Process(broker._proc.pid) if broker._proc else None
     try:

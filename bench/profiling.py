@@ -18,18 +18,21 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 # Where a file belongs, first match wins (a path fragment -> an area of the report).
 AREAS = (
     ("consumer/liveperson/oauth", "consumer: OAuth signing"),
+    ("consumer/liveperson/transport", "consumer: HTTP transport"),
     ("consumer/liveperson", "consumer: client (URL, send, Reply)"),
-    ("consumer/dispatch", "consumer: dispatcher (lanes, outcomes)"),
-    ("consumer/limiter", "consumer: limiter"),
+    ("consumer/delivery/limiter", "consumer: limiter"),
+    ("consumer/delivery", "consumer: dispatcher (lanes, outcomes)"),
+    ("consumer/accounts", "consumer: accounts (slots, pacing, halt)"),
     ("consumer/app", "consumer: app (on_messages)"),
-    ("consumer/events", "consumer: parse/encode events"),
-    ("consumer/source", "consumer: Kafka poll thread"),
-    ("consumer/offsets", "consumer: offset tracker"),
+    ("consumer/formats", "consumer: parse/encode events"),
+    ("consumer/kafka/source", "consumer: Kafka poll thread"),
+    ("consumer/kafka/offset", "consumer: offset tracker"),
     ("consumer/", "consumer: other"),
     ("prometheus_client", "prometheus_client"),
     ("structlog", "structlog / logging"),
     ("logging", "structlog / logging"),
     ("aiohttp", "aiohttp"),
+    ("pyreqwest", "pyreqwest"),
     ("yarl", "yarl / multidict"),
     ("multidict", "yarl / multidict"),
     ("asyncio", "asyncio / uvloop"),
@@ -51,26 +54,47 @@ _ROOTS = (
 _ROOTS += ("_bootstrap", "run (threading")
 
 
-# Stages of the pipeline, by what a sample's stack contains, first match wins.
+# Where the CPU of an event goes (the list). A sample counts for the innermost frame of its
+# stack that belongs to a stage (a stdlib frame counts for its caller's stage: `secrets.token_hex`
+# under the signer is signing, `asyncio.wait_for` under a lane is the lane's wait). Path fragments
+# are matched against the frame's file, function names (`name (`) against the frame itself.
 STAGES = (
-    ("threading.py", "Kafka poll and dead-letter threads"),
-    ("on_messages", "intake: messages -> records -> lanes (app.on_messages)"),
+    ("prometheus_client", "metrics (prometheus-client counters, histograms)"),
+    ("structlog", "logging (structlog)"),
+    ("logging/", "logging (structlog)"),
     ("consumer/liveperson/oauth", "OAuth signing"),
-    ("events_url", "URL building"),
-    ("aiohttp", "HTTP: aiohttp (request, response, connection pool)"),
-    ("yarl", "HTTP: aiohttp (request, response, connection pool)"),
-    ("consumer/liveperson/client", "client: Reply, metrics"),
-    ("consumer/dispatch", "dispatcher: lanes, coalescing, outcomes, limiter"),
-    ("consumer/limiter", "dispatcher: lanes, coalescing, outcomes, limiter"),
+    ("aiohttp", "HTTP client (aiohttp, yarl, multidict)"),
+    ("yarl", "HTTP client (aiohttp, yarl, multidict)"),
+    ("multidict", "HTTP client (aiohttp, yarl, multidict)"),
+    ("propcache", "HTTP client (aiohttp, yarl, multidict)"),
+    ("pyreqwest", "HTTP client (pyreqwest)"),
+    ("consumer/liveperson/transport", "HTTP client (transport adapter)"),
+    ("consumer/liveperson", "client: URL, Reply, send"),
+    ("consumer/delivery/limiter", "limiter and slots (account, limiter, fair slots, pacer)"),
+    ("consumer/accounts/", "limiter and slots (account, limiter, fair slots, pacer)"),
+    ("consumer/delivery/", "lanes: tasks, waits, outcomes (dispatcher)"),
+    ("consumer/formats/", "parsing (reader, events) and encoding"),
+    ("consumer/kafka/offset", "offset tracking"),
+    ("consumer/kafka/", "Kafka poll and hand-over (source, thread)"),
+    ("confluent_kafka", "Kafka poll and hand-over (source, thread)"),
+    ("threading", "Kafka poll and hand-over (source, thread)"),
+    ("consumer/app", "intake: messages -> records (app.on_messages)"),
+    ("consumer/ops", "ops (health, metrics glue)"),
 )
+LOOP_PY = "event loop (asyncio in Python, called by no stage above)"
+LOOP_C = "event loop (uvloop in C: I/O, callbacks, task steps)"
 
 
 def _stage(stack: str) -> str:
-    for fragment, stage in STAGES:
-        if fragment in stack:
-            return stage
-    if stack.rsplit(";", 1)[-1].startswith("run (asyncio/runners"):
-        return "event loop (uvloop, in C)"
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for fragment, stage in STAGES:
+            if fragment in frame:
+                return stage
+    if frames[-1].startswith("run (asyncio/runners"):
+        return LOOP_C
+    if any("asyncio/" in f or "uvloop" in f for f in frames):
+        return LOOP_PY
     return "other"
 
 
@@ -95,7 +119,10 @@ def start(pid: int, output: Path) -> Spy | None:
         return None
     raw = output.with_suffix(".raw")
     cmd = [exe, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw"]
-    cmd += ["--output", str(raw), "--gil"]  # threads waiting in librdkafka hold no GIL: not sampled
+    # Every non-idle Python thread, named: the summary keeps the event loop's (MainThread). With
+    # `--gil` (only the thread holding the GIL) the loop's time without the GIL was missed: with
+    # pyreqwest's runtime thread taking the GIL for every answer, 0.7 s sampled of 1.7 s of CPU.
+    cmd += ["--output", str(raw), "--threads"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Spy(proc, raw)
 
@@ -121,7 +148,7 @@ def _frame(text: str) -> tuple[str, str]:
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3", "/work/main/", "/work/wt/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return path
@@ -141,11 +168,19 @@ def summarise(collapsed: str, top: int = 25) -> dict[str, Any]:
     areas: Counter[str] = Counter()
     stages: Counter[str] = Counter()
     total = 0
+    other_threads = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
+        if stack.startswith("thread ("):  # --threads: keep the event loop's thread only
+            thread, _, stack = stack.partition(";")
+            if "MainThread" not in thread:
+                other_threads += n
+                continue
+            if not stack:
+                continue
         total += n
         stages[_stage(stack)] += n
         frames = [_frame(f) for f in stack.split(";")]
@@ -158,6 +193,7 @@ def summarise(collapsed: str, top: int = 25) -> dict[str, Any]:
         areas[next((a for _, p in reversed(frames) if (a := _area(p)) != _OTHER), _OTHER)] += n
     return {
         "samples": total,
+        "other_thread_samples": other_threads,
         "rate_hz": RATE_HZ,
         "self": self_counts.most_common(top),
         "inclusive": incl_counts.most_common(top),

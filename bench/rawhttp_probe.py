@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
 from consumer.liveperson import client as lp
-from consumer.liveperson.url import events_url
-from consumer.ops import metrics
+from consumer.liveperson.transport import TransportFailed
 
 _FIXED = (
     b"User-Agent: engagement-consumer/0.1\r\nAccept-Encoding: identity\r\n"
@@ -98,37 +96,39 @@ class _Pool:
                 conn.transport.close()
 
 
+class RawTransport:
+    """An `EventsTransport` over `_Pool`: the request written by hand, in one write."""
+
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        base = urlsplit(base_url)
+        self._pool = _Pool(base.hostname or "127.0.0.1", base.port or 80)
+        self._host_line = f"Host: {base.netloc}\r\n".encode()
+        self._prefix = len(base_url)
+        self._timeout_s = timeout_s
+
+    async def post(self, url: str, body: bytes, authorization: str) -> tuple[int, bytes, str | None]:
+        """POST by hand; OSError as the transport's failure."""
+        head = f"POST {url[self._prefix :]} HTTP/1.1\r\n".encode() + self._host_line + _FIXED
+        tail = f"Authorization: {authorization}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._pool.request(head + tail + body)
+        except OSError as exc:
+            raise TransportFailed(str(exc)) from exc
+
+    async def close(self) -> None:
+        """Idle connections close with the process."""
+
+
 def install() -> None:
-    """Replace EngagementClient.start/send (fixed LP_BASE_URL over http:// only)."""
+    """Replace the events transport of EngagementClient.start (fixed LP_BASE_URL over http:// only)."""
     original_start = lp.EngagementClient.start
 
     async def start(self: Any) -> None:
         await original_start(self)
-        base = urlsplit(self._fixed_base)
-        self._pool = _Pool(base.hostname, base.port or 80)
-        self._host_line = f"Host: {base.netloc}\r\n".encode()
-
-    async def send(self: Any, visit: Any, body: bytes) -> lp.Reply:
-        started = time.perf_counter()
-        url = events_url(self._fixed_base, visit.account, visit.visitor, visit.sid)
-        auth = self._signer.authorization("POST", url, body)
-        head = f"POST {url[len(self._fixed_base) :]} HTTP/1.1\r\n".encode() + self._host_line + _FIXED
-        tail = f"Authorization: {auth}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        try:
-            async with asyncio.timeout(self._settings.http_timeout_s):
-                status, text, retry_after = await self._pool.request(head + tail + body)
-            detail = "" if status < 300 else text[:300].decode("utf-8", "replace")
-            reply = lp.Reply(status, None, detail, retry_after, time.perf_counter() - started)
-        except TimeoutError:
-            reply = lp.Reply(None, "timeout", "timeout", None, time.perf_counter() - started)
-        except OSError as exc:
-            reply = lp.Reply(None, "connection_error", str(exc), None, time.perf_counter() - started)
-        self._count(reply.label)
-        metrics.REQUEST_DURATION.observe(reply.duration)
-        return reply
+        self._transport = RawTransport(self._fixed_base, self._settings.http_timeout_s)
 
     lp.EngagementClient.start = start  # type: ignore[method-assign]
-    lp.EngagementClient.send = send  # type: ignore[method-assign]
 
 
 def main() -> int:

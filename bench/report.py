@@ -147,12 +147,13 @@ def _profile(results: list[dict[str, Any]]) -> list[str]:
         p = r["profile"]
         total = max(1, p["samples"])
         out += [
-            f"py-spy, {p['rate_hz']} Hz, `--gil` (the thread holding the GIL: Python work), during the "
-            f"`{r['name']}` scenario: {p['samples']:,} samples. Threads waiting in librdkafka (poll, "
-            "dead-letter delivery reports) hold no GIL and are not counted; their CPU is in the thread "
-            "table of the scenario.",
+            f"py-spy, {p['rate_hz']} Hz, `--threads`, the event loop's thread (MainThread) while not "
+            f"idle, during the `{r['name']}` scenario: {p['samples']:,} samples. Other threads (the "
+            "Kafka poll thread, librdkafka's, pyreqwest's runtime) are not in these tables; their CPU "
+            "is in the thread table of the scenario.",
             "",
-            "By stage of the pipeline (a sample counts for the first stage its stack is in):",
+            "By stage (a sample counts for the innermost frame of its stack that belongs to a stage; "
+            "stdlib frames count for their caller's stage):",
             "",
             "| stage | share |",
             "|---|---|",
@@ -196,7 +197,8 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
         "",
         *_formats_section(results),
         *_accounts_section(results),
-        *_traces_section(results),
+        *(traces := _traces_section(results)),
+        *_kept(md_path, traces=not traces),
         "## Targets",
         "",
         "| scenario | target | threshold | figure | |",
@@ -215,6 +217,25 @@ def render(results: list[dict[str, Any]], md_path: Path, png_path: Path) -> None
     if NOTES.exists():
         lines += [NOTES.read_text().rstrip(), ""]
     md_path.write_text("\n".join(lines))
+
+
+def _kept(md_path: Path, traces: bool) -> list[str]:
+    """Sections not made from this run's JSON, as they are in the file: `rebalance` (a run of its own:
+    spliced again when it runs, kept by `--report-only`), `traces` when its group did not run, and
+    `cpu` (bench/cpu_report.py, from A/B runs)."""
+    from bench import cpu_report, rebalance
+    from bench import traces as traces_group
+
+    text = md_path.read_text() if md_path.exists() else ""
+    markers = [(rebalance.BEGIN, rebalance.END), (cpu_report.BEGIN, cpu_report.END)]
+    if traces:
+        markers.insert(1, (traces_group.BEGIN, traces_group.END))
+    out: list[str] = []
+    for begin, end in markers:
+        if begin in text and end in text:
+            block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+            out += [*block.splitlines(), ""]
+    return out
 
 
 def _formats_section(results: list[dict[str, Any]]) -> list[str]:

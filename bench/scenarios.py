@@ -76,8 +76,9 @@ FULL: list[Scenario] = [
         profile=True,
         repeat=5,
         targets=(
-            Target("ratio_to_limit", ">=", 0.8, "requests/s >= 0.8 x Little's-law limit"),
-            Target("cpu_us_per_attribute", "<=", 350, "daemon CPU <= 350 us per attribute"),
+            Target("ratio_to_limit", ">=", 0.9, "requests/s >= 0.9 x Little's-law limit"),
+            # issue 21: 0.6 of the build before it (8270ad0: 187 us median on the bench machine, A/B)
+            Target("cpu_us_per_attribute", "<=", 112, "daemon CPU <= 0.6 x 187 us per attribute"),
         ),
     ),
     Scenario(
@@ -93,7 +94,7 @@ FULL: list[Scenario] = [
         visits=10_000,
         per_visit=10,
         repeat=3,
-        targets=(Target("cpu_us_per_attribute", "<=", 60, "daemon CPU <= 60 us per attribute"),),
+        targets=(Target("cpu_us_per_attribute", "<=", 40, "daemon CPU <= 40 us per attribute"),),
     ),
     Scenario(
         "coalesce-rawhttp",

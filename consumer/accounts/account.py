@@ -110,12 +110,18 @@ class Account:
             self.tokens.invalidate(authorization[7:])
 
     # ---- slots --------------------------------------------------------------------------------
-    async def acquire(self) -> None:
-        """Wait for this account's slot (its adaptive limit), its rate, then a fair global slot."""
+    def try_acquire(self) -> bool:
+        """Take both slots now if that needs no wait (no rate to keep, a slot free in each); else False."""
         if self.bucket is None and self.pacer.bucket is None and self.limiter.try_acquire():
             if self._slots.try_acquire():
-                return  # the usual case: no wait at all, no nested awaits
+                return True
             self.limiter.release()
+        return False
+
+    async def acquire(self) -> None:
+        """Wait for this account's slot (its adaptive limit), its rate, then a fair global slot."""
+        if self.try_acquire():
+            return  # the usual case: no wait at all, no nested awaits
         await self.limiter.acquire()
         try:
             for bucket in (self.bucket, self.pacer.bucket):
@@ -173,7 +179,7 @@ class Account:
         child = self._requests.get(label)
         if child is None:
             child = self._requests[label] = metrics.ACCOUNT_REQUESTS.labels(self.name, label)
-        child.inc()
+        metrics.count(child)
 
     def describe(self) -> dict[str, object]:
         """What /readyz and logs may show: kind, halt, limit (never a secret)."""

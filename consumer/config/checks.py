@@ -7,6 +7,7 @@ configuration is reported in one go.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -160,6 +161,8 @@ def semantic_problems(s: Settings, require_kafka: bool, require_credentials: boo
         problems.append(f"LP_BASE_URL: {problem} (got {mask_url(s.lp_base_url)!r})")
     if s.lp_domain and (problem := base_url_problem(f"{s.lp_scheme}://{s.lp_domain}")):
         problems.append(f"LP_DOMAIN: {problem} (got {s.lp_domain!r})")
+    if s.http_ca_file and (problem := _ca_file_problem(s.http_ca_file)):
+        problems.append(f"HTTP_CA_FILE: {problem} (got {s.http_ca_file!r})")
     if s.retry_max_backoff_s < s.retry_initial_s:
         problems.append("RETRY_MAX_BACKOFF_S: must be >= RETRY_INITIAL_S")
     try:
@@ -183,6 +186,19 @@ def _topic_name_problems(s: Settings) -> list[str]:
             elif not _TOPIC_NAME.fullmatch(topic):
                 problems.append(f"{var}: {topic!r} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)")
     return problems
+
+
+def _ca_file_problem(path: str) -> str | None:
+    """Why the PEM bundle at `path` cannot be trusted as CAs (unreadable, no certificate), or None."""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        return "no such file"
+    except ssl.SSLError:  # an OSError too: first
+        return "no PEM certificate in it"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return None
 
 
 def input_format_problems(s: Settings) -> list[str]:

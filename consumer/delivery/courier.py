@@ -105,7 +105,8 @@ class Courier:
             while lane.queue and not self.closing:
                 batch: list[Record] = []
                 try:
-                    await lane.account.acquire()
+                    if not lane.account.try_acquire():  # the usual case takes its slot without an await
+                        await lane.account.acquire()
                     lane.slot = True
                     batch = lane.take(self._s.max_batch_attributes, self._owner.is_current)
                     if batch and not self.closing:
@@ -285,7 +286,7 @@ class Courier:
         return reply
 
     def _delivered(self, batch: list[Record]) -> None:
-        metrics.BATCH_ATTRIBUTES.observe(len(batch))
+        metrics.BATCH_ATTRIBUTES_TALLY.observe(len(batch))
         by_type: dict[str, int] = {}
         for record in batch:
             assert record.event is not None
@@ -297,7 +298,7 @@ class Courier:
             child = self._delivered_by_type.get(kind)
             if child is None:
                 child = self._delivered_by_type[kind] = metrics.ATTRIBUTES_DELIVERED.labels(kind)
-            child.inc(n)
+            metrics.count(child, n)
 
     # ---- waits -----------------------------------------------------------------------------------
     async def pause(self, delay: float) -> None:

@@ -121,9 +121,10 @@ class Dispatcher:
 
     def is_current(self, record: Record) -> bool:
         """True while the record's partition is still ours, in the same assignment, not being revoked."""
-        return (record.tp, record.generation) not in self._revoking and self._tracker.owns(
-            record.tp, record.generation
-        )
+        tp, generation = (record.topic, record.partition), record.generation
+        if self._revoking and (tp, generation) in self._revoking:  # empty unless a revoke is on
+            return False
+        return self._tracker.owns(tp, generation)
 
     def may_finish(self, batch: list[Record]) -> list[Record]:
         """The records whose outcome (of a request already made) may still be acted on: same assignment."""

@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import aiohttp
 from prometheus_client import Counter
-from yarl import URL
 
 from consumer.accounts.credentials import ClientCredentials, CredentialsProblem
 from consumer.accounts.tokens import TokenRejected, fetch_token
@@ -19,6 +18,13 @@ from consumer.formats.events import Visit
 from consumer.liveperson.domain import DomainResolver
 from consumer.liveperson.reply import NOT_OURS as NOT_OURS
 from consumer.liveperson.reply import Reply as Reply
+from consumer.liveperson.transport import (
+    USER_AGENT,
+    AiohttpTransport,
+    EventsTransport,
+    TransportFailed,
+    aiohttp_session,
+)
 from consumer.liveperson.url import events_url
 from consumer.ops import metrics
 from consumer.ops.tracing import OFF, Tracing
@@ -26,8 +32,7 @@ from consumer.ops.tracing import OFF, Tracing
 if TYPE_CHECKING:
     from consumer.accounts.account import Account
 
-USER_AGENT = "engagement-consumer/0.1"
-_EVENTS_HEADERS = {"Content-Type": "application/json", "x-http-method-override": "PUT"}
+__all__ = ["NOT_OURS", "USER_AGENT", "EngagementClient", "Reply"]
 
 
 class EngagementClient:
@@ -37,6 +42,7 @@ class EngagementClient:
         self._settings = settings
         self.tracing = tracing  # a request span around each POST (a no-op while tracing is off)
         self._session: aiohttp.ClientSession | None = None
+        self._transport: EventsTransport | None = None
         self._fixed_base: str | None = None
         if settings.lp_base_url:
             self._fixed_base = settings.lp_base_url.rstrip("/")
@@ -63,23 +69,20 @@ class EngagementClient:
         return self._session is not None and not self._session.closed
 
     async def start(self) -> None:
-        """Open the keep-alive session (one connection pool for every visit)."""
-        connector = aiohttp.TCPConnector(
-            limit=self._settings.max_in_flight + 4, keepalive_timeout=30, ttl_dns_cache=300
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout_s),
-            # Bodies are read as they come (auto_decompress off), so ask for them uncompressed (an
-            # explicit header: skip_auto_headers would cost a header-dict copy per request); and
-            # the API sets no cookies worth keeping (a jar costs a filter and an update per request).
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        """Open the keep-alive session, and the events transport HTTP_CLIENT names (one pool each)."""
+        s = self._settings
+        self._session = aiohttp_session(s.max_in_flight, s.http_timeout_s, s.http_ca_file)
+        if s.http_client == "pyreqwest":
+            from consumer.liveperson.transport_pyreqwest import PyreqwestTransport
+
+            self._transport = PyreqwestTransport(s.max_in_flight, s.http_timeout_s, s.http_ca_file)
+        else:
+            self._transport = AiohttpTransport(self._session)
 
     async def close(self) -> None:
-        """Close the session."""
+        """Close the transport and the session."""
+        if self._transport is not None:
+            await self._transport.close()
         if self._session is not None:
             await self._session.close()
 
@@ -95,7 +98,7 @@ class EngagementClient:
         child = self._requests.get(label)
         if child is None:
             child = self._requests[label] = metrics.REQUESTS.labels(label)
-        child.inc()
+        metrics.count(child)
 
     async def send(
         self, visit: Visit, body: bytes, account: Account, still_ours: Callable[[], bool] | None = None
@@ -111,12 +114,12 @@ class EngagementClient:
             base = self._fixed_base or await self._resolver.base_url(self._session, visit.account)
         except RetryableError as exc:
             return self._failed(account, "domain_lookup", str(exc), started)
-        url = events_url(base, visit.account, visit.visitor, visit.sid)
         try:
-            signer = account.signer  # OAuth 1.0: signed right here, no await
+            signer = account.signer  # OAuth 1.0: the URL built and signed right here, no await
             if signer is not None:
-                authorization = signer.authorization("POST", url, body)
+                url, authorization = signer.events(base, visit.account, visit.visitor, visit.sid, body)
             else:
+                url = events_url(base, visit.account, visit.visitor, visit.sid)
                 authorization = await account.authorization("POST", url, body)
         except CredentialsProblem as exc:
             return self._failed(account, "credentials", str(exc), started)
@@ -132,32 +135,24 @@ class EngagementClient:
         label = reply.label
         self._count(label)
         account.count(label)
-        metrics.REQUEST_DURATION.observe(reply.duration)
+        metrics.REQUEST_DURATION_TALLY.observe(reply.duration)
         return reply
 
     async def _post(self, url: str, body: bytes, authorization: str, started: float) -> Reply:
-        """One POST; a transport failure is a Reply too."""
-        assert self._session is not None, "start() first"
-        headers = {**_EVENTS_HEADERS, "Authorization": authorization}
-        status: int | None = None
+        """One POST through the transport; a transport failure is a Reply too."""
+        assert self._transport is not None, "start() first"
         error: str | None = None
         detail = ""
-        retry_after: str | None = None
         try:
-            async with self._session.post(
-                URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
-            ) as resp:
-                text = await resp.read()
-                status = resp.status
-                if status >= 300:
-                    detail = text[:300].decode("utf-8", "replace")
-                retry_after = resp.headers.get("Retry-After")
+            status, text, retry_after = await self._transport.post(url, body, authorization)
+            if status >= 300:
+                detail = text[:300].decode("utf-8", "replace")
         except TimeoutError:
             status, retry_after = None, None
             error, detail = "timeout", f"no answer within {self._settings.http_timeout_s}s"
-        except aiohttp.ClientError as exc:
+        except TransportFailed as exc:
             status, retry_after = None, None
-            error, detail = "connection_error", f"{type(exc).__name__}: {exc}"
+            error, detail = "connection_error", str(exc)
         return Reply(status, error, detail, retry_after, time.perf_counter() - started, authorization)
 
     def _failed(self, account: Account, error: str, detail: str, started: float) -> Reply:

@@ -19,11 +19,12 @@ import binascii
 import hashlib
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus
 
-from consumer.liveperson.url import signature_base_url
+from consumer.liveperson.url import events_path_prefix, quote_segment, signature_base_url
 
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 _RESERVED_RE = re.compile(r"[^A-Za-z0-9._~-]")
@@ -34,6 +35,31 @@ _CANONICAL_RE = re.compile(r"(?:[A-Za-z0-9._~-]|%[0-7][0-9A-F])*")
 _PCT_RE = re.compile(r"%([0-7][0-9A-F])")
 _RESERVED_HEX = frozenset(f"{c:02X}" for c in range(128) if chr(c) not in _UNRESERVED)
 _URLISH_RE = re.compile(r"[^A-Za-z0-9._~%-]")
+EVENTS_PREFIXES_MAX = 1024  # (base URL, account) pairs whose prefixes a signer keeps
+
+
+class _NoncePool:
+    """24-hex-character nonces cut from one `os.urandom` read of many (a getrandom call per nonce
+    was ~3 % of the daemon's loop-thread CPU in `single`); each byte is handed out once."""
+
+    BATCH = 512  # nonces per read
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hex = ""
+        self._at = 0
+
+    def next(self) -> str:
+        """The next unused 96-bit nonce."""
+        with self._lock:
+            at = self._at
+            if at >= len(self._hex):
+                self._hex, at = secrets.token_hex(12 * self.BATCH), 0
+            self._at = at + 24
+            return self._hex[at : at + 24]
+
+
+_NONCES = _NoncePool()
 
 
 def escape(value: str) -> str:
@@ -91,7 +117,16 @@ class Credentials:
 class Signer:
     """Makes a freshly signed `Authorization` header (new nonce and timestamp) per request."""
 
-    __slots__ = ("_constant_params", "_consumer_key", "_inner", "_outer", "_token")
+    __slots__ = (
+        "_constant_params",
+        "_consumer_key",
+        "_events",
+        "_inner",
+        "_key25",
+        "_outer",
+        "_token",
+        "_token25",
+    )
 
     def __init__(self, credentials: Credentials) -> None:
         key = f"{escape(credentials.consumer_secret)}&{escape(credentials.access_token_secret)}".encode()
@@ -109,10 +144,15 @@ class Signer:
         ]
         if self._token:
             self._constant_params.append(("oauth_token", self._token))
+        # For `events`: the escaped key and token as the base string has them (escaped once more),
+        # and per (base URL, account) the URL prefix and the signature base string's start.
+        self._key25 = self._consumer_key.replace("%", "%25")
+        self._token25 = f"%26oauth_token%3D{self._token.replace('%', '%25')}" if self._token else ""
+        self._events: dict[tuple[str, str], tuple[str, str]] = {}
 
     def nonce(self) -> str:
         """A fresh nonce (override, or pass `nonce=`, to fix it in tests)."""
-        return secrets.token_hex(12)
+        return _NONCES.next()
 
     def timestamp(self) -> str:
         """Seconds since the epoch as a string (override, or pass `timestamp=`, to fix it in tests)."""
@@ -164,3 +204,43 @@ class Signer:
         if body is not None:
             header += f', oauth_body_hash="{enc_hash}"'
         return f'{header}, oauth_signature="{signature}"'
+
+    def events(self, base_url: str, account: str, visitor: str, sid: str, body: bytes) -> tuple[str, str]:
+        """`(events_url(...), authorization("POST", that URL, body))`, without parsing the URL again.
+
+        The URL's path segments and `sid` are `quote(..., safe="")`-encoded: unreserved characters
+        and upper-case escapes only, which RFC 5849 keeps as they are (the `%` escaped once more in
+        the base string), and the parameters sort as oauth_*, then `sid`, then `v`.
+        """
+        prefixes = self._events.get((base_url, account))
+        if prefixes is None:
+            prefixes = self._events_prefixes(base_url, account)
+        url_prefix, base_prefix = prefixes
+        q_visitor, q_sid = quote_segment(visitor), quote_segment(sid)
+        url = f"{url_prefix}{q_visitor}/visits/current/events?v=1&sid={q_sid}"
+        nonce, ts = escape(self.nonce()), escape(self.timestamp())
+        enc_hash = _b64(hashlib.sha1(body).digest())
+        base = (
+            f"{base_prefix}{q_visitor.replace('%', '%25')}%2Fvisits%2Fcurrent%2Fevents"
+            f"&oauth_body_hash%3D{enc_hash.replace('%', '%25')}%26oauth_consumer_key%3D{self._key25}"
+            f"%26oauth_nonce%3D{nonce.replace('%', '%25')}%26oauth_signature_method%3DHMAC-SHA1"
+            f"%26oauth_timestamp%3D{ts.replace('%', '%25')}{self._token25}%26oauth_version%3D1.0"
+            f"%26sid%3D{q_sid.replace('%', '%25')}%26v%3D1"
+        )
+        signature = _b64(self._hmac_sha1(base.encode()))
+        token = f', oauth_token="{self._token}"' if self._token else ""
+        header = (
+            f'OAuth oauth_nonce="{nonce}", oauth_timestamp="{ts}", oauth_version="1.0", '
+            f'oauth_signature_method="HMAC-SHA1", oauth_consumer_key="{self._consumer_key}"{token}, '
+            f'oauth_body_hash="{enc_hash}", oauth_signature="{signature}"'
+        )
+        return url, header
+
+    def _events_prefixes(self, base_url: str, account: str) -> tuple[str, str]:
+        """The URL up to the visitor segment, and the base string up to the same point."""
+        if len(self._events) >= EVENTS_PREFIXES_MAX:  # the wildcard account serves any account id
+            self._events.clear()
+        url_prefix = events_path_prefix(base_url, account)
+        signed = _escape_url(signature_base_url(url_prefix + "x"))  # "x": a visitor segment stand-in
+        prefixes = self._events[(base_url, account)] = (url_prefix, f"POST&{signed[:-1]}")
+        return prefixes

@@ -16,17 +16,23 @@ from urllib.parse import quote, urlsplit
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _seg(value: str) -> str:
+def quote_segment(value: str) -> str:
+    """A path segment or query value, percent-encoded (`quote(value, safe="")`)."""
     return quote(value, safe="")
+
+
+_seg = quote_segment
+
+
+def events_path_prefix(base_url: str, account: str) -> str:
+    """`<base>/api/account/<account>/monitoring/visitors/`: the start of an account's visit URLs."""
+    base = base_url[:-1] if base_url.endswith("/") else base_url
+    return f"{base}/api/account/{_seg(account)}/monitoring/visitors/"
 
 
 def events_url(base_url: str, account: str, visitor: str, sid: str) -> str:
     """The encoded `.../visits/current/events?v=1&sid=...` URL of one visit under `base_url`."""
-    base = base_url[:-1] if base_url.endswith("/") else base_url
-    return (
-        f"{base}/api/account/{_seg(account)}/monitoring/visitors/{_seg(visitor)}"
-        f"/visits/current/events?v=1&sid={_seg(sid)}"
-    )
+    return f"{events_path_prefix(base_url, account)}{_seg(visitor)}/visits/current/events?v=1&sid={_seg(sid)}"
 
 
 def signature_base_url(url: str) -> str:

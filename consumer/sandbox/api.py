@@ -31,6 +31,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -158,6 +159,7 @@ class SandboxAPI(Scripting):
         self.in_flight: Counter[VisitKey] = Counter()
         self.max_in_flight_per_visit = 0
         self.max_in_flight = 0
+        self.peers: set[tuple[str, int]] = set()  # client (address, port) of every connection seen
         self.base_url = ""
         self.domain = ""
         self._nonces: set[tuple[str, str]] = set()
@@ -184,18 +186,20 @@ class SandboxAPI(Scripting):
         """Make every token issued (for one account, or all) expire now."""
         self._tokens = {t: v for t, v in self._tokens.items() if account is not None and v[0] != account}
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Bind and serve; `.base_url` and `.domain` then name the bound address."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Bind and serve (HTTPS with `ssl_context`); `.base_url` and `.domain` name the bound address."""
         self._closing = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a request the client gave up on (timeout) stops being in flight.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         bound_host, bound_port = self._runner.addresses[0][:2]
         self.domain = f"{bound_host}:{bound_port}"
-        self.base_url = f"http://{self.domain}"
+        self.base_url = f"{'https' if ssl_context else 'http'}://{self.domain}"
 
     async def stop(self) -> None:
         """Release hanging requests (their connections are closed) and stop serving."""
@@ -243,6 +247,8 @@ class SandboxAPI(Scripting):
     # -- serving ----------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            self.peers.add(request.transport.get_extra_info("peername")[:2])
         raw_path, _, raw_query = request.raw_path.partition("?")
         seg = raw_path.split("/")
         if (

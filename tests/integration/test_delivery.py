@@ -16,6 +16,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ACCOUNT = "1234"
 
 
+@pytest.fixture(autouse=True, params=["aiohttp", "pyreqwest"])
+def http_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test once per events transport (the daemon's environment is built from ours)."""
+    monkeypatch.setenv("HTTP_CLIENT", request.param)
+    return str(request.param)
+
+
 def visitor_id(i: int) -> str:
     """Base64-looking visitor ids, with `+`, `/` and `=` in them."""
     return f"Vk{i:03d}+a/b=="

@@ -29,6 +29,9 @@ def test_defaults_and_kafka_pass_through() -> None:
     conf = s.consumer_config()
     assert conf["session.timeout.ms"] == "6000" and conf["sasl.mechanism"] == "PLAIN"
     assert conf["enable.auto.offset.store"] is False
+    assert conf["queued.max.messages.kbytes"] == 4096  # the prefetch bound, unless KAFKA_* says otherwise
+    queued = load_settings({**BASE, "KAFKA_QUEUED_MAX_MESSAGES_KBYTES": "65536"}).consumer_config()
+    assert queued["queued.max.messages.kbytes"] == "65536"
     assert conf["enable.auto.commit"] is False  # the daemon commits itself, with offset maps
     assert s.commit_interval_s == 1.0 and s.offset_map_max_bytes == 4096
     forced = load_settings({**BASE, "KAFKA_ENABLE_AUTO_COMMIT": "true"}).consumer_config()
@@ -251,3 +254,17 @@ def test_regex_and_invalid_topic_names_are_refused_at_start(env: dict[str, str],
     with pytest.raises(ConfigError) as err:
         load_settings({**BASE, **env})
     assert [p for p in err.value.problems if p.startswith(says)], err.value.problems
+
+
+def test_http_client_is_one_of_two_and_the_ca_file_must_hold_a_certificate(tmp_path: Path) -> None:
+    assert load_settings(BASE).http_client == "pyreqwest"
+    assert load_settings({**BASE, "HTTP_CLIENT": "AioHTTP"}).http_client == "aiohttp"
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, "HTTP_CLIENT": "curl", "HTTP_CA_FILE": str(not_pem)})
+    lines = str(err.value).split("; ")
+    assert any(line.startswith("HTTP_CLIENT:") and "'aiohttp' or 'pyreqwest'" in line for line in lines)
+    assert any(line.startswith("HTTP_CA_FILE: no PEM certificate") for line in lines), lines
+    with pytest.raises(ConfigError, match="HTTP_CA_FILE: no such file"):
+        load_settings({**BASE, "HTTP_CA_FILE": str(tmp_path / "missing.pem")})

@@ -189,3 +189,43 @@ def test_raw_query_parameters_sign_as_oauthlib(query: list[tuple[str, str]]) -> 
     assert Signer(CREDS).authorization("POST", url, BODY, nonce=NONCE, timestamp=TS) == oauthlib_header(
         url, BODY
     )
+
+
+class _FixedSigner(Signer):
+    def nonce(self) -> str:
+        return NONCE
+
+    def timestamp(self) -> str:
+        return TS
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+
+
+@given(
+    base=st.sampled_from(
+        ["https://lo.liveperson.net", "http://127.0.0.1:8080/", "https://Example.COM:443", "https://h.x:8443/p"]
+    ),
+    account=_TEXT.filter(bool),
+    visitor=_TEXT,
+    sid=_TEXT,
+    body=_TEXT.map(lambda t: json.dumps([{"topic": t}]).encode()),
+    creds=st.sampled_from(
+        [CREDS, Credentials("k é+/", "s&=", "", "x"), Credentials("kk", "ss", "t+ /%", "x")]
+    ),
+)
+def test_the_events_entry_point_makes_the_url_and_header_the_generic_path_makes(
+    base: str, account: str, visitor: str, sid: str, body: bytes, creds: Credentials
+) -> None:
+    signer = _FixedSigner(creds)
+    url = events_url(base, account, visitor, sid)
+    assert signer.events(base, account, visitor, sid, body) == (url, signer.authorization("POST", url, body))
+    if creds.access_token:  # and as oauthlib signs it
+        assert signer.events(base, account, visitor, sid, body)[1] == oauthlib_header(url, body, creds)
+
+
+def test_nonces_are_24_hex_characters_and_never_repeat_across_refills() -> None:
+    signer = Signer(CREDS)
+    nonces = [signer.nonce() for _ in range(3 * 512 + 7)]  # past three refills of the pool
+    assert all(len(n) == 24 and int(n, 16) >= 0 for n in nonces)
+    assert len(set(nonces)) == len(nonces)

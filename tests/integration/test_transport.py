@@ -1,0 +1,251 @@
+"""Both events transports (HTTP_CLIENT=aiohttp|pyreqwest) against the stand-in API over real HTTP.
+
+The client is the daemon's `EngagementClient`: the URL it signs is the URL that arrives (the
+stand-in checks every OAuth signature), and every failure maps to the same outcome whichever
+transport sent it. TLS: a loopback HTTPS stand-in with a certificate from a CA made in the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import trustme
+
+from consumer.accounts.account import Account
+from consumer.accounts.registry import AccountRegistry
+from consumer.config import Settings, load_settings
+from consumer.formats.events import Visit
+from consumer.liveperson.client import EngagementClient
+from consumer.sandbox.api import DEFAULT_CREDENTIALS, SandboxAPI
+from consumer.sandbox.broker import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+TRANSPORTS = ("aiohttp", "pyreqwest")
+BODY = orjson.dumps([{"type": "lead", "lead": {"topic": "t", "value": 1, "currency": "USD"}}])
+
+
+def settings_for(base_url: str, transport: str, **extra: str) -> Settings:
+    """The daemon's settings for one stand-in and transport (OAuth 1.0, the stand-in's keys)."""
+    c = DEFAULT_CREDENTIALS
+    env = {
+        "LP_BASE_URL": base_url,
+        "LP_CONSUMER_KEY": c.consumer_key,
+        "LP_CONSUMER_SECRET": c.consumer_secret,
+        "LP_ACCESS_TOKEN": c.access_token,
+        "LP_ACCESS_TOKEN_SECRET": c.access_token_secret,
+        "HTTP_CLIENT": transport,
+        "HTTP_TIMEOUT_S": "1",
+        **extra,
+    }
+    return load_settings(env, require_kafka=False)
+
+
+async def _no_tokens(account: str, creds: object) -> tuple[str, float]:
+    raise AssertionError("OAuth 1.0 only")
+
+
+def account_of(settings: Settings) -> Account:
+    """The account the visits of these tests belong to."""
+    account = AccountRegistry(settings, _no_tokens).get("1234")  # type: ignore[arg-type]
+    assert account is not None
+    return account
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each test runs once per transport."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def client(sandbox: SandboxAPI, transport: str) -> AsyncIterator[tuple[EngagementClient, Account]]:
+    """A started client of the stand-in, and the account to send for."""
+    settings = settings_for(sandbox.base_url, transport)
+    c = EngagementClient(settings)
+    await c.start()
+    assert type(c._transport).__name__.lower().startswith(transport)  # the transport asked for
+    try:
+        yield c, account_of(settings)
+    finally:
+        await c.close()
+
+
+async def test_signed_url_arrives_as_signed_and_is_accepted(
+    sandbox: SandboxAPI, client: tuple[EngagementClient, Account]
+) -> None:
+    c, account = client
+    visits = [
+        Visit("1234", "Vk0+a/b==", "sid.1 x"),
+        Visit("1234", "ü é/?#%", "s&t=1"),
+        Visit("1234", "v", "s"),
+    ]
+    replies = [await c.send(v, BODY, account) for v in visits]
+    assert [r.status for r in replies] == [200, 200, 200]
+    assert all(r.auth_valid for r in sandbox.received)
+    assert [(r.visitor, r.sid) for r in sandbox.received] == [(v.visitor, v.sid) for v in visits]
+    assert "%2Ba%2Fb%3D%3D/visits/" in sandbox.received[0].raw_url
+
+
+async def test_statuses_details_and_retry_after_are_the_same(
+    sandbox: SandboxAPI, client: tuple[EngagementClient, Account]
+) -> None:
+    c, account = client
+    sandbox.fail_visitor("slow", [503, 429], retry_after="7", times=2)
+    replies = [await c.send(Visit("1234", "slow", "s"), BODY, account) for _ in range(3)]
+    assert [(r.status, r.error, r.retry_after) for r in replies] == [
+        (503, None, "7"),
+        (429, None, "7"),
+        (200, None, None),
+    ]
+    assert replies[0].detail and not replies[2].detail  # the body of an error answer, up to 300 bytes
+
+
+async def test_an_unanswered_request_times_out(
+    sandbox: SandboxAPI, client: tuple[EngagementClient, Account]
+) -> None:
+    c, account = client
+    sandbox.hang_visitor("stuck")
+    reply = await c.send(Visit("1234", "stuck", "s"), BODY, account)
+    assert (reply.status, reply.error, reply.label) == (None, "timeout", "timeout")
+    assert 0.9 < reply.duration < 5.0  # HTTP_TIMEOUT_S=1
+    ok = await c.send(Visit("1234", "other", "s"), BODY, account)
+    assert ok.status == 200
+
+
+async def test_a_reset_connection_is_a_connection_error_and_the_next_request_succeeds(
+    sandbox: SandboxAPI, client: tuple[EngagementClient, Account]
+) -> None:
+    c, account = client
+    sandbox.reset_connection_visitor("flaky")
+    reply = await c.send(Visit("1234", "flaky", "s"), BODY, account)
+    assert (reply.status, reply.error) == (None, "connection_error")
+    assert reply.detail
+    sandbox.heal_visitor("flaky")
+    assert (await c.send(Visit("1234", "flaky", "s"), BODY, account)).status == 200
+
+
+async def test_nobody_listening_is_a_connection_error(transport: str) -> None:
+    settings = settings_for(f"http://127.0.0.1:{free_port()}", transport)
+    c = EngagementClient(settings)
+    await c.start()
+    try:
+        reply = await c.send(Visit("1234", "v", "s"), BODY, account_of(settings))
+    finally:
+        await c.close()
+    assert (reply.status, reply.error) == (None, "connection_error")
+
+
+async def test_connections_are_kept_alive_and_bounded(sandbox: SandboxAPI, transport: str) -> None:
+    settings = settings_for(sandbox.base_url, transport, MAX_IN_FLIGHT="4")
+    c = EngagementClient(settings)
+    await c.start()
+    account = account_of(settings)
+    try:
+        for _ in range(3):
+            sends = (c.send(Visit("1234", f"v{i}", "s"), BODY, account) for i in range(32))
+            replies = await asyncio.gather(*sends)
+            assert {r.status for r in replies} == {200}
+    finally:
+        await c.close()
+    assert 1 <= len(sandbox.peers) <= 4 + 4  # MAX_IN_FLIGHT + 4 connections at most, reused over 96 requests
+
+
+async def test_proxy_variables_of_the_environment_are_not_used(
+    sandbox: SandboxAPI, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, nowhere)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = settings_for(sandbox.base_url, transport)
+    c = EngagementClient(settings)
+    await c.start()
+    try:
+        reply = await c.send(Visit("1234", "v", "s"), BODY, account_of(settings))
+    finally:
+        await c.close()
+    assert reply.status == 200 and sandbox.received[0].auth_valid
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A certificate authority made for these tests."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The CA's certificate as a PEM file (for HTTP_CA_FILE)."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    yield path
+
+
+@pytest.fixture
+async def tls_sandbox(ca: trustme.CA) -> AsyncIterator[SandboxAPI]:
+    """The stand-in over HTTPS, its certificate (for 127.0.0.1) issued by `ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    api = SandboxAPI()
+    await api.start(ssl_context=context)
+    try:
+        yield api
+    finally:
+        await api.stop()
+
+
+async def test_tls_with_the_ca_trusted_is_accepted_and_signed_over_https(
+    tls_sandbox: SandboxAPI, transport: str, ca_file: Path
+) -> None:
+    assert tls_sandbox.base_url.startswith("https://")
+    settings = settings_for(tls_sandbox.base_url, transport, HTTP_CA_FILE=str(ca_file))
+    c = EngagementClient(settings)
+    await c.start()
+    try:
+        replies = [await c.send(Visit("1234", f"v{i}", "s"), BODY, account_of(settings)) for i in range(3)]
+    finally:
+        await c.close()
+    assert [r.status for r in replies] == [200, 200, 200]
+    assert all(r.auth_valid for r in tls_sandbox.received)
+
+
+async def test_tls_with_an_untrusted_certificate_is_a_connection_error(
+    tls_sandbox: SandboxAPI, transport: str
+) -> None:
+    settings = settings_for(tls_sandbox.base_url, transport)
+    c = EngagementClient(settings)
+    await c.start()
+    try:
+        reply = await c.send(Visit("1234", "v", "s"), BODY, account_of(settings))
+    finally:
+        await c.close()
+    assert (reply.status, reply.error) == (None, "connection_error")
+    assert "certificate" in reply.detail.lower() or "cert" in reply.detail.lower(), reply.detail
+    assert not tls_sandbox.received  # verification failed before any request was sent
+
+
+async def test_a_cancelled_request_ends_at_once_and_is_gone_from_the_wire_by_the_timeout(
+    sandbox: SandboxAPI, client: tuple[EngagementClient, Account], transport: str
+) -> None:
+    c, account = client
+    sandbox.hang_visitor("stuck")
+    task = asyncio.create_task(c.send(Visit("1234", "stuck", "s"), BODY, account))
+    await sandbox.wait_for(lambda api: bool(api.in_flight), timeout=5)
+    cancelled = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 0.5)  # the caller is free at once with either transport
+    # aiohttp closes the connection under the request; pyreqwest (0.15) lets it run on in Rust until
+    # HTTP_TIMEOUT_S (1 s here) and drops the answer. Either way nobody acts on that answer.
+    await sandbox.wait_for(lambda api: not api.in_flight, timeout=3)
+    took = time.monotonic() - cancelled
+    assert took < (0.5 if transport == "aiohttp" else 1.5), took
+    assert (await c.send(Visit("1234", "other", "s"), BODY, account)).status == 200
