@@ -64,7 +64,11 @@ class PyreqwestTransport:
             raise
         except PyreqwestError as exc:
             raise TransportFailed(f"{type(exc).__name__}: {exc}") from exc
-        return status, text, resp.get_header("Retry-After")
+        try:
+            retry_after = resp.get_header("Retry-After")
+        except ValueError:  # not visible ASCII: unusable as a Retry-After, as aiohttp's text of it is
+            retry_after = None
+        return status, text, retry_after
 
     async def close(self) -> None:
         """Close the pool."""

@@ -20,6 +20,7 @@ import trustme
 from consumer.accounts.account import Account
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings, load_settings
+from consumer.delivery.policy import parse_retry_after
 from consumer.formats.events import Visit
 from consumer.liveperson.client import EngagementClient
 from consumer.sandbox.api import DEFAULT_CREDENTIALS, SandboxAPI
@@ -105,6 +106,16 @@ async def test_statuses_details_and_retry_after_are_the_same(
         (200, None, None),
     ]
     assert replies[0].detail and not replies[2].detail  # the body of an error answer, up to 300 bytes
+
+
+async def test_a_retry_after_that_is_not_ascii_is_a_429_whose_retry_after_is_unusable(
+    sandbox: SandboxAPI, client: tuple[EngagementClient, Account]
+) -> None:
+    c, account = client
+    sandbox.fail_visitor("odd", [429], retry_after="\u00b2", times=1)
+    reply = await c.send(Visit("1234", "odd", "s"), BODY, account)
+    assert (reply.status, reply.error) == (429, None)
+    assert parse_retry_after(reply.retry_after, 0.0) is None  # ignored: the normal backoff follows
 
 
 async def test_an_unanswered_request_times_out(
