@@ -27,24 +27,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
 import ssl
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
-from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
 
 from consumer.accounts.credentials import ClientCredentials
 from consumer.liveperson.oauth import Credentials
+from consumer.sandbox.auth import BearerTokens, OAuth1Verifier
 from consumer.sandbox.script import Attribute, Received, Reply, Scripting, VisitKey
 
 DEFAULT_CREDENTIALS = Credentials(
@@ -53,44 +50,7 @@ DEFAULT_CREDENTIALS = Credentials(
     access_token="sandbox-access-token",
     access_token_secret="sandbox-token-secret",
 )
-_NONCE_MEMORY = 200_000  # replays are detected among this many most recent accepted requests
 _ATTRIBUTE_TYPES = ("lead", "service")
-
-
-class _Validator(RequestValidator):  # type: ignore[misc]
-    """Knows the sandbox's current credentials; any nonce/timestamp format, no nonce twice."""
-
-    def __init__(self, api: SandboxAPI) -> None:
-        super().__init__()
-        self._api = api
-
-    enforce_ssl = False
-    timestamp_lifetime = 10**10  # accept any timestamp
-    allowed_signature_methods = ("HMAC-SHA1",)
-    dummy_client = "sandbox-dummy-client"
-    dummy_access_token = "sandbox-dummy-token"
-
-    def check_client_key(self, client_key: str) -> bool:
-        return bool(client_key)
-
-    def check_nonce(self, nonce: str) -> bool:
-        return bool(nonce)
-
-    def validate_client_key(self, client_key: str, request: Any) -> bool:
-        return client_key == self._api._checking.consumer_key
-
-    def get_client_secret(self, client_key: str, request: Any) -> str:
-        creds = self._api._checking
-        return creds.consumer_secret if client_key == creds.consumer_key else "dummy-secret"
-
-    def get_access_token_secret(self, client_key: str, token: str, request: Any) -> str:
-        creds = self._api._checking
-        return creds.access_token_secret if token == creds.access_token else "dummy-secret"
-
-    def validate_timestamp_and_nonce(
-        self, client_key: str, timestamp: str, nonce: str, request: Any, **_: Any
-    ) -> bool:
-        return (client_key, nonce) not in self._api._nonces
 
 
 def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -140,14 +100,12 @@ class SandboxAPI(Scripting):
     ) -> None:
         super().__init__(seed)
         self.credentials = credentials
-        self._checking = credentials  # the OAuth 1.0 keys the request being verified must be signed with
         self.accounts: dict[str, Credentials | ClientCredentials] = {}
         self.token_lifetime_s = 3600.0
         self.token_fail_status: int | None = None
         self.token_requests: list[tuple[str, int]] = []  # (account, status) of every token request
         self.token_asked: list[str] = []  # the account of every token request, on arrival
-        self._tokens: dict[str, tuple[str, float]] = {}  # token -> (account, expires at, monotonic)
-        self._token_serial = 0
+        self._tokens = BearerTokens()
         self.verify_signatures = verify_signatures
         self.received: list[Received] = []
         self.domain_lookups: list[str] = []
@@ -162,9 +120,7 @@ class SandboxAPI(Scripting):
         self.peers: set[tuple[str, int]] = set()  # client (address, port) of every connection seen
         self.base_url = ""
         self.domain = ""
-        self._nonces: set[tuple[str, str]] = set()
-        self._nonce_order: deque[tuple[str, str]] = deque()
-        self._endpoint = SignatureOnlyEndpoint(_Validator(self))
+        self._oauth1 = OAuth1Verifier()
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
@@ -180,11 +136,14 @@ class SandboxAPI(Scripting):
             self.accounts.pop(account, None)
         else:
             self.accounts[account] = credentials
-        self._tokens = {t: v for t, v in self._tokens.items() if v[0] != account}
+        self._tokens.forget(account)
 
     def expire_tokens(self, account: str | None = None) -> None:
         """Make every token issued (for one account, or all) expire now."""
-        self._tokens = {t: v for t, v in self._tokens.items() if account is not None and v[0] != account}
+        if account is None:
+            self._tokens.forget_all()
+        else:
+            self._tokens.forget(account)
 
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
@@ -368,22 +327,10 @@ class SandboxAPI(Scripting):
         ):
             status, payload = 401, {"error": "invalid_client"}
         else:
-            self._token_serial += 1
-            token = f"sandbox-token-{self._token_serial}-{self.random.getrandbits(48):012x}"
-            self._tokens[token] = (account, time.monotonic() + self.token_lifetime_s)
+            token = self._tokens.issue(account, self.token_lifetime_s, self.random.getrandbits(48))
             payload = {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime_s}
         self.token_requests.append((account, status))
         return _json(status, payload)
-
-    def _verify_bearer(self, account: str, authorization: str) -> str:
-        if not authorization.startswith("Bearer "):
-            return "account uses OAuth 2.0: Bearer token required"
-        issued = self._tokens.get(authorization[7:])
-        if issued is None or issued[0] != account:
-            return "unknown bearer token"
-        if issued[1] <= time.monotonic():
-            return "bearer token expired"
-        return ""
 
     def _verify(self, raw_url: str, body: bytes, headers: Mapping[str, str], account: str = "") -> str:
         """Why the authentication of this request is refused ("" if it is accepted)."""
@@ -392,37 +339,10 @@ class SandboxAPI(Scripting):
             return "missing Authorization header"
         own = self.accounts.get(account)
         if isinstance(own, ClientCredentials):
-            return self._verify_bearer(account, authorization)
-        self._checking = own or self.credentials
-        try:
-            valid, oauth_request = self._endpoint.validate_request(
-                raw_url,
-                http_method="POST",
-                body=body.decode("utf-8", "replace"),
-                headers={"Authorization": authorization, "Content-Type": headers.get("Content-Type", "")},
-            )
-        except ValueError as exc:
-            return f"unverifiable request: {exc}"
-        creds = self._checking
-        if oauth_request is None:
-            return "malformed OAuth parameters"
-        nonce = (oauth_request.client_key, oauth_request.nonce)
-        if not valid:
-            if nonce in self._nonces:
-                return "nonce already used"
-            if oauth_request.client_key != creds.consumer_key:
-                return "unknown consumer key"
-            return "invalid OAuth signature"
-        if oauth_request.resource_owner_key != creds.access_token:
-            return "unknown access token"
-        sent_hash = oauth_request.oauth_params.get("oauth_body_hash")
-        if sent_hash is not None and sent_hash != base64.b64encode(hashlib.sha1(body).digest()).decode():
-            return "oauth_body_hash does not match the body"
-        self._nonces.add(nonce)
-        self._nonce_order.append(nonce)
-        if len(self._nonce_order) > _NONCE_MEMORY:
-            self._nonces.discard(self._nonce_order.popleft())
-        return ""
+            return self._tokens.problem(account, authorization)
+        return self._oauth1.problem(
+            raw_url, body, authorization, headers.get("Content-Type", ""), own or self.credentials
+        )
 
 
 async def _serve(args: argparse.Namespace) -> None:
