@@ -52,7 +52,7 @@ class _Client:
     def __init__(self, settings: Any) -> None:
         self.signer = Signer(settings.credentials())
 
-    async def send(self, visit: Any, body: bytes, account: Any = None) -> Reply:
+    async def send(self, visit: Any, body: bytes, account: Any = None, still_ours: Any = None) -> Reply:
         url = events_url("http://127.0.0.1:1", visit.account, visit.visitor, visit.sid)
         (account.signer if account is not None else self.signer).authorization("POST", url, body)
         await asyncio.sleep(0)
