@@ -21,12 +21,16 @@ from prometheus_client import Counter as PromCounter
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import CLOSE_RESERVE_S, Settings
 from consumer.delivery.dispatch import Dispatcher
+from consumer.delivery.parking import Park
 from consumer.errors import InvalidEvent
 from consumer.formats.intake import Holds
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
+from consumer.kafka import parkbook
 from consumer.kafka.deadletter import DeadLetters, Verdict
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
+from consumer.kafka.park import ParkWriter
+from consumer.kafka.parkread import ParkReader
 from consumer.kafka.records import Record, TopicPartition
 from consumer.kafka.source import Committed, KafkaSource
 from consumer.kafka.unreadable import unreadable_record
@@ -70,6 +74,7 @@ class App:
         self.accounts: AccountRegistry | None = None
         self.dispatcher: Dispatcher | None = None
         self.dead_letters: DeadLetters | None = None
+        self.park: Park | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -121,6 +126,8 @@ class App:
             self.dispatcher.settled,
         )
         self.dispatcher.dead_letters = self.dead_letters
+        if s.park_topic:
+            await self._start_park(loop)
         await self.client.start()
         accounts.start()
         self.health = HealthServer(s.http_port, self.liveness, self.readiness, accounts=self.accounts_view)
@@ -132,10 +139,38 @@ class App:
             self,
             loop,
             s.revoke_drain_s,
-            read_commits=s.offset_map_max_bytes > 0,
+            read_commits=s.offset_map_max_bytes > 0 or bool(s.park_topic),
         )
         self.source.start()
         log.info("started", topics=list(self._topics), dlq_topic=s.dlq_topic, http_port=self.health.port)
+
+    async def _start_park(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The park's producer and reader (DESIGN.md *Park*), wired to the dispatcher and the tracker."""
+        s, tracker, dispatcher = self.settings, self.tracker, self.dispatcher
+        assert dispatcher is not None and self.accounts is not None
+        writer = ParkWriter(
+            s.producer_config(),
+            s.park_topic,
+            loop,
+            lambda record, offset, since: park.acked(record, offset, since),
+            dispatcher.is_current,
+            dispatcher.settled,
+        )
+        reader = ParkReader(s.park_reader_config(), s.park_topic, loop, lambda got: park.fetched(got))
+        park = self.park = Park(
+            writer,
+            reader,
+            self.accounts,
+            tracker,
+            s.max_pending_per_partition,
+            self._read_parked,
+            lambda r: tracker.done(r.tp, r.offset, r.generation),
+        )
+        dispatcher.park = park
+        tracker.annex = park.metadata
+        await writer.learn_partitions()
+        writer.start()
+        reader.start()
 
     async def shutdown(self) -> int:
         """Stop fetching, drain within the deadline, commit, close the consumer, flush dead letters."""
@@ -151,6 +186,8 @@ class App:
         await self.holds.close()
         await self.source.close(final, max(2.0, deadline - time.monotonic()))
         await self.dead_letters.close()
+        if self.park is not None:
+            await self.park.close()
         if self.accounts is not None:
             await self.accounts.close()
         await self.client.close()
@@ -297,13 +334,31 @@ class App:
             metrics.UNKNOWN_FIELDS.labels(event.type).inc(len(event.unknown_fields))
         self.dispatcher.submit(record)
 
+    def _read_parked(self, record: Record) -> None:
+        """Decode a record read back from the park and submit it (parked again if its schema is not here)."""
+        assert self.dispatcher is not None and self.park is not None
+        try:
+            record.event = self.reader.read(record.topic, record.value, record.headers)
+        except SchemaPending:  # its schema was seen before this restart: try again shortly
+            if self._owns(record):
+                asyncio.get_running_loop().call_later(1.0, self._read_parked, record)
+            return
+        except InvalidEvent as exc:
+            self.dispatcher.dead_letter([record], Verdict("invalid_event", str(exc)))
+            return
+        self.dispatcher.submit(record)
+
     def _owns(self, record: Record) -> bool:
         return self.tracker.owns(record.tp, record.generation)
 
     def on_assigned(self, tps: list[TopicPartition], committed: Committed) -> None:
         """Track newly assigned partitions (they start unpaused in librdkafka), with their offset maps."""
         for tp in tps:
-            self.tracker.assign(tp, *committed.get(tp, (None, None)))
+            offset, metadata = committed.get(tp, (None, None))
+            park_part, map_part = parkbook.split(metadata)
+            self.tracker.assign(tp, offset, map_part)
+            if self.park is not None:
+                self.park.assign(tp, offset, park_part)
             self._paused.discard(tp)
             self._fetched.pop(tp, None)
 
@@ -314,7 +369,10 @@ class App:
         self.holds.drop(tps)
         for tp in tps:
             self._fetched.pop(tp, None)
-        return await self.dispatcher.revoke(tps)
+        points = await self.dispatcher.revoke(tps)
+        if self.park is not None:
+            self.park.drop(tps)
+        return points
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
         """Drop state of lost partitions; commit nothing."""
@@ -322,6 +380,8 @@ class App:
         self._paused.difference_update(tps)
         self.holds.drop(tps)
         self.dispatcher.lose(tps)
+        if self.park is not None:
+            self.park.drop(tps)
 
     # ---- outcomes and background work ----------------------------------------------------------
     def _dead_lettered(self, record: Record) -> None:
@@ -344,6 +404,8 @@ class App:
         while True:
             await asyncio.sleep(FLOW_INTERVAL_S)
             self._flow()
+            if self.park is not None:
+                self.park.tick()
 
     async def _tick_loop(self) -> None:
         while True:
@@ -366,7 +428,7 @@ class App:
             self._overloaded = False
         # Every account halted: nothing can be sent (one halted account among others: its events
         # are held and its partitions fill their pending windows, the others keep flowing).
-        halted = self.accounts.all_halted
+        halted = self.accounts.all_halted and self.park is None  # with a park, held records park
         if halted or self.stopping.is_set() or self._overloaded:
             want = set(assigned)
         else:

@@ -60,6 +60,10 @@ class AccountRegistry:
         """The account serving this account id, or None when it has no credentials."""
         return self._any or self._accounts.get(account)
 
+    def labelled(self, account: str) -> bool:
+        """True when an account id has credentials of its own (it may be a metric label value)."""
+        return account in self._accounts and self._any is None
+
     def __iter__(self) -> Iterator[Account]:
         return iter(list(self._accounts.values()))
 

@@ -1,0 +1,95 @@
+"""The park end to end (DESIGN.md *Park*): a real broker, the daemon process, the stand-in API.
+
+A held account's records go to the park topic and count as done once acknowledged, so its
+partitions' commits move on and the other accounts on the same partitions keep flowing; they come
+back, in order per visit, when it can send again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from harness import Topics, committed, event, produce, read_to_end, wait_until
+
+from consumer.accounts.credentials import write_folder
+from consumer.liveperson.oauth import Credentials
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+HEALTHY = Credentials("ck-c", "cs-c", "at-c", "ats-c")
+REVOKED = Credentials("ck-a", "cs-a", "at-a", "ats-a")
+ROTATED = Credentials("ck-a2", "cs-a2", "at-a2", "ats-a2")
+WINDOW = 100  # MAX_PENDING_PER_PARTITION: the held account's backlog is many times the window
+
+
+def _env(daemon_env, api, creds_dir: Path, **extra: str) -> dict[str, str]:
+    env = daemon_env(api.base_url, LP_CREDENTIALS_DIR=str(creds_dir), **extra)
+    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
+        env.pop(key)
+    return env
+
+
+def _uncommitted(broker, topics: Topics, ends: dict[tuple[str, int], int]) -> int:
+    got = committed(broker, topics.group, list(ends))
+    return sum(end - max(0, got.get(tp, 0)) for tp, end in ends.items())
+
+
+def test_a_halted_account_is_parked_its_partitions_commit_and_the_others_flow(
+    broker, topics: Topics, api, daemon_env, start_daemon, tmp_path: Path
+) -> None:
+    """Account 1 (revoked key) has 600 events on every partition, 3 (healthy) 150 produced after them:
+    3 is delivered while 1 is halted, the commits pass 1's parked events, nothing is dead-lettered;
+    after 1's rotation its events come back from the park in order per visit, the park empties."""
+    creds_dir = tmp_path / "accounts"
+    write_folder(creds_dir / "1", REVOKED)
+    write_folder(creds_dir / "3", HEALTHY)
+    api.set_account("1", ROTATED)
+    api.set_account("3", HEALTHY)
+    expected: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    def events(account: str, n: int, visitors: int) -> list[tuple[str, bytes, bytes]]:
+        out = []
+        for i in range(n):
+            v = f"{account}-v{i % visitors}"
+            uid = f"{account}-e{i}"
+            expected[(account, v)].append(uid)
+            out.append((topics.leads, v.encode(), event(account, v, topic=uid, value=i)))
+        return out
+
+    produced = produce(broker, events("1", 600, 40) + events("3", 150, 30))
+    ends = produced.end_offsets()
+    env = _env(daemon_env, api, creds_dir, MAX_PENDING_PER_PARTITION=str(WINDOW))
+    d = start_daemon(env)
+
+    def delivered(account: str) -> int:
+        return sum(1 for visit, _ in api.delivered() if visit.account == account)
+
+    wait_until(lambda: delivered("3") == 150, 30, "3's events delivered while 1 is halted")
+    wait_until(lambda: d.metric("engagement_halted", account="1") == 1, 20, "1 to be halted")
+    wait_until(lambda: _uncommitted(broker, topics, ends) == 0, 30, "commits past 1's parked events")
+    assert d.metric("engagement_parked_events", account="1") == 600
+    assert d.metric_or_zero("engagement_dead_letters_total", reason="http_401") == 0
+    parked = read_to_end(broker.bootstrap, topics.park, at_least=600)
+    head = dict(parked[0].headers())
+    assert head["park.account"] == b"1" and head["park.topic"] == topics.leads.encode()
+    assert {"park.partition", "park.offset", "park.since"} <= set(head)
+
+    write_folder(creds_dir / "1", ROTATED)
+    wait_until(lambda: delivered("1") == 600, 60, "1's events back from the park after its rotation")
+    wait_until(lambda: d.metric("engagement_parked_events", account="1") == 0, 10, "the park to empty")
+    got: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for visit, attr in api.delivered():
+        got[(visit.account, visit.visitor)].append(attr["lead"]["topic"])
+    for key, uids in expected.items():
+        if got[key] != uids:
+            seq = [
+                (m.partition(), m.offset(), dict(m.headers())["park.offset"], m.value()[-60:])
+                for m in read_to_end(broker.bootstrap, topics.park)
+                if key[1].encode() in m.value()
+            ]
+            print("PARKSEQ", seq)
+        assert got[key] == uids, (key, got[key], uids)
+    assert d.stop() == 0
+    assert _uncommitted(broker, topics, ends) == 0
