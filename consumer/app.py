@@ -428,7 +428,8 @@ class App:
             self._overloaded = False
         # Every account halted: nothing can be sent (one halted account among others: its events
         # are held and its partitions fill their pending windows, the others keep flowing).
-        halted = self.accounts.all_halted and self.park is None  # with a park, held records park
+        # Every account halted: nothing can be sent, and parking would only copy the topic: pause.
+        halted = self.accounts.all_halted
         if halted or self.stopping.is_set() or self._overloaded:
             want = set(assigned)
         else:
