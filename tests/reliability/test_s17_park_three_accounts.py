@@ -5,7 +5,9 @@ API at 25 requests/s with THROTTLED single-event visits, account 3 is healthy wi
 produced after both. Measured: when 3's last event is delivered, when 2's last, and how many
 offsets are uncommitted when 1's halt ends (what a crash then would resend). With the park (the
 default) all three goals of the issue must hold; `PARK_S17_FULL=1` runs the issue's own figures
-(12,000 held for 45 s, 600 throttled, 800 healthy), the default a third of them in a shorter halt.
+(12,000 held for 45 s, 600 throttled, 800 healthy), the default a third of them in a shorter halt;
+MAX_PENDING_PER_PARTITION is 1000 (`PARK_S17_WINDOW`), below the held backlog of each partition,
+as it is with the default 5000 once a halt holds more than 15,000 events on three partitions.
 `PARK_TOPIC=` (no park) is the behaviour before it: run with `PARK_S17_NO_PARK=1` to measure it.
 """
 
@@ -23,12 +25,13 @@ from harness import Topics, committed, event, produce, wait_until
 from consumer.accounts.credentials import write_folder
 from consumer.liveperson.oauth import Credentials
 
-pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(420)]
 
 FULL = os.environ.get("PARK_S17_FULL") == "1"
 NO_PARK = os.environ.get("PARK_S17_NO_PARK") == "1"
 HELD, THROTTLED, HEALTHY, HALT_S = (12_000, 600, 800, 45.0) if FULL else (4_000, 200, 300, 15.0)
 RATE = 25.0
+WINDOW = os.environ.get("PARK_S17_WINDOW", "1000")  # MAX_PENDING_PER_PARTITION: below the held backlog
 OUT = Path(__file__).parent / "out" / "s17_park.json"
 CREDS = {a: Credentials(f"ck-{a}", f"cs-{a}", f"at-{a}", f"ats-{a}") for a in ("1", "2", "3")}
 REVOKED = Credentials("ck-old", "cs-old", "at-old", "ats-old")
@@ -58,15 +61,16 @@ def test_no_account_waits_for_another(
     produced = produce(broker, events("1", HELD, 400) + events("2", THROTTLED, THROTTLED))
     produced.records += produce(broker, events("3", HEALTHY, 80)).records
     ends = produced.end_offsets()
-    env = daemon_env(
+    env = daemon_env(  # the shipped defaults (config/defaults.env), as a new user would run it
         api.base_url,
         LP_CREDENTIALS_DIR=str(creds_dir),
-        MAX_IN_FLIGHT="64",
-        MAX_IN_FLIGHT_PER_ACCOUNT="16",
-        RETRY_INITIAL_S="1",
-        RETRY_MAX_BACKOFF_S="5",
-        RETRY_MAX_ELAPSED_S="300",
-        HALT_BACKOFF_MAX_S="2",
+        RETRY_INITIAL_S="5",
+        RETRY_MAX_BACKOFF_S="60",
+        RETRY_MAX_ELAPSED_S="900",
+        HTTP_TIMEOUT_S="10",
+        REVOKE_DRAIN_S="10",
+        HALT_BACKOFF_MAX_S="5",  # only how soon the rotation is noticed after the halt
+        MAX_PENDING_PER_PARTITION=WINDOW,
         **({"PARK_TOPIC": ""} if NO_PARK else {}),
     )
     for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
@@ -95,7 +99,7 @@ def test_no_account_waits_for_another(
     write_folder(creds_dir / "1", CREDS["1"])  # the rotation ends 1's halt
     wait_until(
         lambda: watch() and len(goal) == len(done_at) and delivered()["1"] >= HELD,
-        150,
+        300,
         "every account delivered after the rotation",
         interval=0.1,
     )
@@ -113,6 +117,7 @@ def test_no_account_waits_for_another(
         "throttled": THROTTLED,
         "healthy": HEALTHY,
         "halt_s": HALT_S,
+        "window": int(WINDOW),
         "healthy_done_s": round(done_at.get("3", -1), 1),
         "throttled_done_s": round(done_at.get("2", -1), 1),
         "uncommitted_at_halt_end": uncommitted,
