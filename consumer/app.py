@@ -221,13 +221,15 @@ class App:
             return False, "stopping"
         halted = self.accounts.halted() if self.accounts else []
         said = ", ".join(f"{a.name or 'all accounts'}: {a.halt.reason}" for a in halted)
+        paused = ", ".join(a.name or "all accounts" for a in self.accounts.paused()) if self.accounts else ""
         if self.accounts is not None and self.accounts.all_halted:
             return False, f"halted on auth ({said})" if halted else "no account has credentials"
         if not self.client.is_open:
             return False, "http session closed"
         if not (self.source and self.source.joined):
             return False, "not joined to the consumer group yet"
-        return True, f"ok; halted on auth ({said})" if halted else "ok"
+        notes = ([f"halted on auth ({said})"] if halted else []) + ([f"paused ({paused})"] if paused else [])
+        return True, "; ".join(["ok", *notes])
 
     def accounts_view(self, limit: int) -> dict[str, object]:
         """The /accounts document: every account's state, worst first, and the process's totals."""

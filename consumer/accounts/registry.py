@@ -13,13 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
 
 from consumer.accounts.account import Account, Loader, TokenFetch
-from consumer.accounts.credentials import Fingerprint, account_folders, fingerprint, load_folder
+from consumer.accounts.credentials import (
+    PAUSED_FILE,
+    Fingerprint,
+    account_folders,
+    fingerprint,
+    load_folder,
+)
 from consumer.accounts.halt import Halt, Probe
 from consumer.accounts.slots import FairSlots, TokenBucket
 from consumer.config import Settings
@@ -54,6 +61,7 @@ class AccountRegistry:
             self._any = self._add("", settings.credentials)
         if self._dir is not None:
             self.rescan()
+        self.check_pauses()
 
     # ---- look-up (hot path) -----------------------------------------------------------------
     def get(self, account: str) -> Account | None:
@@ -88,8 +96,8 @@ class AccountRegistry:
             account.halt_if_unusable()
 
     def start(self) -> None:
-        """Watch the credentials directory (if any)."""
-        if self._dir is not None:
+        """Watch the credentials directory and the pause file (if any)."""
+        if self._dir is not None or self._s.lp_pause_file:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def close(self) -> None:
@@ -105,7 +113,9 @@ class AccountRegistry:
         while True:
             await asyncio.sleep(self._s.credentials_recheck_s)
             try:
-                self.rescan()
+                if self._dir is not None:
+                    self.rescan()
+                self.check_pauses()
             except OSError as exc:
                 log.error("credentials_dir_unreadable", directory=str(self._dir), error=str(exc))
 
@@ -128,6 +138,28 @@ class AccountRegistry:
                     log.info("credentials_reloaded", account=name, kind=account.kind)
         for name in [n for n in self._accounts if n not in folders and n != self._s.lp_account]:
             self._remove(name)
+
+    def check_pauses(self) -> None:
+        """Pause the accounts whose `paused` file exists (the single set: LP_PAUSE_FILE); resume the rest."""
+        single = self._s.lp_pause_file
+        for name, account in self._accounts.items():
+            if name == "" or name == self._s.lp_account:
+                paused = bool(single) and os.path.exists(single or "")
+            else:
+                paused = self._dir is not None and (self._dir / name / PAUSED_FILE).exists()
+            if paused != account.paused:
+                account.paused = paused
+                metrics.PAUSED.labels(name).set(1 if paused else 0)
+                log.warning(
+                    "account_paused" if paused else "account_resumed",
+                    account=name,
+                    note="its records are parked until the file is removed" if paused else "sending again",
+                )
+                self._on_halt_change(paused)
+
+    def paused(self) -> list[Account]:
+        """The accounts the operator paused."""
+        return [a for a in self._accounts.values() if a.paused]
 
     def _add(self, name: str, load: Loader) -> Account:
         s = self._s

@@ -162,6 +162,12 @@ HALTED = Gauge(
     ["account"],
     registry=REGISTRY,
 )
+PAUSED = Gauge(
+    "engagement_paused",
+    "1 while the operator pauses an account (a `paused` file in its folder, or LP_PAUSE_FILE).",
+    ["account"],
+    registry=REGISTRY,
+)
 CONCURRENCY_LIMIT = Gauge(
     "engagement_concurrency_limit",
     "Current adaptive limit on an account's requests in flight.",

@@ -93,3 +93,50 @@ def test_a_halted_account_is_parked_its_partitions_commit_and_the_others_flow(
         assert got[key] == uids, (key, got[key], uids)
     assert d.stop() == 0
     assert _uncommitted(broker, topics, ends) == 0
+
+
+def test_an_operator_pause_parks_the_account_on_every_replica_and_removing_the_file_resumes_it(
+    broker, topics: Topics, api, daemon_env, start_daemon, tmp_path: Path
+) -> None:
+    """A `paused` file in account 1's folder: no request for 1, its events parked and committed past,
+    3 flows; /readyz names the pause, check-config shows it; the file removed: 1 delivered in order."""
+    import subprocess
+    import sys
+
+    creds_dir = tmp_path / "accounts"
+    for account, creds in (("1", ROTATED), ("3", HEALTHY)):
+        write_folder(creds_dir / account, creds)
+        api.set_account(account, creds)
+    (creds_dir / "1" / "paused").write_text("maintenance\n")
+    env = _env(daemon_env, api, creds_dir)
+    check = subprocess.run(
+        [sys.executable, "-m", "consumer", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0 and "paused file in its folder" in check.stdout, check.stdout[-500:]
+    d = start_daemon(env)
+    assert d.metric("engagement_paused", account="1") == 1
+    status, body = d.get("/readyz")
+    assert status == 200 and "paused (1)" in body, body
+    uids = [f"1-e{i}" for i in range(200)]
+    msgs = [
+        (topics.leads, b"1-v%d" % (i % 7), event("1", f"1-v{i % 7}", topic=u)) for i, u in enumerate(uids)
+    ]
+    msgs += [(topics.leads, b"3-v%d" % i, event("3", f"3-v{i}", topic=f"3-e{i}")) for i in range(50)]
+    ends = produce(broker, msgs).end_offsets()
+    wait_until(lambda: sum(1 for v, _ in api.delivered() if v.account == "3") == 50, 30, "3 delivered")
+    wait_until(lambda: _uncommitted(broker, topics, ends) == 0, 30, "commits past 1's parked events")
+    assert d.metric("engagement_parked_events", account="1") == 200
+    assert not [r for r in api.received if r.account == "1"], "no request for a paused account"
+
+    (creds_dir / "1" / "paused").unlink()
+    wait_until(lambda: sum(1 for v, _ in api.delivered() if v.account == "1") == 200, 30, "1 resumed")
+    assert d.metric("engagement_paused", account="1") == 0
+    got = [a["lead"]["topic"] for v, a in api.delivered() if v.account == "1"]
+    for i in range(7):
+        visit = [u for j, u in enumerate(uids) if j % 7 == i]
+        assert [u for u in got if u in set(visit)] == visit
+    assert d.stop() == 0
