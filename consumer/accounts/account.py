@@ -45,8 +45,10 @@ class Account:
         bucket: TokenBucket | None,
         halt: Halt,
         fetch_token: TokenFetch,
+        labelled: bool = True,
     ) -> None:
-        self.name = name  # "" when one set of credentials serves every account
+        self.name = name  # "" for the single set serving every account (its ids: their own Account)
+        self.labelled = labelled and bool(name)  # its name may be a metric label value
         self._load = load
         self._slots = slots
         self.limiter = limiter
@@ -187,7 +189,7 @@ class Account:
         """One more request answered `label` (engagement_account_requests_total; not for the single
         set serving every account, whose requests are engagement_requests_total already)."""
         self.window.add(label)
-        if not self.name:
+        if not self.labelled:
             return
         child = self._requests.get(label)
         if child is None:

@@ -140,3 +140,27 @@ def test_an_operator_pause_parks_the_account_on_every_replica_and_removing_the_f
         visit = [u for j, u in enumerate(uids) if j % 7 == i]
         assert [u for u in got if u in set(visit)] == visit
     assert d.stop() == 0
+
+
+def test_single_set_serving_any_account_a_misaddressed_event_halts_only_its_account_id(
+    broker, topics: Topics, api, daemon_env, start_daemon
+) -> None:
+    """The single LP_* set serves every account: one event for an account id the key does not belong
+    to (401) halts that id alone; its event is parked, the other id's events flow, the commits move on."""
+    api.account_status("999", 401)
+    msgs = [(topics.leads, b"bad", event("999", "bad", topic="misaddressed"))]
+    msgs += [(topics.leads, b"v%d" % i, event("1234", f"v{i}", topic=f"e{i}")) for i in range(300)]
+    ends = produce(broker, msgs).end_offsets()
+    d = start_daemon(daemon_env(api.base_url))
+    wait_until(lambda: sum(1 for v, _ in api.delivered() if v.account == "1234") == 300, 30, "1234 delivered")
+    wait_until(lambda: d.metric("engagement_halted") == 1, 10, "999 halted")
+    status, body = d.get("/readyz")
+    assert status == 200 and "999" in body, (status, body)
+    wait_until(lambda: _uncommitted(broker, topics, ends) == 0, 30, "commits past the parked event")
+    assert d.metric_or_zero("engagement_dead_letters_total", reason="http_401") == 0
+    more = [(topics.leads, b"w%d" % i, event("1234", f"w{i}", topic=f"f{i}")) for i in range(50)]
+    produce(broker, more)
+    wait_until(
+        lambda: sum(1 for v, _ in api.delivered() if v.account == "1234") == 350, 30, "later events too"
+    )
+    assert d.stop() == 0
