@@ -53,7 +53,9 @@ class PartitionOffsets:
 
     pending: OrderedDict[int, None] = field(default_factory=OrderedDict)
     next_offset: int | None = None  # one past the highest offset seen
-    committed: tuple[int, int | None, int, int, int, int] | None = None  # state when last handed out for commit
+    committed: tuple[int, int | None, int, int, int, int] | None = (
+        None  # state when last handed out for commit
+    )
     inherited: deque[Run] | None = None  # done runs named by the previous owner's map, not reached yet
     inherited_base: int = 0  # the committed offset that map came with
     unseen: list[Run] = field(default_factory=list)  # fetched, never added: not done (see the module doc)
@@ -266,7 +268,14 @@ class OffsetTracker:
                 continue
             # Done never reverts, so a map that misses a change is stale but true: a cheap key will do.
             annex = self.annex(tp)[0] if self.annex is not None else 0
-            state = (offset, part.next_offset, len(part.pending), len(part.inherited or ()), len(part.unseen), annex)
+            state = (
+                offset,
+                part.next_offset,
+                len(part.pending),
+                len(part.inherited or ()),
+                len(part.unseen),
+                annex,
+            )
             if state != part.committed:
                 part.committed = state
                 out[tp] = self._point(tp, part, offset)
