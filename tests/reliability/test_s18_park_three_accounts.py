@@ -1,14 +1,14 @@
-"""Scenario 17: three accounts on the same partitions; one halted, one throttled, one healthy (issue #19).
+"""Scenario 18: three accounts on the same partitions; one halted, one throttled, one healthy (issue #19).
 
 Account 1's key is revoked for HALT_S with a backlog of HELD events, account 2 is throttled by the
 API at 25 requests/s with THROTTLED single-event visits, account 3 is healthy with HEALTHY events
 produced after both. Measured: when 3's last event is delivered, when 2's last, and how many
 offsets are uncommitted when 1's halt ends (what a crash then would resend). With the park (the
-default) all three goals of the issue must hold; `PARK_S17_FULL=1` runs the issue's own figures
+default) all three goals of the issue must hold; `PARK_S18_FULL=1` runs the issue's own figures
 (12,000 held for 45 s, 600 throttled, 800 healthy), the default a third of them in a shorter halt;
-MAX_PENDING_PER_PARTITION is 1000 (`PARK_S17_WINDOW`), below the held backlog of each partition,
+MAX_PENDING_PER_PARTITION is 1000 (`PARK_S18_WINDOW`), below the held backlog of each partition,
 as it is with the default 5000 once a halt holds more than 15,000 events on three partitions.
-`PARK_TOPIC=` (no park) is the behaviour before it: run with `PARK_S17_NO_PARK=1` to measure it.
+`PARK_TOPIC=` (no park) is the behaviour before it: run with `PARK_S18_NO_PARK=1` to measure it.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from consumer.liveperson.oauth import Credentials
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(420)]
 
-FULL = os.environ.get("PARK_S17_FULL") == "1"
-NO_PARK = os.environ.get("PARK_S17_NO_PARK") == "1"
+FULL = os.environ.get("PARK_S18_FULL") == "1"
+NO_PARK = os.environ.get("PARK_S18_NO_PARK") == "1"
 HELD, THROTTLED, HEALTHY, HALT_S = (12_000, 600, 800, 45.0) if FULL else (4_000, 200, 300, 15.0)
 RATE = 25.0
-WINDOW = os.environ.get("PARK_S17_WINDOW", "1000")  # MAX_PENDING_PER_PARTITION: below the held backlog
-OUT = Path(__file__).parent / "out" / "s17_park.json"
+WINDOW = os.environ.get("PARK_S18_WINDOW", "1000")  # MAX_PENDING_PER_PARTITION: below the held backlog
+OUT = Path(__file__).parent / "out" / "s18_park.json"
 CREDS = {a: Credentials(f"ck-{a}", f"cs-{a}", f"at-{a}", f"ats-{a}") for a in ("1", "2", "3")}
 REVOKED = Credentials("ck-old", "cs-old", "at-old", "ats-old")
 
@@ -128,7 +128,7 @@ def test_no_account_waits_for_another(
         "parked_total": d.metric_sum("engagement_parked_total") if not NO_PARK else 0,
         "commit": os.popen("git rev-parse --short HEAD").read().strip(),
     }
-    print("\n[s17]", json.dumps(figures))
+    print("\n[s18]", json.dumps(figures))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(OUT.read_text()) if OUT.exists() else []
     OUT.write_text(json.dumps([*rows, figures], indent=2) + "\n")
