@@ -293,8 +293,8 @@ class Park:
                 seen = entry.census.setdefault(account, [offset, 0])
                 seen[1] += 1
                 continue
-            if entry.account != account:
-                continue
+            if entry.account != account or entry.skips(offset):
+                continue  # another account's, or done before the last owner's commit
             generation = self._tracker.generation(tp)
             if generation is None:
                 continue

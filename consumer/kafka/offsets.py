@@ -58,6 +58,7 @@ class PartitionOffsets:
     )
     inherited: deque[Run] | None = None  # done runs named by the previous owner's map, not reached yet
     inherited_base: int = 0  # the committed offset that map came with
+    resumed: int | None = None  # the group's committed offset at assignment (>= 0), if any
     unseen: list[Run] = field(default_factory=list)  # fetched, never added: not done (see the module doc)
     floor: int | None = None  # the first offset fetched in this assignment (`OffsetTracker.fetching`)
 
@@ -163,6 +164,8 @@ class OffsetTracker:
         part = self._parts[tp] = PartitionOffsets()
         generation = self._generation[tp] = self._next_generation
         self._next_generation += 1
+        if committed is not None and committed >= 0:
+            part.resumed = committed
         if self.map_max_bytes and committed is not None and committed >= 0:
             part.inherited = self._read_map(tp, committed, metadata)
             part.inherited_base = committed
@@ -263,7 +266,7 @@ class OffsetTracker:
             part = self._parts.get(tp)
             if part is None:
                 continue
-            offset = part.committable()
+            offset = self._committable(part)
             if offset is None:
                 continue
             # Done never reverts, so a map that misses a change is stale but true: a cheap key will do.
@@ -291,10 +294,18 @@ class OffsetTracker:
     def commit_point(self, tp: TopicPartition) -> CommitPoint | None:
         """The commit point of a partition now (None before its first event)."""
         part = self._parts.get(tp)
-        offset = part.committable() if part else None
+        offset = self._committable(part) if part else None
         if part is None or offset is None:
             return None
         return self._point(tp, part, offset)
+
+    def _committable(self, part: PartitionOffsets) -> int | None:
+        """The offset to commit; with a park, the resumed commit before the first event (its park
+        positions move while nothing new is consumed, and they travel in this commit's metadata)."""
+        offset = part.committable()
+        if offset is None and self.annex is not None:
+            return part.resumed
+        return offset
 
     def _point(self, tp: TopicPartition, part: PartitionOffsets, offset: int) -> CommitPoint:
         annex = self.annex(tp)[1] if self.annex is not None else ""

@@ -16,14 +16,20 @@ end every account counts as parked for it (order first; duplicates, never a loss
 from __future__ import annotations
 
 import zlib
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
+
+from consumer.kafka import offsetmap
+from consumer.kafka.offsetmap import Run
 
 TopicPartition = tuple[str, int]
 
 ANY = "*"  # the entry of a source partition whose parked records are not known: every account
-PREFIX = "ep1"  # park positions, then "|" and the offset map (consumer.kafka.offsetmap) if any
-SEP = "|"
+PREFIX = "ep1"  # park positions, then "/" and the offset map (consumer.kafka.offsetmap) if any
+SEP = "/"  # in neither a percent-encoded account nor base85
+MAP_MAX_BYTES = 400  # an entry's own map: which park offsets above its position are done already
 
 
 @dataclass(slots=True)
@@ -40,6 +46,31 @@ class Entry:
     count: int = 0  # parked records not done (a gauge: after a takeover, what the commit said)
     oldest_s: float | None = None  # park time of the oldest parked record (epoch seconds)
     census: dict[str, list[int]] | None = None  # ANY: per account seen, [first park offset, count]
+    skip: deque[Run] | None = None  # done above the position, as the previous owner's map says
+
+    def skips(self, offset: int) -> bool:
+        """True if the previous owner's map names this park offset done (then it is passed over)."""
+        runs = self.skip
+        if not runs:
+            return False
+        while runs and runs[0][1] <= offset:
+            runs.popleft()
+        return bool(runs) and runs[0][0] <= offset
+
+    def done_runs(self, base: int) -> Iterator[Run]:
+        """Park offsets above `base` (the position) already done or not this entry's, as runs."""
+        prev = base
+        for offset in self.pending:
+            if offset > prev:
+                yield (prev, offset)
+            prev = offset + 1
+        if self.upto > prev:
+            yield (prev, self.upto)
+            prev = self.upto
+        for start, end in self.skip or ():
+            if end > prev:
+                yield (max(start, prev), end)
+                prev = end
 
     def committed(self) -> int | None:
         """The park position to store with the source partition's commit."""
@@ -151,23 +182,23 @@ class ParkBook:
 
     def metadata(self, tp: TopicPartition) -> str:
         """The park part of the source partition's commit metadata (always present: "ep1...")."""
-        return encode(
-            [
-                (e.account, pos, e.count, e.oldest_s)
-                for e in self._entries.get(tp, {}).values()
-                if (pos := e.committed()) is not None
-            ]
-        )
+        stored = []
+        for e in self._entries.get(tp, {}).values():
+            pos = e.committed()
+            if pos is not None:
+                done, _ = offsetmap.encode(pos, e.done_runs(pos), MAP_MAX_BYTES)
+                stored.append((e.account, pos, e.count, e.oldest_s, done))
+        return encode(stored)
 
 
-Stored = tuple[str, int, int, float | None]  # account, park position, count, oldest park time
+Stored = tuple[str, int, int, float | None, str]  # account, park position, count, oldest, done map
 
 
 def encode(entries: list[Stored]) -> str:
-    """`ep1` + CRC-32 (8 hex) + the entries, `account:position:count:oldest` comma-separated, then `|`."""
+    """`ep1` + CRC-32 (8 hex) + `account:position:count:oldest:map` comma-separated, then `/`."""
     body = ",".join(
-        f"{quote(a, safe='')}:{pos}:{count}:{'' if oldest is None else int(oldest)}"
-        for a, pos, count, oldest in sorted(entries, key=lambda e: e[0])
+        f"{quote(a, safe='')}:{pos}:{count}:{'' if oldest is None else int(oldest)}:{done}"
+        for a, pos, count, oldest, done in sorted(entries, key=lambda e: e[0])
     )
     return f"{PREFIX}{zlib.crc32(body.encode()):08x}{body}{SEP}"
 
@@ -192,10 +223,12 @@ def decode(text: str | None) -> list[Entry] | None:
             return None
         out = []
         for item in body.split(",") if body else []:
-            account, pos, count, oldest = item.split(":")
+            account, pos, count, oldest, done = item.split(":")
             p, name = int(pos), unquote(account)
             entry = Entry(name, p, p, count=int(count), oldest_s=float(oldest) if oldest else None)
             entry.census = {} if name == ANY else None
+            runs, _ = offsetmap.decode(done, p)
+            entry.skip = deque(runs) if runs else None
             out.append(entry)
         return out
     except ValueError:
