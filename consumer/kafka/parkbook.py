@@ -156,7 +156,7 @@ class ParkBook:
             entry = self.enter(tp, account)
             if entry.position is None or first < entry.position:
                 entry.position = entry.upto = first
-            entry.count += count
+            entry.count = max(entry.count, count)  # the census also saw what we parked since
             made.append(entry)
         self.leave(tp, any_entry)
         return made

@@ -164,3 +164,31 @@ def test_single_set_serving_any_account_a_misaddressed_event_halts_only_its_acco
         lambda: sum(1 for v, _ in api.delivered() if v.account == "1234") == 350, 30, "later events too"
     )
     assert d.stop() == 0
+
+
+def test_an_unwritable_park_topic_holds_the_partitions_like_an_unwritable_dlq_never_a_skip(
+    broker, topics: Topics, api, daemon_env, start_daemon, tmp_path: Path
+) -> None:
+    """PARK_TOPIC cannot be written (Tansu creates missing topics on first use, so: a name the broker
+    refuses): the held account's records stay pending (commits held, nothing skipped or dead-lettered),
+    the others flow; restarted with a park topic that works, they park and the commits move on."""
+    creds_dir = tmp_path / "accounts"
+    write_folder(creds_dir / "1", REVOKED)
+    write_folder(creds_dir / "3", HEALTHY)
+    api.set_account("1", ROTATED)
+    api.set_account("3", HEALTHY)
+    msgs = [(topics.leads, b"1-v%d" % (i % 9), event("1", f"1-v{i % 9}", topic=f"1-e{i}")) for i in range(60)]
+    msgs += [(topics.leads, b"3-v%d" % i, event("3", f"3-v{i}", topic=f"3-e{i}")) for i in range(30)]
+    ends = produce(broker, msgs).end_offsets()
+    d = start_daemon(_env(daemon_env, api, creds_dir, PARK_TOPIC="no such topic!"))
+    wait_until(lambda: sum(1 for v, _ in api.delivered() if v.account == "3") == 30, 30, "3 delivered")
+    wait_until(lambda: d.metric("engagement_halted", account="1") == 1, 20, "1 halted")
+    assert "park_topic_missing" in d.logs()
+    wait_until(lambda: "park_produce_failed" in d.logs(), 20, "park_produce_failed logged")
+    assert _uncommitted(broker, topics, ends) >= 60, "1's records are not committed past while unparked"
+    assert d.metric_sum("engagement_dead_letters_total") == 0
+    assert d.stop() == 0
+    d = start_daemon(_env(daemon_env, api, creds_dir))
+    wait_until(lambda: _uncommitted(broker, topics, ends) == 0, 60, "parked once the park can be written")
+    wait_until(lambda: d.metric("engagement_parked_events", account="1") == 60, 10, "all 60 parked")
+    assert d.stop() == 0
