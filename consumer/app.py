@@ -165,6 +165,8 @@ class App:
             s.max_pending_per_partition,
             self._read_parked,
             lambda r: tracker.done(r.tp, r.offset, r.generation),
+            lambda r, why: dispatcher.dead_letter([r], Verdict("park_expired", why)),
+            s.park_max_age_s,
         )
         dispatcher.park = park
         tracker.annex = park.metadata

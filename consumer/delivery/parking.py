@@ -55,6 +55,8 @@ class Park:
         max_pending_per_partition: int,
         submit: Submit,
         source_done: Complete,
+        expire: Callable[[Record, str], None],
+        max_age_s: float,
     ) -> None:
         self.book = ParkBook()
         self._writer = writer
@@ -64,6 +66,8 @@ class Park:
         self._window = max_pending_per_partition
         self._submit = submit
         self._source_done = source_done
+        self._expire = expire
+        self._max_age = max_age_s
         self._fresh: dict[TopicPartition, Counter[str]] = {}  # consumed records pending, by account
         self._writing: dict[int, Entry] = {}  # id(record) -> the entry its park write counts for
         self._handed: dict[tuple[int, int], tuple[TopicPartition, Entry]] = {}  # (park p, offset)
@@ -169,8 +173,9 @@ class Park:
             self._count(record, -1)
             return False
         self.unparked_total += 1
-        assert record.event is not None
-        key = record.event.visit.account
+        assert record.parked is not None
+        got = self._handed.get(record.parked[:2])
+        key = got[1].account if got is not None else ""
         metrics.UNPARKED.labels(key if self._labelled(key) else "").inc()
         self._finished(record)
         return True
@@ -195,19 +200,23 @@ class Park:
         if not self._writer.partitions:
             return
         reading_at = {p: self._read_at(p) for p in self._reader.reading}
+        now = time.time()
         starts: dict[int, int] = {}
         wanted: set[int] = set()
         for tp, entry in self.book.entries():
             if entry.position is None:
                 continue
             partition = self._writer.park_partition(tp)
-            if self._readable(tp, entry):
+            readable = self._readable(tp, entry)
+            expiring = not readable and entry.census is None and self._expired(entry, now)
+            if readable or expiring:
                 wanted.add(partition)
+                entry.expiring = expiring
                 if not entry.reading:
                     entry.reading = True
                     starts[partition] = min(starts.get(partition, entry.upto), entry.upto)
             else:
-                entry.reading = False
+                entry.reading = entry.expiring = False
         for partition, start in starts.items():
             at = reading_at.get(partition)
             if at is None or start < at:
@@ -231,6 +240,10 @@ class Park:
         account = self._accounts.get(entry.account)
         return account is None or account.held is None
 
+    def _expired(self, entry: Entry, now: float) -> bool:
+        """Its oldest record is older than PARK_MAX_AGE_S: read it (held as it is) to dead-letter those."""
+        return entry.oldest_s is not None and now - entry.oldest_s > self._max_age
+
     def _read_at(self, partition: int) -> int | None:
         ups = [
             e.upto
@@ -248,7 +261,9 @@ class Park:
             readers = [
                 (tp, e)
                 for tp, e in self.book.entries()
-                if e.reading and self._writer.park_partition(tp) == partition and self._readable(tp, e)
+                if e.reading
+                and self._writer.park_partition(tp) == partition
+                and (e.expiring or self._readable(tp, e))
             ]
             for m in fetched.messages:
                 self._one(partition, m, readers)
@@ -283,8 +298,15 @@ class Park:
             since = int(_text(head.get("park.since"))) / 1000
         except ValueError:
             origin, source_offset, account, since = ("", -1), -1, "", 0.0
+        now = time.time()
         for tp, entry in readers:
-            if entry.upto > offset:
+            if entry.upto > offset or not entry.reading:
+                continue
+            mine = tp == origin and entry.census is None and entry.account == account
+            if mine and entry.expiring and now - since <= self._max_age:
+                # the first record not expired: stop here, it waits for its account (held)
+                entry.reading = entry.expiring = False
+                entry.oldest_s = since
                 continue
             entry.upto = offset + 1
             if tp != origin:
@@ -293,7 +315,7 @@ class Park:
                 seen = entry.census.setdefault(account, [offset, 0])
                 seen[1] += 1
                 continue
-            if entry.account != account or entry.skips(offset):
+            if not mine or entry.skips(offset):
                 continue  # another account's, or done before the last owner's commit
             generation = self._tracker.generation(tp)
             if generation is None:
@@ -308,7 +330,11 @@ class Park:
                 tp[0], tp[1], source_offset, generation, m.key(), m.value(), headers or None, None
             )
             record.parked = (partition, offset, since)
-            self._submit(record)
+            if entry.expiring:
+                age = round(now - since)
+                self._expire(record, f"parked {age} s ago (account {account} held), PARK_MAX_AGE_S exceeded")
+            else:
+                self._submit(record)
 
     def _leave(self, partition: int) -> None:
         end = self._end.get(partition)

@@ -40,6 +40,7 @@ class Entry:
     position: int | None = None  # first park offset not done (None: no acknowledged write yet)
     upto: int = 0  # the reader has looked at every park offset below this, for this entry
     reading: bool = False  # being read back now (the account can send, or records expire)
+    expiring: bool = False  # read while held, to dead-letter records older than PARK_MAX_AGE_S
     pending: dict[int, None] = field(default_factory=dict)  # park offsets read back, not done
     writes: int = 0  # park records produced for it, not yet acknowledged
     last_written: int = -1  # highest acknowledged park offset of its records

@@ -192,3 +192,37 @@ def test_an_unwritable_park_topic_holds_the_partitions_like_an_unwritable_dlq_ne
     wait_until(lambda: _uncommitted(broker, topics, ends) == 0, 60, "parked once the park can be written")
     wait_until(lambda: d.metric("engagement_parked_events", account="1") == 60, 10, "all 60 parked")
     assert d.stop() == 0
+
+
+def test_parked_records_older_than_park_max_age_are_dead_lettered_as_park_expired(
+    broker, topics: Topics, api, daemon_env, start_daemon, tmp_path: Path
+) -> None:
+    """Account 1 stays halted: its parked records are dead-lettered (park_expired, the origin in the
+    dlq.* headers) once older than PARK_MAX_AGE_S, before the park topic's retention could drop them."""
+    from harness import read_topic
+
+    creds_dir = tmp_path / "accounts"
+    write_folder(creds_dir / "1", REVOKED)
+    write_folder(creds_dir / "3", HEALTHY)
+    api.set_account("1", ROTATED)
+    api.set_account("3", HEALTHY)
+    msgs = [(topics.leads, b"1-v%d" % (i % 5), event("1", f"1-v{i % 5}", topic=f"1-e{i}")) for i in range(40)]
+    msgs += [(topics.leads, b"3-v%d" % i, event("3", f"3-v{i}", topic=f"3-e{i}")) for i in range(20)]
+    ends = produce(broker, msgs).end_offsets()
+    d = start_daemon(_env(daemon_env, api, creds_dir, PARK_MAX_AGE_S="3"))
+    wait_until(
+        lambda: d.metric_or_zero("engagement_parked_events", account="1") == 40, 20, "1's events parked"
+    )
+    wait_until(
+        lambda: d.metric_or_zero("engagement_dead_letters_total", reason="park_expired") == 40, 30, "expired"
+    )
+    wait_until(lambda: d.metric("engagement_parked_events", account="1") == 0, 10, "the park empty")
+    letters = read_topic(broker, topics.dlq, 40)
+    assert {dict(m.headers())["dlq.reason"] for m in letters} == {b"park_expired"}
+    heads = [dict(m.headers()) for m in letters]
+    origins = {(h["dlq.topic"], int(h["dlq.partition"]), int(h["dlq.offset"])) for h in heads}
+    assert len(origins) == 40 and {t for t, _, _ in origins} == {topics.leads.encode()}
+    assert not [v for v, _ in api.delivered() if v.account == "1"]
+    assert sum(1 for v, _ in api.delivered() if v.account == "3") == 20
+    assert _uncommitted(broker, topics, ends) == 0
+    assert d.stop() == 0
