@@ -21,7 +21,7 @@ from prometheus_client import Counter as PromCounter
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import CLOSE_RESERVE_S, Settings
 from consumer.delivery.dispatch import Dispatcher
-from consumer.delivery.parking import Park
+from consumer.delivery.parking import Park, open_park
 from consumer.errors import InvalidEvent
 from consumer.formats.intake import Holds
 from consumer.formats.reader import EventReader
@@ -29,8 +29,6 @@ from consumer.formats.registry import SchemaPending
 from consumer.kafka import parkbook
 from consumer.kafka.deadletter import DeadLetters, Verdict
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
-from consumer.kafka.park import ParkWriter
-from consumer.kafka.parkread import ParkReader
 from consumer.kafka.records import Record, TopicPartition
 from consumer.kafka.source import Committed, KafkaSource
 from consumer.kafka.unreadable import unreadable_record
@@ -146,33 +144,10 @@ class App:
 
     async def _start_park(self, loop: asyncio.AbstractEventLoop) -> None:
         """The park's producer and reader (DESIGN.md *Park*), wired to the dispatcher and the tracker."""
-        s, tracker, dispatcher = self.settings, self.tracker, self.dispatcher
-        assert dispatcher is not None and self.accounts is not None
-        writer = ParkWriter(
-            s.producer_config(),
-            s.park_topic,
-            loop,
-            lambda record, offset, since: park.acked(record, offset, since),
-            dispatcher.is_current,
-            dispatcher.settled,
+        assert self.dispatcher is not None and self.accounts is not None
+        self.park = await open_park(
+            self.settings, loop, self.dispatcher, self.accounts, self.tracker, self.reader
         )
-        reader = ParkReader(s.park_reader_config(), s.park_topic, loop, lambda got: park.fetched(got))
-        park = self.park = Park(
-            writer,
-            reader,
-            self.accounts,
-            tracker,
-            s.max_pending_per_partition,
-            self._read_parked,
-            lambda r: tracker.done(r.tp, r.offset, r.generation),
-            lambda r, why: dispatcher.dead_letter([r], Verdict("park_expired", why)),
-            s.park_max_age_s,
-        )
-        dispatcher.park = park
-        tracker.annex = park.metadata
-        await writer.learn_partitions()
-        writer.start()
-        reader.start()
 
     async def shutdown(self) -> int:
         """Stop fetching, drain within the deadline, commit, close the consumer, flush dead letters."""
@@ -336,20 +311,6 @@ class App:
             return
         if event.unknown_fields:
             metrics.UNKNOWN_FIELDS.labels(event.type).inc(len(event.unknown_fields))
-        self.dispatcher.submit(record)
-
-    def _read_parked(self, record: Record) -> None:
-        """Decode a record read back from the park and submit it (parked again if its schema is not here)."""
-        assert self.dispatcher is not None and self.park is not None
-        try:
-            record.event = self.reader.read(record.topic, record.value, record.headers)
-        except SchemaPending:  # its schema was seen before this restart: try again shortly
-            if self._owns(record):
-                asyncio.get_running_loop().call_later(1.0, self._read_parked, record)
-            return
-        except InvalidEvent as exc:
-            self.dispatcher.dead_letter([record], Verdict("invalid_event", str(exc)))
-            return
         self.dispatcher.submit(record)
 
     def _owns(self, record: Record) -> bool:
