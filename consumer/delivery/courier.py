@@ -111,6 +111,9 @@ class Courier:
                     if not lane.queue:
                         break
                 try:
+                    lookups = self.client.ready(lane.visit, lane.account)
+                    if lookups is not None:  # Domain API / token: before a shared slot, never holding one
+                        await lookups
                     if not lane.account.try_acquire():  # the usual case takes its slot without an await
                         await lane.account.acquire()
                     lane.slot = True
@@ -237,6 +240,9 @@ class Courier:
                 return Gate.DONE  # stopping: the batch stays pending
             return Gate.AGAIN  # re-check ownership after waiting
         if not lane.slot:
+            lookups = self.client.ready(visit, account)
+            if lookups is not None and await lane.wait(lookups) is CUT:
+                return Gate.AGAIN
             if await lane.wait(account.acquire()) is not CUT:
                 lane.slot = True
             return Gate.AGAIN  # re-check ownership (and the halt) after waiting

@@ -7,6 +7,7 @@ back, in order per visit, when it can send again.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -226,3 +227,47 @@ def test_parked_records_older_than_park_max_age_are_dead_lettered_as_park_expire
     assert sum(1 for v, _ in api.delivered() if v.account == "3") == 20
     assert _uncommitted(broker, topics, ends) == 0
     assert d.stop() == 0
+
+
+def test_a_hanging_token_endpoint_holds_no_shared_request_slot(
+    broker, topics: Topics, api, daemon_env, start_daemon, tmp_path: Path
+) -> None:
+    """Account 2's token endpoint does not answer: its lanes wait for the token without a MAX_IN_FLIGHT
+    slot (before: each held one for up to HTTP_TIMEOUT_S, and with 2 slots account 3 waited too)."""
+    import asyncio
+
+    from consumer.accounts.credentials import ClientCredentials
+
+    creds_dir = tmp_path / "accounts"
+    app = ClientCredentials("client-2", "secret-2")
+    write_folder(creds_dir / "2", app)
+    write_folder(creds_dir / "3", HEALTHY)
+    api.set_account("2", app)
+    api.set_account("3", HEALTHY)
+    gate = asyncio.Event()
+    api.lookup_gate = gate  # every token request hangs until the gate opens
+    msgs = [(topics.leads, b"2-v%d" % i, event("2", f"2-v{i}", topic=f"2-e{i}")) for i in range(20)]
+    ends = produce(broker, msgs).end_offsets()
+    env = _env(
+        daemon_env,
+        api,
+        creds_dir,
+        LP_SENTINEL_URL=api.base_url,
+        MAX_IN_FLIGHT="2",
+        HTTP_TIMEOUT_S="8",
+        REVOKE_DRAIN_S="8",
+    )
+    d = start_daemon(env)
+    wait_until(lambda: api.token_asked, 20, "account 2 asking for a token")
+    more = [(topics.leads, b"3-v%d" % i, event("3", f"3-v{i}", topic=f"3-e{i}")) for i in range(40)]
+    ends.update(produce(broker, more).end_offsets())
+    began = time.monotonic()
+    wait_until(lambda: sum(1 for v, _ in api.delivered() if v.account == "3") == 40, 6, "3 while 2 waits")
+    assert time.monotonic() - began < 6
+    assert not [v for v, _ in api.delivered() if v.account == "2"]
+    api._loop.call_soon_threadsafe(gate.set)
+    wait_until(
+        lambda: sum(1 for v, _ in api.delivered() if v.account == "2") == 20, 30, "2 once it has a token"
+    )
+    assert d.stop() == 0
+    assert _uncommitted(broker, topics, ends) == 0
