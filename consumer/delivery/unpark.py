@@ -60,6 +60,7 @@ class Unpark:
         self._ahead: Counter[int] = Counter()  # records read back not done, per park partition
         self._paused: set[int] = set()
         self._end: dict[int, int] = {}  # end offset of a park partition the reader last reached
+        self._labels: set[str] = set()  # account labels whose gauges were set last time
 
     def account_of(self, record: Record) -> str:
         """The account of the entry a record read back belongs to ("" if no longer known)."""
@@ -260,6 +261,10 @@ class Unpark:
             if entry.oldest_s is not None:
                 oldest[label] = min(oldest.get(label, entry.oldest_s), entry.oldest_s)
         now = time.time()
+        for label in self._labels - set(counts):  # parked no more here (left, revoked, lost)
+            metrics.PARKED_EVENTS.labels(label).set(0)
+            metrics.PARK_OLDEST.labels(label).set(0)
+        self._labels = set(counts)
         for label, n in counts.items():
             metrics.PARKED_EVENTS.labels(label).set(n)
             metrics.PARK_OLDEST.labels(label).set(max(0.0, now - oldest[label]) if label in oldest else 0)

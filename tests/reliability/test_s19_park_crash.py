@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from harness import Topics, event, next_id, produce, wait_until
+from harness import Topics, event, free_port, next_id, produce, wait_until
 from kafka_io import QUIET, MockCluster
 from scenario import Tally
 
@@ -149,3 +149,67 @@ def test_sigkill_while_parked_and_while_unparking_loses_nothing_and_keeps_each_v
     OUT.write_text(json.dumps(figures, indent=2) + "\n")
     assert figures["lost"] == 0 and not order_broken, figures
     assert figures["duplicated_outside_last_1_5_s"] == 0, figures
+
+
+def test_a_rebalance_while_parked_hands_the_parked_records_over_with_their_partitions(
+    mock_cluster: MockCluster, api, daemon_env, start_daemon, tmp_path: Path
+) -> None:
+    """Account 1 parked on one daemon; a second joins and takes half the partitions with their park
+    positions (commit metadata); after the rotation both bring 1's records back: lost 0, order kept."""
+    n = next_id()
+    topics = Topics(f"leads-r{n}", f"services-r{n}", f"dlq-r{n}", f"group-r{n}", 4, f"park-r{n}")
+    mock_cluster.create(topics.leads, topics.services, topics.dlq, topics.park)
+    creds_dir = tmp_path / "accounts"
+    write_folder(creds_dir / "1", REVOKED)
+    write_folder(creds_dir / "3", HEALTHY)
+    api.set_account("1", ROTATED)
+    api.set_account("3", HEALTHY)
+    expected: dict[str, list[str]] = defaultdict(list)
+    msgs = []
+    for i in range(HELD):
+        v = f"1-v{i % VISITS}"
+        expected[v].append(f"1-e{i}")
+        msgs.append((topics.leads, v.encode(), event("1", v, topic="held", leadId=f"1-e{i}")))
+    ends = produce(SimpleNamespace(bootstrap=mock_cluster.bootstrap), msgs).end_offsets()  # type: ignore[arg-type]
+    env = daemon_env(
+        api.base_url,
+        KAFKA_BOOTSTRAP_SERVERS=mock_cluster.bootstrap,
+        **topics.env(),
+        LP_CREDENTIALS_DIR=str(creds_dir),
+        KAFKA_SESSION_TIMEOUT_MS="3000",
+        KAFKA_HEARTBEAT_INTERVAL_MS="300",
+    )
+    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
+        env.pop(key)
+    tally = Tally(api)
+
+    def at_end() -> bool:
+        got = _metadata(mock_cluster.bootstrap, topics.group, list(ends))
+        return all(got[tp][0] == end and got[tp][1].startswith(parkbook.PREFIX) for tp, end in ends.items())
+
+    first = start_daemon(env)
+    wait_until(at_end, 30, "1 parked, commits at the end with park positions")
+    second = start_daemon({**env, "HTTP_PORT": str(free_port())})
+    wait_until(
+        lambda: (
+            second.metric_or_zero("engagement_parked_events", account="1") > 0
+            and first.metric_or_zero("engagement_parked_events", account="1") < HELD
+        ),
+        40,
+        "the second daemon took over part of the park",
+    )
+    assert not [u for u in tally.update().arrivals if u.startswith("1-")]
+    write_folder(creds_dir / "1", ROTATED)
+    everything = {u for vs in expected.values() for u in vs}
+    wait_until(lambda: not everything - set(tally.update().count), 60, "all of 1 after the rotation")
+    assert first.stop() == 0 and second.stop() == 0
+    for v, uids in expected.items():
+        seen: list[str] = []
+        for uid in tally.arrivals:
+            if uid in set(uids) and uid not in seen:
+                seen.append(uid)
+        assert seen == uids, v
+    print(
+        "\n[s19-rebalance]",
+        json.dumps({"held": HELD, "lost": 0, "duplicated": sum(c > 1 for c in tally.count.values())}),
+    )
