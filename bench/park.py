@@ -82,9 +82,7 @@ def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return {c.partition: c.offset for c in got}
 
 
-def run_once(
-    broker: LocalBroker, api: SandboxAPI, loop: asyncio.AbstractEventLoop, held: int, healthy: int
-) -> dict[str, Any]:
+def run_once(broker: LocalBroker, api: SandboxAPI, held: int, healthy: int) -> dict[str, Any]:
     """One run: produce, start the daemon, wait for account 3's events, measure, stop."""
     n = time.monotonic_ns()
     topic, dlq, park, group = f"leads-{n}", f"dlq-{n}", f"park-{n}", f"group-{n}"
