@@ -134,9 +134,8 @@ class Park:
         return fresh[key] >= share and self._tracker.pending(tp) >= self._window // 2
 
     def _count(self, record: Record, n: int) -> None:
-        assert record.event is not None
-        if not self._tracker.owns(record.tp, record.generation):
-            return
+        if record.event is None or not self._tracker.owns(record.tp, record.generation):
+            return  # an invalid or unreadable record (dead-lettered) never counted for an account
         fresh = self._fresh.setdefault(record.tp, Counter())
         key = record.event.visit.account
         fresh[key] += n
