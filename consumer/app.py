@@ -214,7 +214,10 @@ class App:
         totals = {"pending": t.pending_total, "partitions": len(t.partitions()), "paused_partitions": paused}
         totals |= {"overloaded": self._overloaded, "stopping": self.stopping.is_set()}
         lanes = self.dispatcher.lanes.by_visit.values() if self.dispatcher else ()
-        return snapshot(self.accounts or (), lanes, totals | {"max_in_flight": s.max_in_flight}, limit)
+        parked = self.park.by_account() if self.park is not None else None
+        return snapshot(
+            self.accounts or (), lanes, totals | {"max_in_flight": s.max_in_flight}, limit, parked
+        )
 
     # ---- SourceHandler (on the loop) ---------------------------------------------------------
     def on_messages(self, messages: list[Message]) -> None:

@@ -204,6 +204,16 @@ class Park:
         """(version, park part of the commit metadata) of a source partition."""
         return self.book.version.get(tp, 0), self.book.metadata(tp)
 
+    def by_account(self) -> dict[str, tuple[int, float | None]]:
+        """Parked records and the oldest park time, per account (for /accounts)."""
+        out: dict[str, tuple[int, float | None]] = {}
+        for _, e in self.book.entries():
+            n, oldest = out.get(e.account, (0, None))
+            if e.oldest_s is not None and (oldest is None or e.oldest_s < oldest):
+                oldest = e.oldest_s
+            out[e.account] = (n + e.count, oldest)
+        return out
+
     def tick(self) -> None:
         """Start, re-position or stop reading the park (the flow loop's beat)."""
         self.unpark.tick()
