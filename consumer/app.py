@@ -21,10 +21,12 @@ from prometheus_client import Counter as PromCounter
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import CLOSE_RESERVE_S, Settings
 from consumer.delivery.dispatch import Dispatcher
+from consumer.delivery.parking import Park, open_park
 from consumer.errors import InvalidEvent
 from consumer.formats.intake import Holds
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
+from consumer.kafka import parkbook
 from consumer.kafka.deadletter import DeadLetters, Verdict
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
 from consumer.kafka.records import Record, TopicPartition
@@ -70,6 +72,7 @@ class App:
         self.accounts: AccountRegistry | None = None
         self.dispatcher: Dispatcher | None = None
         self.dead_letters: DeadLetters | None = None
+        self.park: Park | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -121,6 +124,8 @@ class App:
             self.dispatcher.settled,
         )
         self.dispatcher.dead_letters = self.dead_letters
+        if s.park_topic:
+            await self._start_park(loop)
         await self.client.start()
         accounts.start()
         self.health = HealthServer(s.http_port, self.liveness, self.readiness, accounts=self.accounts_view)
@@ -132,10 +137,17 @@ class App:
             self,
             loop,
             s.revoke_drain_s,
-            read_commits=s.offset_map_max_bytes > 0,
+            read_commits=s.offset_map_max_bytes > 0 or bool(s.park_topic),
         )
         self.source.start()
         log.info("started", topics=list(self._topics), dlq_topic=s.dlq_topic, http_port=self.health.port)
+
+    async def _start_park(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The park's producer and reader (DESIGN.md *Park*), wired to the dispatcher and the tracker."""
+        assert self.dispatcher is not None and self.accounts is not None
+        self.park = await open_park(
+            self.settings, loop, self.dispatcher, self.accounts, self.tracker, self.reader
+        )
 
     async def shutdown(self) -> int:
         """Stop fetching, drain within the deadline, commit, close the consumer, flush dead letters."""
@@ -151,6 +163,8 @@ class App:
         await self.holds.close()
         await self.source.close(final, max(2.0, deadline - time.monotonic()))
         await self.dead_letters.close()
+        if self.park is not None:
+            await self.park.close()
         if self.accounts is not None:
             await self.accounts.close()
         await self.client.close()
@@ -184,13 +198,15 @@ class App:
             return False, "stopping"
         halted = self.accounts.halted() if self.accounts else []
         said = ", ".join(f"{a.name or 'all accounts'}: {a.halt.reason}" for a in halted)
+        paused = ", ".join(a.name or "all accounts" for a in self.accounts.paused()) if self.accounts else ""
         if self.accounts is not None and self.accounts.all_halted:
             return False, f"halted on auth ({said})" if halted else "no account has credentials"
         if not self.client.is_open:
             return False, "http session closed"
         if not (self.source and self.source.joined):
             return False, "not joined to the consumer group yet"
-        return True, f"ok; halted on auth ({said})" if halted else "ok"
+        notes = ([f"halted on auth ({said})"] if halted else []) + ([f"paused ({paused})"] if paused else [])
+        return True, "; ".join(["ok", *notes])
 
     def accounts_view(self, limit: int) -> dict[str, object]:
         """The /accounts document: every account's state, worst first, and the process's totals."""
@@ -198,7 +214,10 @@ class App:
         totals = {"pending": t.pending_total, "partitions": len(t.partitions()), "paused_partitions": paused}
         totals |= {"overloaded": self._overloaded, "stopping": self.stopping.is_set()}
         lanes = self.dispatcher.lanes.by_visit.values() if self.dispatcher else ()
-        return snapshot(self.accounts or (), lanes, totals | {"max_in_flight": s.max_in_flight}, limit)
+        parked = self.park.by_account() if self.park is not None else None
+        return snapshot(
+            self.accounts or (), lanes, totals | {"max_in_flight": s.max_in_flight}, limit, parked
+        )
 
     # ---- SourceHandler (on the loop) ---------------------------------------------------------
     def on_messages(self, messages: list[Message]) -> None:
@@ -303,7 +322,11 @@ class App:
     def on_assigned(self, tps: list[TopicPartition], committed: Committed) -> None:
         """Track newly assigned partitions (they start unpaused in librdkafka), with their offset maps."""
         for tp in tps:
-            self.tracker.assign(tp, *committed.get(tp, (None, None)))
+            offset, metadata = committed.get(tp, (None, None))
+            park_part, map_part = parkbook.split(metadata)
+            self.tracker.assign(tp, offset, map_part)
+            if self.park is not None:
+                self.park.assign(tp, offset, park_part)
             self._paused.discard(tp)
             self._fetched.pop(tp, None)
 
@@ -314,7 +337,10 @@ class App:
         self.holds.drop(tps)
         for tp in tps:
             self._fetched.pop(tp, None)
-        return await self.dispatcher.revoke(tps)
+        points = await self.dispatcher.revoke(tps)
+        if self.park is not None:
+            self.park.drop(tps)
+        return points
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
         """Drop state of lost partitions; commit nothing."""
@@ -322,6 +348,8 @@ class App:
         self._paused.difference_update(tps)
         self.holds.drop(tps)
         self.dispatcher.lose(tps)
+        if self.park is not None:
+            self.park.drop(tps)
 
     # ---- outcomes and background work ----------------------------------------------------------
     def _dead_lettered(self, record: Record) -> None:
@@ -344,6 +372,8 @@ class App:
         while True:
             await asyncio.sleep(FLOW_INTERVAL_S)
             self._flow()
+            if self.park is not None:
+                self.park.tick()
 
     async def _tick_loop(self) -> None:
         while True:
@@ -366,6 +396,7 @@ class App:
             self._overloaded = False
         # Every account halted: nothing can be sent (one halted account among others: its events
         # are held and its partitions fill their pending windows, the others keep flowing).
+        # Every account halted: nothing can be sent, and parking would only copy the topic: pause.
         halted = self.accounts.all_halted
         if halted or self.stopping.is_set() or self._overloaded:
             want = set(assigned)

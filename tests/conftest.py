@@ -22,10 +22,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
 
 @pytest.fixture
 def topics(broker: LocalBroker) -> Topics:
-    """Fresh lead/service/dead-letter topics (3 partitions each; DLQ 1) and a fresh group id."""
+    """Fresh lead/service/dead-letter/park topics (3 partitions each; DLQ 1) and a fresh group id."""
     n = next_id()
-    t = Topics(f"leads-{n}", f"services-{n}", f"dlq-{n}", f"group-{n}", 3)
-    broker.create_topics({t.leads: 3, t.services: 3, t.dlq: 1})
+    t = Topics(f"leads-{n}", f"services-{n}", f"dlq-{n}", f"group-{n}", 3, f"park-{n}")
+    broker.create_topics({t.leads: 3, t.services: 3, t.dlq: 1, t.park: 3})
     return t
 
 

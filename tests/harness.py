@@ -80,6 +80,7 @@ class Topics:
     dlq: str
     group: str
     partitions: int
+    park: str = ""  # the park topic ("": no park)
 
     def env(self) -> dict[str, str]:
         """The daemon's environment for these topics."""
@@ -87,6 +88,7 @@ class Topics:
             "LEAD_TOPICS": self.leads,
             "SERVICE_TOPICS": self.services,
             "DLQ_TOPIC": self.dlq,
+            "PARK_TOPIC": self.park,
             "KAFKA_GROUP_ID": self.group,
         }
 

@@ -45,8 +45,10 @@ class Account:
         bucket: TokenBucket | None,
         halt: Halt,
         fetch_token: TokenFetch,
+        labelled: bool = True,
     ) -> None:
-        self.name = name  # "" when one set of credentials serves every account
+        self.name = name  # "" for the single set serving every account (its ids: their own Account)
+        self.labelled = labelled and bool(name)  # its name may be a metric label value
         self._load = load
         self._slots = slots
         self.limiter = limiter
@@ -56,6 +58,8 @@ class Account:
         self._fetch_token = fetch_token
         self.probe: Probe | None = None  # set by the dispatcher: one probe request for this account
         self.removed = False
+        self.paused = False  # the operator's `paused` file: held on every replica, its records parked
+        self.token_failing_until = 0.0  # monotonic: the token endpoint failed; held until then
         self.probe_id = name  # the account id a probe request is sent for (the wildcard's last halted one)
         self.kind = "oauth1"
         self.signer: Signer | None = None
@@ -65,6 +69,17 @@ class Account:
         self._requests: dict[str, Counter] = {}
         self.window = RequestWindow()  # requests/s, 2xx share and 429s of the last seconds
         self.reload()
+
+    @property
+    def held(self) -> str | None:
+        """Why the account cannot send now (paused, halted, token endpoint failing), None when it can."""
+        if self.paused:
+            return "paused"
+        if self.halt.halted:
+            return "halted"
+        if self.token_failing_until and time.monotonic() < self.token_failing_until:
+            return "token_unavailable"
+        return None
 
     # ---- credentials -------------------------------------------------------------------------
     def reload(self) -> bool:
@@ -174,7 +189,7 @@ class Account:
         """One more request answered `label` (engagement_account_requests_total; not for the single
         set serving every account, whose requests are engagement_requests_total already)."""
         self.window.add(label)
-        if not self.name:
+        if not self.labelled:
             return
         child = self._requests.get(label)
         if child is None:

@@ -18,6 +18,7 @@ OAUTH1_FILES = ("consumer-key", "consumer-secret", "access-token", "access-token
 OAUTH2_FILES = ("client-id", "client-secret")
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]
+PAUSED_FILE = "paused"  # in an account's folder: the operator holds that account (its records park)
 
 
 class CredentialsProblem(Exception):

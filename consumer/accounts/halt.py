@@ -35,13 +35,15 @@ class Halt:
         initial_s: float,
         max_s: float,
         on_change: Callable[[bool], None] = lambda halted: None,
+        gauge: bool = True,  # False: the registry keeps engagement_halted (several ids behind one label)
     ) -> None:
         self.account = account
         self._initial = initial_s
         self._max = max_s
         self._on_change = on_change
-        self._gauge = metrics.HALTED.labels(account)
-        self._gauge.set(0)
+        self._gauge = metrics.HALTED.labels(account) if gauge else None
+        if self._gauge is not None:
+            self._gauge.set(0)
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._prober: asyncio.Task[None] | None = None
@@ -61,7 +63,8 @@ class Halt:
         self._resumed.clear()
         if time.monotonic() - self._recovered_at > self._max:
             self.step = 0
-        self._gauge.set(1)
+        if self._gauge is not None:
+            self._gauge.set(1)
         log.error(
             "halted_on_auth",
             account=self.account,
@@ -112,7 +115,8 @@ class Halt:
         self.halted = False
         self.reason = ""
         self._recovered_at = time.monotonic()
-        self._gauge.set(0)
+        if self._gauge is not None:
+            self._gauge.set(0)
         log.info("auth_recovered", account=self.account, after_steps=self.step)
         self._resumed.set()
         self._on_change(False)

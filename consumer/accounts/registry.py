@@ -13,13 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
 
 from consumer.accounts.account import Account, Loader, TokenFetch
-from consumer.accounts.credentials import Fingerprint, account_folders, fingerprint, load_folder
+from consumer.accounts.credentials import (
+    PAUSED_FILE,
+    Fingerprint,
+    account_folders,
+    fingerprint,
+    load_folder,
+)
 from consumer.accounts.halt import Halt, Probe
 from consumer.accounts.slots import FairSlots, TokenBucket
 from consumer.config import Settings
@@ -27,6 +35,8 @@ from consumer.delivery.limiter import ConcurrencyLimiter
 from consumer.ops import metrics
 
 log = structlog.get_logger("consumer.accounts")
+
+WILDCARD_IDS_MAX = 10_000  # account ids the single set serving every account keeps apart at once
 
 
 class AccountRegistry:
@@ -43,7 +53,8 @@ class AccountRegistry:
         self._on_halt_change = on_halt_change
         self.slots = FairSlots(settings.max_in_flight)
         self._accounts: dict[str, Account] = {}
-        self._any: Account | None = None
+        self._any: Account | None = None  # the single set serving every account: the template
+        self._ids: OrderedDict[str, Account] = OrderedDict()  # its account ids, each halted on its own
         self._prints: dict[str, Fingerprint] = {}
         self._prober: Callable[[Account], Probe] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -54,11 +65,40 @@ class AccountRegistry:
             self._any = self._add("", settings.credentials)
         if self._dir is not None:
             self.rescan()
+        self.check_pauses()
 
     # ---- look-up (hot path) -----------------------------------------------------------------
     def get(self, account: str) -> Account | None:
         """The account serving this account id, or None when it has no credentials."""
-        return self._any or self._accounts.get(account)
+        if self._any is not None:
+            return self._wildcard(account)
+        return self._accounts.get(account)
+
+    def _wildcard(self, account_id: str) -> Account:
+        """The single set's `Account` for one account id: a 401 for one id halts that id only."""
+        got = self._ids.get(account_id)
+        if got is not None:
+            self._ids.move_to_end(account_id)
+            return got
+        assert self._any is not None
+        got = self._make(account_id, self._s.credentials, labelled=False)
+        got.paused = self._any.paused
+        self._ids[account_id] = got
+        while len(self._ids) > WILDCARD_IDS_MAX:
+            oldest = next((k for k, a in self._ids.items() if not a.halt.halted), None)
+            if oldest is None:
+                break
+            del self._ids[oldest]  # lanes holding it keep it; the id gets a fresh one next time
+        return got
+
+    def _serving(self) -> list[Account]:
+        if self._any is not None and self._ids:
+            return list(self._ids.values())
+        return list(self._accounts.values())
+
+    def labelled(self, account: str) -> bool:
+        """True when an account id has credentials of its own (it may be a metric label value)."""
+        return account in self._accounts and self._any is None
 
     def __iter__(self) -> Iterator[Account]:
         return iter(list(self._accounts.values()))
@@ -69,11 +109,11 @@ class AccountRegistry:
     @property
     def all_halted(self) -> bool:
         """True when no account can send (every one is halted, or there is none)."""
-        return all(a.halt.halted for a in self._accounts.values())
+        return all(a.halt.halted for a in self._serving())
 
     def halted(self) -> list[Account]:
-        """The halted accounts."""
-        return [a for a in self._accounts.values() if a.halt.halted]
+        """The halted accounts (with the single set serving every account: its halted ids)."""
+        return [a for a in self._serving() if a.halt.halted]
 
     # ---- wiring and lifecycle ----------------------------------------------------------------
     def bind(self, prober: Callable[[Account], Probe]) -> None:
@@ -84,8 +124,8 @@ class AccountRegistry:
             account.halt_if_unusable()
 
     def start(self) -> None:
-        """Watch the credentials directory (if any)."""
-        if self._dir is not None:
+        """Watch the credentials directory and the pause file (if any)."""
+        if self._dir is not None or self._s.lp_pause_file:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def close(self) -> None:
@@ -94,14 +134,16 @@ class AccountRegistry:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        for account in self._accounts.values():
+        for account in [*self._accounts.values(), *self._ids.values()]:
             await account.halt.close()
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._s.credentials_recheck_s)
             try:
-                self.rescan()
+                if self._dir is not None:
+                    self.rescan()
+                self.check_pauses()
             except OSError as exc:
                 log.error("credentials_dir_unreadable", directory=str(self._dir), error=str(exc))
 
@@ -125,19 +167,52 @@ class AccountRegistry:
         for name in [n for n in self._accounts if n not in folders and n != self._s.lp_account]:
             self._remove(name)
 
+    def check_pauses(self) -> None:
+        """Pause the accounts whose `paused` file exists (the single set: LP_PAUSE_FILE); resume the rest."""
+        single = self._s.lp_pause_file
+        for name, account in self._accounts.items():
+            if name == "" or name == self._s.lp_account:
+                paused = bool(single) and os.path.exists(single or "")
+            else:
+                paused = self._dir is not None and (self._dir / name / PAUSED_FILE).exists()
+            if paused != account.paused:
+                account.paused = paused
+                if account is self._any:
+                    for wild in self._ids.values():
+                        wild.paused = paused
+                metrics.PAUSED.labels(name).set(1 if paused else 0)
+                log.warning(
+                    "account_paused" if paused else "account_resumed",
+                    account=name,
+                    note="its records are parked until the file is removed" if paused else "sending again",
+                )
+                self._on_halt_change(paused)
+
+    def paused(self) -> list[Account]:
+        """The accounts the operator paused."""
+        return [a for a in self._accounts.values() if a.paused]
+
     def _add(self, name: str, load: Loader) -> Account:
+        account = self._accounts[name] = self._make(name, load)
+        return account
+
+    def _make(self, name: str, load: Loader, labelled: bool = True) -> Account:
         s = self._s
-        limiter = ConcurrencyLimiter(
-            s.per_account_limit, s.adaptive_concurrency, gauge=metrics.CONCURRENCY_LIMIT.labels(name)
-        )
+        gauge = metrics.CONCURRENCY_LIMIT.labels(name) if labelled else None
+        limiter = ConcurrencyLimiter(s.per_account_limit, s.adaptive_concurrency, gauge=gauge)
         bucket = TokenBucket(s.rate_limit_per_account) if s.rate_limit_per_account else None
-        halt = Halt(name, s.halt_backoff_initial_s, s.halt_backoff_max_s, self._on_halt_change)
-        account = Account(name, load, self.slots, limiter, bucket, halt, self._fetch_token)
-        self._accounts[name] = account
+        change = self._on_halt_change if labelled else self._wildcard_halt_change
+        halt = Halt(name, s.halt_backoff_initial_s, s.halt_backoff_max_s, change, gauge=labelled)
+        account = Account(name, load, self.slots, limiter, bucket, halt, self._fetch_token, labelled)
         if self._prober is not None:
             account.probe = self._prober(account)
             account.halt_if_unusable()
         return account
+
+    def _wildcard_halt_change(self, halted: bool) -> None:
+        """engagement_halted{account=""}: 1 while any id of the single set is halted."""
+        metrics.HALTED.labels("").set(1 if any(a.halt.halted for a in self._ids.values()) else 0)
+        self._on_halt_change(halted)
 
     def _remove(self, name: str) -> None:
         account = self._accounts.pop(name)

@@ -5,8 +5,9 @@
 `{"access_token", "token_type", "expires_in"}`. A token is refreshed when min(60 s, 10 % of its
 lifetime) remains: in the background while it is still valid (requests go on with it), in the
 foreground once it has expired. Concurrent callers share one fetch (single flight). A 4xx from
-the token endpoint means the client credentials are refused (`TokenRejected`: halt the account);
-a 5xx, a timeout or a connection error is transient (`RetryableError`: retry with backoff).
+the token endpoint means the client credentials are refused (`TokenRejected`: halt the account),
+except 408 and 429; those, a 5xx, a timeout or a connection error are transient (`RetryableError`:
+retry with backoff, the events held).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class TokenCache:
                 self._start(ahead=True)  # a failed early refresh is only logged: the token still works
             return token
         return await asyncio.shield(self._inflight or self._start())
+
+    def fresh(self) -> bool:
+        """True when a token is cached and not yet due for a refresh (no lookup needed now)."""
+        return self._token is not None and self._clock() < self._refresh_at
 
     def invalidate(self, token: str | None = None) -> None:
         """Forget the token (only if it is still `token`, when given): the next call fetches a new one."""
@@ -122,6 +127,8 @@ async def fetch_token(
             "token_connection_error", f"token endpoint: {type(exc).__name__}: {exc}"
         ) from None
     detail = body[:200].decode("utf-8", "replace")
+    if status in (408, 429):  # throttled or timed out: says nothing about the credentials
+        raise RetryableError("token_unavailable", f"token endpoint answered {status}: {detail}")
     if 400 <= status < 500:
         raise TokenRejected(status, detail)
     if status != 200:

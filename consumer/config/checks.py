@@ -153,6 +153,8 @@ def semantic_problems(s: Settings, require_kafka: bool, require_credentials: boo
     problems.extend(input_format_problems(s))
     if s.dlq_topic in s.topics:
         problems.append("DLQ_TOPIC: must differ from the lead, service and event topics")
+    if s.park_topic and (s.park_topic in s.topics or s.park_topic == s.dlq_topic):
+        problems.append("PARK_TOPIC: must differ from the lead, service, event and dead-letter topics")
     if s.lp_base_url and s.lp_domain:
         problems.append("LP_BASE_URL/LP_DOMAIN: set one of them, not both")
     if s.lp_base_url and not s.lp_base_url.startswith(("http://", "https://")):

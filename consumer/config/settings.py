@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     lead_topics: CommaList = ["engagement.leads"]
     service_topics: CommaList = ["engagement.services"]
     dlq_topic: str = "engagement.dlq"
+    park_topic: str = "engagement.park"
+    park_max_age_s: float = Field(259200.0, gt=0)
     event_topics: CommaList = []
     type_field: str = ""
     type_map: str = ""
@@ -96,6 +98,7 @@ class Settings(BaseSettings):
     credential_files: dict[str, str] = Field(default_factory=dict)
     lp_account: str | None = None
     lp_credentials_dir: str | None = None
+    lp_pause_file: str | None = None  # while this file exists, the single-set LP_* account(s) are paused
     lp_sentinel_url: str | None = None
     lp_sentinel_token_path: str = DEFAULT_TOKEN_PATH
     credentials_recheck_s: float = Field(1.0, gt=0)
@@ -219,6 +222,14 @@ class Settings(BaseSettings):
         # The daemon commits itself, every COMMIT_INTERVAL_S, with offset maps in the metadata; it
         # stores nothing, so librdkafka's auto-commit would have nothing to send anyway.
         conf["enable.auto.commit"] = False
+        return conf
+
+    def park_reader_config(self) -> dict[str, Any]:
+        """librdkafka configuration of the park reader (assign only: no group membership, no commits)."""
+        conf = {
+            k: v for k, v in self.consumer_config().items() if not k.startswith(("partition.", "statistics."))
+        }
+        conf["group.id"] = f"{self.kafka_group_id}.park-reader"
         return conf
 
     def producer_config(self) -> dict[str, Any]:

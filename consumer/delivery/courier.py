@@ -26,6 +26,7 @@ from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
 from consumer.delivery.lanes import CUT, Lane, Lanes
 from consumer.delivery.outcome import Decision, History, Kind, Rules, decide
+from consumer.delivery.parking import Park
 from consumer.delivery.policy import Backoff
 from consumer.formats.events import Visit, encode_attributes
 from consumer.kafka.deadletter import Verdict
@@ -97,6 +98,7 @@ class Courier:
         self._delivered_by_type: dict[str, PromCounter] = {}  # attributes_delivered children by type
         self.stop = asyncio.Event()
         self.closing = False
+        self.park: Park | None = None  # None: no PARK_TOPIC, held records stay pending
 
     # ---- the lane loop -------------------------------------------------------------------------
     async def run(self, lane: Lane) -> None:
@@ -104,7 +106,14 @@ class Courier:
         try:
             while lane.queue and not self.closing:
                 batch: list[Record] = []
+                if self.park is not None:  # what must park leaves the queue, in order
+                    lane.queue = self.park.sweep(lane.queue, lane.account)
+                    if not lane.queue:
+                        break
                 try:
+                    lookups = self.client.ready(lane.visit, lane.account)
+                    if lookups is not None:  # Domain API / token: before a shared slot, never holding one
+                        await lookups
                     if not lane.account.try_acquire():  # the usual case takes its slot without an await
                         await lane.account.acquire()
                     lane.slot = True
@@ -198,7 +207,7 @@ class Courier:
     def _clear(self, lane: Lane) -> bool:
         """True when no gate stands before a lane that holds a slot (the common case, without a wait)."""
         account = lane.account
-        return not (account.removed or account.halt.halted or self._invalid.get(lane.visit.account))
+        return not (account.removed or account.held or self._invalid.get(lane.visit.account))
 
     async def _gate(self, lane: Lane, batch: list[Record], attempts: int) -> Gate:
         """The gates before a send, in order: a replaced account, an invalid account, the halt, a slot."""
@@ -216,12 +225,24 @@ class Courier:
             verdict = Verdict("http_422", "account remembered as invalid (422)", 422, attempts)
             self._owner.dead_letter(batch, verdict)
             return Gate.DONE
+        if self.park is not None:
+            lane.held = self.park.park_held(batch, account)  # held: its consumed records park
+            if not lane.held:
+                return Gate.DONE
+            batch[:] = lane.held
+        if account.paused or (account.held == "token_unavailable" and self.park is not None):
+            self._release(lane)  # what is left (read back from the park) waits, holding no slot
+            await self._backoff_wait(lane, 1.0)
+            return Gate.AGAIN
         if account.halt.halted:
             self._release(lane)
             if await lane.wait(account.halt.wait(self.stop)) is False:
                 return Gate.DONE  # stopping: the batch stays pending
             return Gate.AGAIN  # re-check ownership after waiting
         if not lane.slot:
+            lookups = self.client.ready(visit, account)
+            if lookups is not None and await lane.wait(lookups) is CUT:
+                return Gate.AGAIN
             if await lane.wait(account.acquire()) is not CUT:
                 lane.slot = True
             return Gate.AGAIN  # re-check ownership (and the halt) after waiting
@@ -255,6 +276,10 @@ class Courier:
             self._lanes.settled.set()  # a drain waiting for quiet may now stop waiting for this account
             return True
         else:  # RETRY
+            if reply.error == "token_unavailable" and self.park is not None:
+                # no answer about the events: the account is held meanwhile, its consumed records park
+                lane.account.token_failing_until = time.monotonic() + decision.delay
+                return True
             log.info(
                 "retry_scheduled",
                 visit=visit_name(lane.visit),

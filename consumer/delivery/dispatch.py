@@ -26,6 +26,7 @@ from consumer.config import Settings
 from consumer.delivery.courier import Courier
 from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import action_of
+from consumer.delivery.parking import Park
 from consumer.delivery.policy import Action
 from consumer.formats.events import Visit
 from consumer.kafka.deadletter import DeadLetters, Verdict
@@ -78,6 +79,15 @@ class Dispatcher:
         accounts.bind(self._prober)
 
     @property
+    def park(self) -> Park | None:
+        """The park (None: no PARK_TOPIC, held records stay pending)."""
+        return self._courier.park
+
+    @park.setter
+    def park(self, park: Park | None) -> None:
+        self._courier.park = park
+
+    @property
     def _client(self) -> EngagementClient:
         return self._courier.client
 
@@ -96,12 +106,15 @@ class Dispatcher:
         visit = record.event.visit
         lanes = self.lanes.by_visit
         lane = lanes.get(visit)
+        account = lane.account if lane is not None else self._accounts.get(visit.account)
+        if account is None:
+            error = f"no credentials for account {visit.account!r}"
+            self.dead_letter([record], Verdict("unknown_account", error, None, 0))
+            return
+        park = self._courier.park
+        if park is not None and park.takes(record, account, lane is not None):
+            return  # parked: done for its partition once the park acknowledges it
         if lane is None:
-            account = self._accounts.get(visit.account)
-            if account is None:
-                error = f"no credentials for account {visit.account!r}"
-                self.dead_letter([record], Verdict("unknown_account", error, None, 0))
-                return
             lane = lanes[visit] = Lane(visit, account, self.lanes)
         lane.queue.append(record)
         if lane.task is None and not self._courier.closing:
@@ -117,6 +130,9 @@ class Dispatcher:
 
     def complete(self, record: Record) -> None:
         """Mark a record done (delivered, or its dead letter acknowledged)."""
+        park = self._courier.park
+        if park is not None and park.complete(record):
+            return  # read back from the park: the park settles it
         self._tracker.done(record.tp, record.offset, record.generation)
 
     def is_current(self, record: Record) -> bool:
@@ -193,12 +209,15 @@ class Dispatcher:
 
     def _busy(self, tps: set[TopicPartition] | None = None) -> bool:
         dlq = self.dead_letters.pending_by_tp if self.dead_letters else Counter()
+        parks = self.park.writes_by_tp if self.park is not None else Counter()
         if tps is None:
-            return self._slots.in_flight > 0 or (
-                self.dead_letters is not None and self.dead_letters.pending > 0
+            return (
+                self._slots.in_flight > 0
+                or (self.dead_letters is not None and self.dead_letters.pending > 0)
+                or bool(parks)
             )
         inflight = self._courier.inflight_by_tp
-        return bool(self.lanes.cut) or any(inflight[tp] > 0 or dlq[tp] > 0 for tp in tps)
+        return bool(self.lanes.cut) or any(inflight[tp] > 0 or dlq[tp] > 0 or parks[tp] > 0 for tp in tps)
 
     def settled(self) -> None:
         """Something finished (a request, a dead letter): wake whoever waits for quiet."""

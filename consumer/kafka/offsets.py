@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -53,9 +53,12 @@ class PartitionOffsets:
 
     pending: OrderedDict[int, None] = field(default_factory=OrderedDict)
     next_offset: int | None = None  # one past the highest offset seen
-    committed: tuple[int, int | None, int, int, int] | None = None  # state when last handed out for commit
+    committed: tuple[int, int | None, int, int, int, int] | None = (
+        None  # state when last handed out for commit
+    )
     inherited: deque[Run] | None = None  # done runs named by the previous owner's map, not reached yet
     inherited_base: int = 0  # the committed offset that map came with
+    resumed: int | None = None  # the group's committed offset at assignment (>= 0), if any
     unseen: list[Run] = field(default_factory=list)  # fetched, never added: not done (see the module doc)
     floor: int | None = None  # the first offset fetched in this assignment (`OffsetTracker.fetching`)
 
@@ -146,6 +149,9 @@ class OffsetTracker:
         self._generation: dict[TopicPartition, int] = {}
         self._next_generation = 1
         self.pending_total = 0
+        # The park's part of each commit's metadata (consumer.kafka.parkbook): (version, text); the
+        # offset map follows it in what is left of map_max_bytes.
+        self.annex: Callable[[TopicPartition], tuple[int, str]] | None = None
 
     def assign(self, tp: TopicPartition, committed: int | None = None, metadata: str | None = None) -> int:
         """Start tracking a newly assigned partition; return its new assignment generation.
@@ -158,6 +164,8 @@ class OffsetTracker:
         part = self._parts[tp] = PartitionOffsets()
         generation = self._generation[tp] = self._next_generation
         self._next_generation += 1
+        if committed is not None and committed >= 0:
+            part.resumed = committed
         if self.map_max_bytes and committed is not None and committed >= 0:
             part.inherited = self._read_map(tp, committed, metadata)
             part.inherited_base = committed
@@ -258,14 +266,22 @@ class OffsetTracker:
             part = self._parts.get(tp)
             if part is None:
                 continue
-            offset = part.committable()
+            offset = self._committable(part)
             if offset is None:
                 continue
             # Done never reverts, so a map that misses a change is stale but true: a cheap key will do.
-            state = (offset, part.next_offset, len(part.pending), len(part.inherited or ()), len(part.unseen))
+            annex = self.annex(tp)[0] if self.annex is not None else 0
+            state = (
+                offset,
+                part.next_offset,
+                len(part.pending),
+                len(part.inherited or ()),
+                len(part.unseen),
+                annex,
+            )
             if state != part.committed:
                 part.committed = state
-                out[tp] = self._point(part, offset)
+                out[tp] = self._point(tp, part, offset)
         return out
 
     def commit_failed(self, tps: Iterable[TopicPartition]) -> None:
@@ -278,18 +294,28 @@ class OffsetTracker:
     def commit_point(self, tp: TopicPartition) -> CommitPoint | None:
         """The commit point of a partition now (None before its first event)."""
         part = self._parts.get(tp)
-        offset = part.committable() if part else None
+        offset = self._committable(part) if part else None
         if part is None or offset is None:
             return None
-        return self._point(part, offset)
+        return self._point(tp, part, offset)
 
-    def _point(self, part: PartitionOffsets, offset: int) -> CommitPoint:
-        if not self.map_max_bytes:
-            return CommitPoint(offset)
-        metadata, outcome = offsetmap.encode(offset, part.done_runs(offset), self.map_max_bytes)
+    def _committable(self, part: PartitionOffsets) -> int | None:
+        """The offset to commit; with a park, the resumed commit before the first event (its park
+        positions move while nothing new is consumed, and they travel in this commit's metadata)."""
+        offset = part.committable()
+        if offset is None and self.annex is not None:
+            return part.resumed
+        return offset
+
+    def _point(self, tp: TopicPartition, part: PartitionOffsets, offset: int) -> CommitPoint:
+        annex = self.annex(tp)[1] if self.annex is not None else ""
+        room = self.map_max_bytes - len(annex)
+        if room <= len(offsetmap.HEAD) + 1:
+            return CommitPoint(offset, annex)
+        metadata, outcome = offsetmap.encode(offset, part.done_runs(offset), room)
         if outcome is Outcome.TRUNCATED or outcome is Outcome.PLAIN:
             metrics.OFFSET_MAP_OVERSIZE.inc()
-        return CommitPoint(offset, metadata)
+        return CommitPoint(offset, annex + metadata)
 
     def position(self, tp: TopicPartition) -> int | None:
         """The committable offset of a partition right now (for tests and logs)."""

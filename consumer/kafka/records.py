@@ -24,6 +24,7 @@ class Record:
     event: Event | None = None
     settled: bool = False  # delivered, or handed to the dead-letter producer: never sent again
     trace: object | None = None  # the producer's span context (only extracted while tracing is on)
+    parked: tuple[int, int, float] | None = None  # read back from the park: (park partition, offset, since)
 
     @property
     def tp(self) -> TopicPartition:

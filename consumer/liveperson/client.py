@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -99,6 +99,31 @@ class EngagementClient:
         if child is None:
             child = self._requests[label] = metrics.REQUESTS.labels(label)
         metrics.count(child)
+
+    def ready(self, visit: Visit, account: Account) -> Awaitable[None] | None:
+        """The lookups a send needs (Domain API, Sentinel, token), to await before a request slot is
+        taken; None when there is nothing to look up (a fixed base, OAuth 1.0 or a fresh token).
+
+        A lookup may take up to HTTP_TIMEOUT_S: waiting for it holding a shared MAX_IN_FLIGHT slot
+        would let one account's hanging token endpoint hold them all. Failures are left to the send
+        (the Domain API's are remembered; a token endpoint failing holds the account).
+        """
+        bearer = account.signer is None and account.tokens is not None and account.problem is None
+        if self._fixed_base and not (bearer and account.tokens is not None and not account.tokens.fresh()):
+            return None
+        return self._lookups(visit, account, bearer)
+
+    async def _lookups(self, visit: Visit, account: Account, bearer: bool) -> None:
+        session = self._session
+        if session is None:
+            return
+        try:
+            if not self._fixed_base:
+                await self._resolver.base_url(session, visit.account)
+            if bearer and account.tokens is not None:
+                await account.tokens.token()
+        except (RetryableError, TokenRejected, CredentialsProblem):
+            return
 
     async def send(
         self, visit: Visit, body: bytes, account: Account, still_ours: Callable[[], bool] | None = None

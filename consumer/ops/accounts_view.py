@@ -2,15 +2,16 @@
 
 Per account: `state` (halted with its reason and since when, paced while throttled by rate,
 flowing, idle), the adaptive limit and the requests in flight, requests/s, the 2xx share and the
-429s over the last WINDOW_S seconds, and the events waiting in its visits' lanes (held while it is
-halted) with the age of the oldest (by its Kafka timestamp). Totals for the whole process.
+429s over the last WINDOW_S seconds, and the events waiting for it, in its visits' lanes and in the
+park (`held`; `parked` of them in the park), with the age of the oldest (Kafka timestamp, park
+time). Totals for the whole process.
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from consumer.accounts.account import Account
@@ -55,11 +56,18 @@ def _waiting(lanes: Iterable[LaneView]) -> dict[int, tuple[int, int | None]]:
 
 
 def account_row(
-    account: Account, waiting: tuple[int, int | None], now: float, wall_ms: int
+    account: Account,
+    waiting: tuple[int, int | None],
+    now: float,
+    wall_ms: int,
+    parked: tuple[int, float | None] = (0, None),
 ) -> dict[str, Any]:
-    """One account's line of /accounts."""
+    """One account's line of /accounts (`held` counts its events in lanes and in the park)."""
     total, ok, throttled = account.window.totals()
     held, oldest = waiting
+    held += parked[0]
+    if parked[1] is not None and (oldest is None or parked[1] * 1000 < oldest):
+        oldest = int(parked[1] * 1000)
     ok_share = round(ok / total, 3) if total else None
     if account.halt.halted:
         state = "halted"
@@ -82,6 +90,7 @@ def account_row(
         "throttled": throttled,
         "throttled_total": account.window.throttled_total,
         "held": held,
+        "parked": parked[0],
         "oldest_held_s": round(max(0, wall_ms - oldest) / 1000, 1) if oldest is not None else None,
     }
 
@@ -98,12 +107,20 @@ def trouble(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def snapshot(
-    accounts: Iterable[Account], lanes: Iterable[LaneView], totals: dict[str, Any], limit: int = DEFAULT_LIMIT
+    accounts: Iterable[Account],
+    lanes: Iterable[LaneView],
+    totals: dict[str, Any],
+    limit: int = DEFAULT_LIMIT,
+    parked: Mapping[str, tuple[int, float | None]] | None = None,
 ) -> dict[str, Any]:
     """The /accounts document: the `limit` worst accounts, how many more there are, and the totals."""
     now, wall_ms = time.monotonic(), int(time.time() * 1000)
     waiting = _waiting(lanes)
-    rows = [account_row(a, waiting.get(id(a), (0, None)), now, wall_ms) for a in accounts]
+    parked = parked or {}
+    rows = [
+        account_row(a, waiting.get(id(a), (0, None)), now, wall_ms, parked.get(a.name, (0, None)))
+        for a in accounts
+    ]
     rows.sort(key=trouble)
     limit = max(1, min(MAX_LIMIT, limit))
     return {

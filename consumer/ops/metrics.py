@@ -162,6 +162,12 @@ HALTED = Gauge(
     ["account"],
     registry=REGISTRY,
 )
+PAUSED = Gauge(
+    "engagement_paused",
+    "1 while the operator pauses an account (a `paused` file in its folder, or LP_PAUSE_FILE).",
+    ["account"],
+    registry=REGISTRY,
+)
 CONCURRENCY_LIMIT = Gauge(
     "engagement_concurrency_limit",
     "Current adaptive limit on an account's requests in flight.",
@@ -202,6 +208,35 @@ OFFSET_MAP_UNREAD = Counter(
     "Commit metadata found at assignment but not read as an offset map, by reason "
     "(foreign, newer_version, corrupt, stale): plain behaviour, more duplicates, never a loss.",
     ["reason"],
+    registry=REGISTRY,
+)
+PARKED_EVENTS = Gauge(
+    "engagement_parked_events",
+    "Records of an account waiting in the park topic (written, not yet brought back and done).",
+    ["account"],
+    registry=REGISTRY,
+)
+PARK_OLDEST = Gauge(
+    "engagement_park_oldest_seconds",
+    "Age of an account's oldest parked record (PARK_MAX_AGE_S dead-letters it as park_expired).",
+    ["account"],
+    registry=REGISTRY,
+)
+PARKED = Counter(
+    "engagement_parked",
+    "Records written to the park topic (acknowledged), by account; a record parked again counts again.",
+    ["account"],
+    registry=REGISTRY,
+)
+UNPARKED = Counter(
+    "engagement_unparked",
+    "Records read back from the park and done (delivered or dead-lettered), by account.",
+    ["account"],
+    registry=REGISTRY,
+)
+PARK_BLOCKED = Gauge(
+    "engagement_park_blocked",
+    "Park records the broker refuses permanently now (their partitions' commits are held).",
     registry=REGISTRY,
 )
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from consumer.accounts.credentials import masked, scan
+from consumer.accounts.credentials import PAUSED_FILE, masked, scan
 from consumer.config import Settings
 from consumer.tools.common import settings_or_report
 
@@ -39,6 +40,8 @@ def main(args: argparse.Namespace) -> int:
 def listing(settings: Settings) -> dict[str, dict[str, str]]:
     """The accounts the daemon would serve, each with its kind and where its credentials are (masked)."""
     single = {"kind": "oauth1", "source": "LP_* (single set)"}
+    if settings.lp_pause_file and os.path.exists(settings.lp_pause_file):
+        single["paused"] = f"yes ({settings.lp_pause_file} exists)"
     if settings.lp_credentials_dir is None:
         return {settings.lp_account or "* (every account)": single}
     found, _ = scan(Path(settings.lp_credentials_dir))
@@ -46,6 +49,9 @@ def listing(settings: Settings) -> dict[str, dict[str, str]]:
         account: {**masked(creds), "source": str(Path(settings.lp_credentials_dir) / account)}
         for account, creds in found.items()
     }
+    for account, entry in out.items():
+        if (Path(settings.lp_credentials_dir) / account / PAUSED_FILE).exists():
+            entry["paused"] = f"yes ({PAUSED_FILE} file in its folder)"
     if settings.lp_account:
         out[settings.lp_account] = single
     return out

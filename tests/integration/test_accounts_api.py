@@ -69,6 +69,10 @@ async def test_each_account_is_signed_with_its_own_keys_or_tokens(
         assert b.reload()
         unavailable = await client.send(Visit("B", "v", "s"), BODY, b)
         assert unavailable.status is None and unavailable.error == "token_unavailable", "token 5xx: retry"
+        for throttled in (429, 408):  # Sentinel throttling or timing out says nothing about the secret
+            sandbox.token_fail_status = throttled
+            reply = await client.send(Visit("B", "v", "s"), BODY, b)
+            assert reply.error == "token_unavailable", f"token {throttled}: retry with backoff, not a halt"
         sandbox.token_fail_status = None
         assert (await client.send(Visit("B", "v", "s"), BODY, b)).status == 200
     finally:

@@ -79,7 +79,9 @@ def test_the_single_set_beside_a_directory_needs_lp_account(tmp_path: Path) -> N
 
 async def test_the_three_modes_find_accounts() -> None:
     anyone = registry(SINGLE)
-    assert anyone.get("1") is anyone.get("2") is not None and anyone.get("1").name == ""  # type: ignore[union-attr]
+    one_id, other = anyone.get("1"), anyone.get("2")
+    assert one_id is not None and other is not None and one_id is not other and anyone.get("1") is one_id
+    assert not one_id.labelled and not other.labelled, "ids of the single set are no metric label"
     one = registry({**SINGLE, "LP_ACCOUNT": "7"})
     assert one.get("7") is not None and one.get("8") is None
 
@@ -183,3 +185,18 @@ async def test_rate_limit_per_account_spaces_that_accounts_requests() -> None:
         await account.acquire()
         account.release()
     assert loop.time() - started >= 0.19
+
+
+async def test_single_set_serving_any_account_halts_only_the_account_id_answered_401() -> None:
+    """Issue #19: one misaddressed event's 401 halted the only Account, every partition with it."""
+    anyone = registry(SINGLE)
+
+    async def still_401() -> str | None:
+        return "401"
+
+    bad, good = anyone.get("misaddressed"), anyone.get("1234")
+    assert bad is not None and good is not None
+    bad.halt.halt("401", "unknown account", still_401)
+    assert bad.held == "halted" and good.held is None
+    assert not anyone.all_halted and anyone.halted() == [bad]
+    await anyone.close()

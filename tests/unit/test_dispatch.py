@@ -38,6 +38,9 @@ class FakeClient:
     in_flight: dict[Visit, int] = field(default_factory=dict)
     max_per_visit: int = 0
 
+    async def ready(self, visit: Visit, account: Account) -> None:
+        """No lookups to do before a slot."""
+
     async def send(self, visit: Visit, body: bytes, account: Account, still_ours: object = None) -> Reply:
         try:
             auth = await account.authorization("POST", "https://lp.test/e?v=1&sid=s", body)

@@ -1,0 +1,300 @@
+"""The park, delivery side: which records go to the park, and bringing them back when their account can send.
+
+A record of account A from source partition tp is parked when A is parked for tp already (every
+later record follows, so a visit's order holds), when A cannot send (halted, paused, its token
+endpoint failing), or when A's records pending in tp outgrow its fair share of the partition's
+pending window while another account shares the partition. Parking goes through the visit's lane
+when the lane holds anything (`sweep`), so a visit's records reach the park in their order; a
+record is done for its source partition once the park acknowledges it, and the commit moves on.
+
+Reading back: while an account parked for tp can send again, the park partition of tp is read from
+the lowest position of the entries being read (consumer.kafka.parkread); a record of such an entry
+is decoded and submitted like a consumed one (`Record.parked` set), at the pace its lanes take them
+(read-ahead bounded per park partition). A record read back whose account is held again is parked
+again (to the end, in order). An entry leaves the park when the reader reached the end of its park
+partition and every record of it written or read back is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from consumer.delivery.unpark import Unpark
+from consumer.errors import InvalidEvent
+from consumer.formats.registry import SchemaPending
+from consumer.kafka.deadletter import Verdict
+from consumer.kafka.parkbook import Entry, ParkBook, TopicPartition
+from consumer.kafka.parkread import Fetched, ParkReader
+from consumer.kafka.records import Record
+from consumer.ops import metrics
+
+if TYPE_CHECKING:
+    from consumer.accounts.account import Account
+    from consumer.accounts.registry import AccountRegistry
+    from consumer.config import Settings
+    from consumer.delivery.dispatch import Dispatcher
+    from consumer.formats.reader import EventReader
+    from consumer.kafka.offsets import OffsetTracker
+    from consumer.kafka.park import ParkWriter
+
+log = structlog.get_logger("consumer.delivery.parking")
+
+Submit = Callable[[Record], None]
+Complete = Callable[[Record], None]
+
+
+class Park:
+    """Decides what parks, keeps the book, drives the reader."""
+
+    def __init__(
+        self,
+        writer: ParkWriter,
+        reader: ParkReader,
+        accounts: AccountRegistry,
+        tracker: OffsetTracker,
+        max_pending_per_partition: int,
+        submit: Submit,
+        source_done: Complete,
+        expire: Callable[[Record, str], None],
+        max_age_s: float,
+    ) -> None:
+        self.book = ParkBook()
+        self._writer = writer
+        self._reader = reader
+        self._accounts = accounts
+        self._tracker = tracker
+        self._window = max_pending_per_partition
+        self._source_done = source_done
+        self._fresh: dict[TopicPartition, Counter[str]] = {}  # consumed records pending, by account
+        self._writing: dict[int, Entry] = {}  # id(record) -> the entry its park write counts for
+        self.unpark = Unpark(self.book, writer, reader, accounts, tracker, submit, expire, max_age_s)
+        self.parked_total = 0
+        self.unparked_total = 0
+
+    # ---- what parks --------------------------------------------------------------------------
+    def takes(self, record: Record, account: Account, lane_busy: bool) -> bool:
+        """Park this consumed record now if it must be and its visit's lane holds nothing; True when parked.
+
+        When the lane holds records, the record joins it and the lane parks it in its turn (`sweep`).
+        A record read back from the park is never parked again: it waits in its lane if its account
+        cannot send (parking it again would put it behind later records of its visit).
+        """
+        if record.parked is not None:
+            return False
+        if lane_busy or not self._must_park(record, account):
+            self._count(record, 1)
+            return False
+        self._park(record)
+        return True
+
+    def sweep(self, queue: deque[Record], account: Account) -> deque[Record]:
+        """Park the consumed records of a lane's queue that must be (in their order); the rest, in order."""
+        keep: deque[Record] = deque()
+        for record in queue:
+            if record.parked is None and self._must_park(record, account):
+                self._count(record, -1)
+                self._park(record)
+            else:
+                keep.append(record)
+        return keep
+
+    def park_held(self, batch: list[Record], account: Account) -> list[Record]:
+        """A lane's batch: when its account cannot send, park its consumed records; what is left to send."""
+        if account.held is None:
+            return batch
+        keep = []
+        for record in batch:
+            if record.parked is None:
+                self._count(record, -1)
+                self._park(record)
+            else:
+                keep.append(record)
+        return keep
+
+    @property
+    def writes_by_tp(self) -> Counter[TopicPartition]:
+        """Park writes not yet acknowledged, by source partition (a revoke waits for them)."""
+        return self._writer.pending_by_tp
+
+    def _must_park(self, record: Record, account: Account) -> bool:
+        tp = record.tp
+        key = _key(record, account)
+        if self.book.parked(tp, key) or account.held is not None:
+            return True
+        fresh = self._fresh.get(tp)
+        if fresh is None or (len(fresh) < 2 and key in fresh):
+            return False  # nobody else on the partition: nothing to be in the way of
+        share = max(1, self._window // (len(fresh) + 1))
+        return fresh[key] >= share and self._tracker.pending(tp) >= self._window // 2
+
+    def _count(self, record: Record, n: int) -> None:
+        if record.event is None or not self._tracker.owns(record.tp, record.generation):
+            return  # an invalid or unreadable record (dead-lettered) never counted for an account
+        fresh = self._fresh.setdefault(record.tp, Counter())
+        key = record.event.visit.account
+        fresh[key] += n
+        if fresh[key] <= 0:
+            del fresh[key]
+
+    def _park(self, record: Record) -> None:
+        assert record.event is not None
+        key = record.event.visit.account
+        entry = self.book.enter(record.tp, key)
+        entry.writes += 1
+        self._writing[id(record)] = entry
+        record.settled = True
+        since = record.parked[2] if record.parked is not None else time.time()
+        self._writer.send(record, key, since)
+
+    # ---- outcomes ----------------------------------------------------------------------------
+    def acked(self, record: Record, park_offset: int, since_s: float) -> None:
+        """The park has a record (on the loop): count it; the source offset, or its earlier copy, is done."""
+        entry = self._writing.pop(id(record), None)
+        if entry is None or not self._tracker.owns(record.tp, record.generation):
+            return
+        self.book.written(record.tp, entry, park_offset, since_s)
+        self.parked_total += 1
+        metrics.PARKED.labels(entry.account if self.unpark.labelled(entry.account) else "").inc()
+        if record.parked is not None:
+            self.unpark.finished(record)
+        else:
+            self._source_done(record)
+
+    def complete(self, record: Record) -> bool:
+        """A record is done: True when it was read back from the park (the park settles it)."""
+        if record.parked is None:
+            self._count(record, -1)
+            return False
+        self.unparked_total += 1
+        key = self.unpark.account_of(record)
+        metrics.UNPARKED.labels(key if self.unpark.labelled(key) else "").inc()
+        self.unpark.finished(record)
+        return True
+
+    # ---- assignment ---------------------------------------------------------------------------
+    def assign(self, tp: TopicPartition, committed: int | None, text: str | None) -> None:
+        """Take over the parked accounts named by a newly assigned partition's commit."""
+        self.book.assign(tp, committed, text)
+        for _, entry in self.book.entries(tp):
+            log.info(
+                "park_taken_over",
+                topic=tp[0],
+                partition=tp[1],
+                account=entry.account,
+                position=entry.position,
+            )
+
+    def drop(self, tps: list[TopicPartition]) -> None:
+        """Forget revoked or lost partitions (their next owner reads their commits)."""
+        for tp in tps:
+            for _, entry in self.book.entries(tp):
+                entry.reading = False
+            self.book.drop(tp)
+            self._fresh.pop(tp, None)
+        self.unpark.drop(tps)
+        self.unpark.tick()
+
+    def metadata(self, tp: TopicPartition) -> tuple[int, str]:
+        """(version, park part of the commit metadata) of a source partition."""
+        return self.book.version.get(tp, 0), self.book.metadata(tp)
+
+    def by_account(self) -> dict[str, tuple[int, float | None]]:
+        """Parked records and the oldest park time, per account (for /accounts)."""
+        out: dict[str, tuple[int, float | None]] = {}
+        for _, e in self.book.entries():
+            n, oldest = out.get(e.account, (0, None))
+            if e.oldest_s is not None and (oldest is None or e.oldest_s < oldest):
+                oldest = e.oldest_s
+            out[e.account] = (n + e.count, oldest)
+        return out
+
+    def tick(self) -> None:
+        """Start, re-position or stop reading the park (the flow loop's beat)."""
+        self.unpark.tick()
+
+    def fetched(self, batches: list[Fetched]) -> None:
+        """Records read back from the park (on the loop)."""
+        self.unpark.fetched(batches)
+
+    async def close(self) -> None:
+        """Stop reading and flush the park producer (shutdown)."""
+        for tp, e in self.book.entries():
+            log.info(
+                "still_parked",
+                topic=tp[0],
+                partition=tp[1],
+                account=e.account,
+                parked=e.count,
+                position=e.committed(),
+                upto=e.upto,
+                last_written=e.last_written,
+                writes=e.writes,
+                pending=len(e.pending),
+                reading=e.reading,
+                end=self.unpark.end_of(tp),
+            )
+        await self._reader.close()
+        await self._writer.close()
+
+
+def _key(record: Record, account: Account) -> str:
+    assert record.event is not None
+    return record.event.visit.account
+
+
+async def open_park(
+    s: Settings,
+    loop: asyncio.AbstractEventLoop,
+    dispatcher: Dispatcher,
+    accounts: AccountRegistry,
+    tracker: OffsetTracker,
+    events: EventReader,
+) -> Park:
+    """The park's producer, reader and book, wired to the dispatcher and the tracker, started."""
+    from consumer.kafka.park import ParkWriter
+
+    def read_back(record: Record) -> None:
+        """Decode a record read back and submit it (its schema not here yet after a restart: again soon)."""
+        try:
+            record.event = events.read(record.topic, record.value, record.headers)
+        except SchemaPending:
+            if tracker.owns(record.tp, record.generation):
+                loop.call_later(1.0, read_back, record)
+            return
+        except InvalidEvent as exc:
+            dispatcher.dead_letter([record], Verdict("invalid_event", str(exc)))
+            return
+        dispatcher.submit(record)
+
+    writer = ParkWriter(
+        s.producer_config(),
+        s.park_topic,
+        loop,
+        lambda record, offset, since: park.acked(record, offset, since),
+        dispatcher.is_current,
+        dispatcher.settled,
+    )
+    reader = ParkReader(s.park_reader_config(), s.park_topic, loop, lambda got: park.fetched(got))
+    park = Park(
+        writer,
+        reader,
+        accounts,
+        tracker,
+        s.max_pending_per_partition,
+        read_back,
+        lambda r: tracker.done(r.tp, r.offset, r.generation),
+        lambda r, why: dispatcher.dead_letter([r], Verdict("park_expired", why)),
+        s.park_max_age_s,
+    )
+    dispatcher.park = park
+    tracker.annex = park.metadata
+    await writer.learn_partitions()
+    writer.start()
+    reader.start()
+    return park

@@ -1,0 +1,289 @@
+"""Bringing parked records back: which park partitions to read, from where, and what to do with each record.
+
+Part of the park (consumer.delivery.parking): while an account parked for a source partition can
+send again, or its oldest parked record is older than PARK_MAX_AGE_S, the park partition of that
+source partition is read (consumer.kafka.parkread) from the lowest position of the entries being
+read. Each record of such an entry is decoded and submitted like a consumed one (`Record.parked`
+set), or dead-lettered as `park_expired`; an entry leaves the park once the reader reached the end
+of its park partition and everything of it is done. An ANY entry (a commit that named no positions)
+is read first and only counted (its census), then replaced by one entry per account it found.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+from confluent_kafka import Message
+
+from consumer.kafka.parkbook import ANY, Entry, ParkBook, TopicPartition
+from consumer.kafka.parkread import Fetched, ParkReader
+from consumer.kafka.records import Record
+from consumer.ops import metrics
+
+if TYPE_CHECKING:
+    from consumer.accounts.registry import AccountRegistry
+    from consumer.kafka.offsets import OffsetTracker
+    from consumer.kafka.park import ParkWriter
+
+log = structlog.get_logger("consumer.delivery.unpark")
+
+READ_AHEAD = 1000  # records read back and not yet done, per park partition, before its reading pauses
+
+
+class Unpark:
+    """Drives the park reader and settles what it read back."""
+
+    def __init__(
+        self,
+        book: ParkBook,
+        writer: ParkWriter,
+        reader: ParkReader,
+        accounts: AccountRegistry,
+        tracker: OffsetTracker,
+        submit: Callable[[Record], None],
+        expire: Callable[[Record, str], None],
+        max_age_s: float,
+    ) -> None:
+        self.book = book
+        self._writer = writer
+        self._reader = reader
+        self._accounts = accounts
+        self._tracker = tracker
+        self._submit = submit
+        self._expire = expire
+        self._max_age = max_age_s
+        self._handed: dict[tuple[int, int], tuple[TopicPartition, Entry]] = {}  # (park p, offset)
+        self._ahead: Counter[int] = Counter()  # records read back not done, per park partition
+        self._paused: set[int] = set()
+        self._end: dict[int, int] = {}  # end offset of a park partition the reader last reached
+        self._labels: set[str] = set()  # account labels whose gauges were set last time
+
+    def account_of(self, record: Record) -> str:
+        """The account of the entry a record read back belongs to ("" if no longer known)."""
+        got = self._handed.get(record.parked[:2]) if record.parked is not None else None
+        return got[1].account if got is not None else ""
+
+    def drop(self, tps: list[TopicPartition]) -> None:
+        """Forget what was read back for these source partitions (revoked or lost)."""
+        self._handed = {k: v for k, v in self._handed.items() if v[0] not in tps}
+
+    def end_of(self, tp: TopicPartition) -> int | None:
+        """The end of the park partition of a source partition, as last reached (for logs)."""
+        return self._end.get(self._writer.park_partition(tp)) if self._writer.partitions else None
+
+    def finished(self, record: Record) -> None:
+        """A record read back is done: its entry moves on, the read-ahead frees a place."""
+        assert record.parked is not None
+        partition, offset, _ = record.parked
+        got = self._handed.pop((partition, offset), None)
+        if got is None:
+            return
+        tp, entry = got
+        self.book.done(tp, entry, offset)
+        self._ahead[partition] -= 1
+        if partition in self._paused and self._ahead[partition] <= READ_AHEAD // 2:
+            self._paused.discard(partition)
+            self._reader.resume(partition)
+        self._leave(partition)
+
+    # ---- reading back ------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Start, re-position or stop reading park partitions as accounts become able to send or not."""
+        if not self._writer.partitions:
+            return
+        reading_at = {p: self._read_at(p) for p in self._reader.reading}
+        now = time.time()
+        starts: dict[int, int] = {}
+        wanted: set[int] = set()
+        for tp, entry in self.book.entries():
+            if entry.position is None:
+                continue
+            partition = self._writer.park_partition(tp)
+            readable = self._readable(tp, entry)
+            expiring = not readable and entry.census is None and self._expired(entry, now)
+            if readable or expiring:
+                wanted.add(partition)
+                entry.expiring = expiring
+                if not entry.reading:
+                    entry.reading = True
+                    starts[partition] = min(starts.get(partition, entry.upto), entry.upto)
+            else:
+                entry.reading = entry.expiring = False
+        for partition, start in starts.items():
+            at = reading_at.get(partition)
+            if at is None or start < at:
+                self._end.pop(partition, None)
+                self._reader.read(partition, start)
+                log.info(
+                    "unpark_started", park_topic=self._writer.topic, park_partition=partition, offset=start
+                )
+        for partition in list(self._reader.reading):
+            if partition not in wanted:
+                self._reader.stop_reading(partition)
+                self._end.pop(partition, None)
+        self._gauges()
+
+    def _readable(self, tp: TopicPartition, entry: Entry) -> bool:
+        """ANY: read at once (its census); an account: once it can send, and after the census."""
+        if entry.account == ANY:
+            return True
+        if self.book.get(tp, entry.account) is not entry:
+            return False  # the census of the partition's ANY entry comes first
+        account = self._accounts.get(entry.account)
+        return account is None or account.held is None
+
+    def _expired(self, entry: Entry, now: float) -> bool:
+        """Its oldest record is older than PARK_MAX_AGE_S: read it (held as it is) to dead-letter those."""
+        return entry.oldest_s is not None and now - entry.oldest_s > self._max_age
+
+    def _read_at(self, partition: int) -> int | None:
+        ups = [
+            e.upto
+            for tp, e in self.book.entries()
+            if e.reading and self._writer.park_partition(tp) == partition
+        ]
+        return min(ups) if ups else None
+
+    def fetched(self, batches: list[Fetched]) -> None:
+        """Records read back from the park (on the loop): hand those of entries being read to their lanes."""
+        for fetched in batches:
+            if not self._reader.current(fetched):
+                continue
+            partition = fetched.partition
+            readers = [
+                (tp, e)
+                for tp, e in self.book.entries()
+                if e.reading
+                and self._writer.park_partition(tp) == partition
+                and (e.expiring or self._readable(tp, e))
+            ]
+            for m in fetched.messages:
+                self._one(partition, m, readers)
+            if fetched.end is not None:
+                self._end[partition] = fetched.end
+                for tp, entry in readers:
+                    entry.upto = max(entry.upto, fetched.end)
+                    if entry.census is not None:  # the census is complete: an entry per account found
+                        for made in self.book.resolve(tp, entry):
+                            log.info(
+                                "park_census",
+                                topic=tp[0],
+                                partition=tp[1],
+                                account=made.account,
+                                position=made.position,
+                                parked=made.count,
+                            )
+                self._leave(partition)
+            if self._ahead[partition] >= READ_AHEAD and partition not in self._paused:
+                self._paused.add(partition)
+                self._reader.pause(partition)
+
+    def _one(self, partition: int, m: Message, readers: list[tuple[TopicPartition, Entry]]) -> None:
+        offset = m.offset()
+        if offset is None:
+            return
+        head = dict(_headers(m))
+        try:
+            origin = (_text(head.get("park.topic")), int(_text(head.get("park.partition"))))
+            source_offset = int(_text(head.get("park.offset")))
+            account = _text(head.get("park.account"))
+            since = int(_text(head.get("park.since"))) / 1000
+        except ValueError:
+            origin, source_offset, account, since = ("", -1), -1, "", 0.0
+        now = time.time()
+        for tp, entry in readers:
+            if entry.upto > offset or not entry.reading:
+                continue
+            mine = tp == origin and entry.census is None and entry.account == account
+            if mine and entry.expiring and now - since <= self._max_age:
+                # the first record not expired: stop here, it waits for its account (held)
+                entry.reading = entry.expiring = False
+                entry.oldest_s = since
+                continue
+            entry.upto = offset + 1
+            if tp != origin:
+                continue
+            if entry.census is not None:
+                seen = entry.census.setdefault(account, [offset, 0])
+                seen[1] += 1
+                continue
+            if not mine or entry.skips(offset):
+                continue  # another account's, or done before the last owner's commit
+            generation = self._tracker.generation(tp)
+            if generation is None:
+                continue
+            entry.pending[offset] = None
+            self._handed[(partition, offset)] = (tp, entry)
+            self._ahead[partition] += 1
+            headers: list[tuple[str, str | bytes | None]] = [
+                (h[0], h[1]) for h in _headers(m) if not h[0].startswith("park.")
+            ]
+            record = Record(
+                tp[0], tp[1], source_offset, generation, m.key(), m.value(), headers or None, None
+            )
+            record.parked = (partition, offset, since)
+            if entry.expiring:
+                age = round(now - since)
+                self._expire(record, f"parked {age} s ago (account {account} held), PARK_MAX_AGE_S exceeded")
+            else:
+                self._submit(record)
+
+    def _leave(self, partition: int) -> None:
+        end = self._end.get(partition)
+        if end is None:
+            return
+        for tp, entry in self.book.entries():
+            if (
+                entry.reading
+                and entry.census is None
+                and self._writer.park_partition(tp) == partition
+                and entry.upto >= end
+                and entry.settled()
+            ):
+                self.book.leave(tp, entry)
+                self._forget_gauges(entry.account)
+                log.info("unparked", topic=tp[0], partition=tp[1], account=entry.account)
+
+    # ---- gauges ------------------------------------------------------------------------------
+    def labelled(self, account: str) -> bool:
+        return self._accounts.labelled(account)
+
+    def _gauges(self) -> None:
+        counts: Counter[str] = Counter()
+        oldest: dict[str, float] = {}
+        for _, entry in self.book.entries():
+            label = entry.account if self.labelled(entry.account) else ""
+            counts[label] += entry.count
+            if entry.oldest_s is not None:
+                oldest[label] = min(oldest.get(label, entry.oldest_s), entry.oldest_s)
+        now = time.time()
+        for label in self._labels - set(counts):  # parked no more here (left, revoked, lost)
+            metrics.PARKED_EVENTS.labels(label).set(0)
+            metrics.PARK_OLDEST.labels(label).set(0)
+        self._labels = set(counts)
+        for label, n in counts.items():
+            metrics.PARKED_EVENTS.labels(label).set(n)
+            metrics.PARK_OLDEST.labels(label).set(max(0.0, now - oldest[label]) if label in oldest else 0)
+
+    def _forget_gauges(self, account: str) -> None:
+        label = account if self.labelled(account) else ""
+        if not any(e.account == account for _, e in self.book.entries()):
+            metrics.PARKED_EVENTS.labels(label).set(0)
+            metrics.PARK_OLDEST.labels(label).set(0)
+
+
+def _headers(m: Message) -> list[tuple[str, str | bytes | None]]:
+    got = m.headers()
+    return list(got) if isinstance(got, list) else []
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    raise ValueError("missing header")

@@ -1,0 +1,236 @@
+"""The park's bookkeeping: which accounts are parked for which source partition, and how far read back.
+
+Pure state, no Kafka and no loop (DESIGN.md *Park*). One `Entry` per (source partition, account)
+parked: the park records it wrote (in flight, acknowledged), the park records read back and not yet
+done, and its read position in the park partition of its source partition. Its position is the first
+park offset of its records not yet done; it travels in the source partition's commit metadata beside
+the offset map (`encode`/`split`), so the next owner of the source partition reads the same parked
+records back, in order, and treats the same accounts as parked.
+
+An entry for the account `ANY` stands for "every account": the next owner found no park position in
+the commit (a broker that drops commit metadata, a commit written before the park existed), so it
+reads the whole retained park partition back for that source partition, and until it has reached its
+end every account counts as parked for it (order first; duplicates, never a loss).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
+
+from consumer.kafka import offsetmap
+from consumer.kafka.offsetmap import Run
+
+TopicPartition = tuple[str, int]
+
+ANY = "*"  # the entry of a source partition whose parked records are not known: every account
+PREFIX = "ep1"  # park positions, then "/" and the offset map (consumer.kafka.offsetmap) if any
+SEP = "/"  # in neither a percent-encoded account nor base85
+MAP_MAX_BYTES = 400  # an entry's own map: which park offsets above its position are done already
+
+
+@dataclass(slots=True)
+class Entry:
+    """One account parked for one source partition."""
+
+    account: str
+    position: int | None = None  # first park offset not done (None: no acknowledged write yet)
+    upto: int = 0  # the reader has looked at every park offset below this, for this entry
+    reading: bool = False  # being read back now (the account can send, or records expire)
+    expiring: bool = False  # read while held, to dead-letter records older than PARK_MAX_AGE_S
+    pending: dict[int, None] = field(default_factory=dict)  # park offsets read back, not done
+    writes: int = 0  # park records produced for it, not yet acknowledged
+    last_written: int = -1  # highest acknowledged park offset of its records
+    count: int = 0  # parked records not done (a gauge: after a takeover, what the commit said)
+    oldest_s: float | None = None  # park time of the oldest parked record (epoch seconds)
+    census: dict[str, list[int]] | None = None  # ANY: per account seen, [first park offset, count]
+    skip: deque[Run] | None = None  # done above the position, as the previous owner's map says
+
+    def skips(self, offset: int) -> bool:
+        """True if the previous owner's map names this park offset done (then it is passed over)."""
+        runs = self.skip
+        if not runs:
+            return False
+        while runs and runs[0][1] <= offset:
+            runs.popleft()
+        return bool(runs) and runs[0][0] <= offset
+
+    def done_runs(self, base: int) -> Iterator[Run]:
+        """Park offsets above `base` (the position) already done or not this entry's, as runs."""
+        prev = base
+        for offset in self.pending:
+            if offset > prev:
+                yield (prev, offset)
+            prev = offset + 1
+        if self.upto > prev:
+            yield (prev, self.upto)
+            prev = self.upto
+        for start, end in self.skip or ():
+            if end > prev:
+                yield (max(start, prev), end)
+                prev = end
+
+    def committed(self) -> int | None:
+        """The park position to store with the source partition's commit."""
+        if self.pending:
+            return next(iter(self.pending))
+        if self.position is None:
+            return None
+        return max(self.position, self.upto)
+
+    def settled(self) -> bool:
+        """Nothing of it in flight: every record written is acknowledged and every one read is done."""
+        return not self.pending and self.writes == 0 and self.upto > self.last_written
+
+
+class ParkBook:
+    """Every entry, by source partition; answers what the commit carries and who may leave."""
+
+    def __init__(self) -> None:
+        self._entries: dict[TopicPartition, dict[str, Entry]] = {}
+        self.version: dict[TopicPartition, int] = {}  # bumped on every change a commit should carry
+
+    # ---- look-up ---------------------------------------------------------------------------
+    def get(self, tp: TopicPartition, account: str) -> Entry | None:
+        """The entry of this account for this source partition (or the ANY entry), None if not parked."""
+        entries = self._entries.get(tp)
+        if not entries:
+            return None
+        return entries.get(ANY) or entries.get(account)
+
+    def parked(self, tp: TopicPartition, account: str) -> bool:
+        """True while this account is parked for this source partition (then its records go on parking)."""
+        return self.get(tp, account) is not None
+
+    def entries(self, tp: TopicPartition | None = None) -> list[tuple[TopicPartition, Entry]]:
+        """The entries (of one source partition, or all)."""
+        tps = [tp] if tp is not None else list(self._entries)
+        return [(t, e) for t in tps for e in self._entries.get(t, {}).values()]
+
+    def partitions(self) -> list[TopicPartition]:
+        """The source partitions with parked accounts."""
+        return [tp for tp, entries in self._entries.items() if entries]
+
+    # ---- changes ---------------------------------------------------------------------------
+    def enter(self, tp: TopicPartition, account: str) -> Entry:
+        """The entry for this account (made if needed; an ANY entry stands for every account)."""
+        entries = self._entries.setdefault(tp, {})
+        entry = entries.get(account)
+        if entry is None:
+            entry = entries[account] = Entry(account)
+            self._bump(tp)
+        return entry
+
+    def written(self, tp: TopicPartition, entry: Entry, park_offset: int, parked_s: float) -> None:
+        """A park record of this entry was acknowledged at `park_offset`."""
+        entry.writes -= 1
+        entry.count += 1
+        if entry.position is None:
+            entry.position = entry.upto = park_offset
+        entry.last_written = max(entry.last_written, park_offset)
+        if entry.oldest_s is None or parked_s < entry.oldest_s:
+            entry.oldest_s = parked_s
+        self._bump(tp)
+
+    def done(self, tp: TopicPartition, entry: Entry, park_offset: int) -> None:
+        """A record read back from the park is done (delivered, dead-lettered, or parked again)."""
+        if entry.pending.pop(park_offset, 0) is None:
+            entry.count = max(0, entry.count - 1)
+            self._bump(tp)
+
+    def leave(self, tp: TopicPartition, entry: Entry) -> None:
+        """The account leaves the park for this source partition (its parked records are all done)."""
+        entries = self._entries.get(tp, {})
+        if entries.get(entry.account) is entry:
+            del entries[entry.account]
+            if not entries:
+                del self._entries[tp]
+            self._bump(tp)
+
+    def resolve(self, tp: TopicPartition, any_entry: Entry) -> list[Entry]:
+        """The census of an ANY entry is complete: one entry per account it found; ANY leaves."""
+        made = []
+        for account, (first, count) in (any_entry.census or {}).items():
+            entry = self.enter(tp, account)
+            if entry.position is None or first < entry.position:
+                entry.position = entry.upto = first
+            entry.count = max(entry.count, count)  # the census also saw what we parked since
+            made.append(entry)
+        self.leave(tp, any_entry)
+        return made
+
+    def drop(self, tp: TopicPartition) -> None:
+        """Forget a source partition (revoked or lost): its next owner reads its commit."""
+        self._entries.pop(tp, None)
+        self.version.pop(tp, None)
+
+    def assign(self, tp: TopicPartition, committed: int | None, text: str | None) -> None:
+        """Take over the parked accounts a source partition's commit names (ANY when it names none)."""
+        self.drop(tp)
+        if committed is None or committed < 0:
+            return  # never committed: nothing of it was ever parked
+        entries = decode(text)
+        if entries is None:
+            entries = [Entry(ANY, position=0, upto=0, census={})]
+        if entries:
+            self._entries[tp] = {e.account: e for e in entries}
+
+    def _bump(self, tp: TopicPartition) -> None:
+        self.version[tp] = self.version.get(tp, 0) + 1
+
+    def metadata(self, tp: TopicPartition) -> str:
+        """The park part of the source partition's commit metadata (always present: "ep1...")."""
+        stored = []
+        for e in self._entries.get(tp, {}).values():
+            pos = e.committed()
+            if pos is not None:
+                done, _ = offsetmap.encode(pos, e.done_runs(pos), MAP_MAX_BYTES)
+                stored.append((e.account, pos, e.count, e.oldest_s, done))
+        return encode(stored)
+
+
+Stored = tuple[str, int, int, float | None, str]  # account, park position, count, oldest, done map
+
+
+def encode(entries: list[Stored]) -> str:
+    """`ep1` + CRC-32 (8 hex) + `account:position:count:oldest:map` comma-separated, then `/`."""
+    body = ",".join(
+        f"{quote(a, safe='')}:{pos}:{count}:{'' if oldest is None else int(oldest)}:{done}"
+        for a, pos, count, oldest, done in sorted(entries, key=lambda e: e[0])
+    )
+    return f"{PREFIX}{zlib.crc32(body.encode()):08x}{body}{SEP}"
+
+
+def split(metadata: str | None) -> tuple[str | None, str | None]:
+    """(park part, offset-map part) of a commit's metadata; (None, metadata) when it has no park part."""
+    if not metadata or not metadata.startswith(PREFIX):
+        return None, metadata
+    at = metadata.find(SEP)
+    if at < 0:
+        return metadata, None
+    return metadata[: at + 1], metadata[at + 1 :] or None
+
+
+def decode(text: str | None) -> list[Entry] | None:
+    """The entries a park part names; None when there is none or it cannot be read (then: ANY)."""
+    if not text or not text.startswith(PREFIX) or not text.endswith(SEP):
+        return None
+    crc, body = text[len(PREFIX) : len(PREFIX) + 8], text[len(PREFIX) + 8 : -1]
+    try:
+        if int(crc, 16) != zlib.crc32(body.encode()):
+            return None
+        out = []
+        for item in body.split(",") if body else []:
+            account, pos, count, oldest, done = item.split(":")
+            p, name = int(pos), unquote(account)
+            entry = Entry(name, p, p, count=int(count), oldest_s=float(oldest) if oldest else None)
+            entry.census = {} if name == ANY else None
+            runs, _ = offsetmap.decode(done, p)
+            entry.skip = deque(runs) if runs else None
+            out.append(entry)
+        return out
+    except ValueError:
+        return None
