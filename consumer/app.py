@@ -15,27 +15,25 @@ import time
 from collections import Counter
 
 import structlog
-from confluent_kafka import KafkaError, Message
-from prometheus_client import Counter as PromCounter
+from confluent_kafka import Message
 
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import CLOSE_RESERVE_S, Settings
 from consumer.delivery.dispatch import Dispatcher
-from consumer.delivery.parking import Park, open_park
-from consumer.errors import InvalidEvent
-from consumer.formats.intake import Holds
+from consumer.delivery.parking import Park
+from consumer.flow import Backpressure
 from consumer.formats.reader import EventReader
-from consumer.formats.registry import SchemaPending
+from consumer.handover import Intake
 from consumer.kafka import parkbook
-from consumer.kafka.deadletter import DeadLetters, Verdict
+from consumer.kafka.deadletter import DeadLetters
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
 from consumer.kafka.records import Record, TopicPartition
 from consumer.kafka.source import Committed, KafkaSource
-from consumer.kafka.unreadable import unreadable_record
 from consumer.liveperson.client import EngagementClient
 from consumer.ops import metrics, tracing_start
 from consumer.ops.accounts_view import snapshot
 from consumer.ops.health import HealthServer
+from consumer.park_wiring import open_park
 
 log = structlog.get_logger("consumer.app")
 
@@ -59,18 +57,15 @@ class App:
         self.counts: Counter[str] = Counter()
         self._topics = settings.topics
         self.reader = EventReader(settings)
-        self.holds = Holds(self.reader.registry, self._read, self._owns)
-        self._consumed: dict[str, PromCounter] = {}  # engagement_events_consumed_total children by topic
-        self._paused: set[TopicPartition] = set()
-        self._fetched: dict[TopicPartition, int] = {}  # per partition, the last offset fetched (see _take)
-        self._overloaded = False
+        self.intake = Intake(settings, self.tracker, self.reader, self.tracing, self.counts)
+        self.holds = self.intake.holds
+        self.flow = Backpressure(settings, self.tracker)
         self._loop_tick = time.monotonic()
         self._started = time.monotonic()
         self._signals = 0
         self.health: HealthServer | None = None
         self.source: KafkaSource | None = None
         self.accounts: AccountRegistry | None = None
-        self.dispatcher: Dispatcher | None = None
         self.dead_letters: DeadLetters | None = None
         self.park: Park | None = None
 
@@ -210,114 +205,25 @@ class App:
 
     def accounts_view(self, limit: int) -> dict[str, object]:
         """The /accounts document: every account's state, worst first, and the process's totals."""
-        t, paused, s = self.tracker, len(self._paused), self.settings
-        totals = {"pending": t.pending_total, "partitions": len(t.partitions()), "paused_partitions": paused}
-        totals |= {"overloaded": self._overloaded, "stopping": self.stopping.is_set()}
-        lanes = self.dispatcher.lanes.by_visit.values() if self.dispatcher else ()
-        parked = self.park.by_account() if self.park is not None else None
-        return snapshot(
-            self.accounts or (), lanes, totals | {"max_in_flight": s.max_in_flight}, limit, parked
-        )
+        return accounts_document(self, limit)
 
     # ---- SourceHandler (on the loop) ---------------------------------------------------------
     def on_messages(self, messages: list[Message]) -> None:
-        """Parse each message; dead-letter invalid ones; queue valid ones on their visit's lane."""
-        assert self.dispatcher is not None
-        consumed: Counter[str] = Counter()  # by topic: the metric is counted once per batch
-        try:
-            self._take(messages, consumed)
-        finally:
-            for topic, n in consumed.items():
-                child = self._consumed.get(topic)
-                if child is None:
-                    child = self._consumed[topic] = metrics.EVENTS_CONSUMED.labels(topic, self._topics[topic])
-                child.inc(n)
-            self.counts["consumed"] += consumed.total()
+        """Hand a fetched batch to the intake (records tracked, read, queued or dead-lettered)."""
+        self.intake.on_messages(messages)
 
-    def _take(self, messages: list[Message], consumed: Counter[str]) -> None:
-        """Track every record of the batch, then read it; a record that fails fails alone."""
-        for m in messages:
-            err = m.error()
-            unreadable = None
-            if err is not None:
-                unreadable = unreadable_record(m)
-                if unreadable is None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning(
-                            "consume_error", error=err.str(), topic=m.topic(), partition=m.partition()
-                        )
-                    continue
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
-            if topic is None or partition is None or offset is None:
-                continue
-            tp = (topic, partition)
-            after = self._fetched.get(tp)
-            self._fetched[tp] = offset  # before anything can fail: the tracker sees what was skipped
-            if after is None:
-                self.tracker.fetching(tp, offset)
-            generation = self.tracker.generation(tp)
-            if generation is None or not self.tracker.add(tp, offset, after):
-                continue  # not (or no longer) ours: the owner will fetch it
-            consumed[topic] += 1
-            try:
-                self._intake(m, tp, generation, unreadable)
-            except Exception as exc:  # a bug met by this record: it alone is dead-lettered, never skipped
-                self._intake_failed(m, tp, generation, exc)
+    @property
+    def dispatcher(self) -> Dispatcher | None:
+        """The dispatcher (made at start-up); the intake hands valid records to it."""
+        return self.intake.dispatcher
 
-    def _intake(self, m: Message, tp: TopicPartition, generation: int, unreadable: str | None) -> None:
-        record = _record(m, tp, generation)
-        if self.tracing.enabled:
-            record.trace = self.tracing.extract(record.headers, record.value)
-        if unreadable is not None:  # dead-lettered (origin and error in its headers), never skipped
-            self._unreadable(record, unreadable)
-        elif tp in self.holds:
-            self.holds.add(record)  # behind a record waiting for its schema: keep the order
-        else:
-            self._read(record)
+    @dispatcher.setter
+    def dispatcher(self, dispatcher: Dispatcher | None) -> None:
+        self.intake.dispatcher = dispatcher
 
-    def _intake_failed(self, m: Message, tp: TopicPartition, generation: int, exc: Exception) -> None:
-        """Dead-letter a record whose intake raised (`intake_failed`); if that fails too, it stays pending."""
-        assert self.dispatcher is not None
-        offset = m.offset() or 0
-        error = f"{type(exc).__name__}: {exc}"
-        metrics.INVALID_EVENTS.labels("intake_failed").inc()
-        self.counts["invalid"] += 1
-        log.error("intake_failed", topic=tp[0], partition=tp[1], offset=offset, error=error, exc_info=exc)
-        try:
-            record = _record(m, tp, generation)
-            self.dispatcher.dead_letter([record], Verdict("intake_failed", error))
-        except Exception:  # pending: the commit stays below it, the next owner reads it again
-            log.exception("intake_dead_letter_failed", topic=tp[0], partition=tp[1], offset=offset)
-
-    def _unreadable(self, record: Record, error: str) -> None:
-        assert self.dispatcher is not None
-        record.key, record.value, record.headers = None, b"", None  # an error event carries no record
-        metrics.INVALID_EVENTS.labels("consume_error").inc()
-        self.counts["invalid"] += 1
-        log.error(
-            "unreadable_record", **record.where(), error=error, action="dead-lettered with an empty value"
-        )
-        self.dispatcher.dead_letter([record], Verdict("consume_error", error))
-
-    def _read(self, record: Record) -> None:
-        """Decode one record: dead-letter it if invalid, hold its partition if its schema is not here yet."""
-        assert self.dispatcher is not None
-        try:
-            record.event = event = self.reader.read(record.topic, record.value, record.headers)
-        except SchemaPending as pending:
-            self.holds.hold(record, pending.schema_id)
-            return
-        except InvalidEvent as exc:
-            metrics.INVALID_EVENTS.labels(exc.kind).inc()
-            self.counts["invalid"] += 1
-            self.dispatcher.dead_letter([record], Verdict("invalid_event", str(exc)))
-            return
-        if event.unknown_fields:
-            metrics.UNKNOWN_FIELDS.labels(event.type).inc(len(event.unknown_fields))
-        self.dispatcher.submit(record)
-
-    def _owns(self, record: Record) -> bool:
-        return self.tracker.owns(record.tp, record.generation)
+    @property
+    def _fetched(self) -> dict[TopicPartition, int]:
+        return self.intake.fetched
 
     def on_assigned(self, tps: list[TopicPartition], committed: Committed) -> None:
         """Track newly assigned partitions (they start unpaused in librdkafka), with their offset maps."""
@@ -327,16 +233,16 @@ class App:
             self.tracker.assign(tp, offset, map_part)
             if self.park is not None:
                 self.park.assign(tp, offset, park_part)
-            self._paused.discard(tp)
-            self._fetched.pop(tp, None)
+            self.flow.paused.discard(tp)
+            self.intake.fetched.pop(tp, None)
 
     async def on_revoked(self, tps: list[TopicPartition]) -> dict[TopicPartition, CommitPoint]:
         """Drain the revoked partitions (bounded) and return their done prefix to commit."""
         assert self.dispatcher is not None
-        self._paused.difference_update(tps)
+        self.flow.paused.difference_update(tps)
         self.holds.drop(tps)
         for tp in tps:
-            self._fetched.pop(tp, None)
+            self.intake.fetched.pop(tp, None)
         points = await self.dispatcher.revoke(tps)
         if self.park is not None:
             self.park.drop(tps)
@@ -345,7 +251,7 @@ class App:
     def on_lost(self, tps: list[TopicPartition]) -> None:
         """Drop state of lost partitions; commit nothing."""
         assert self.dispatcher is not None
-        self._paused.difference_update(tps)
+        self.flow.paused.difference_update(tps)
         self.holds.drop(tps)
         self.dispatcher.lose(tps)
         if self.park is not None:
@@ -385,57 +291,18 @@ class App:
 
     def _flow(self) -> None:
         """Backpressure: pause partitions whose pending window is full (or all, when halted/overloaded)."""
-        if self.source is None or self.accounts is None:
-            return
-        s, tracker = self.settings, self.tracker
-        assigned = tracker.partitions()
-        total = tracker.pending_total
-        if total >= s.max_pending_events:
-            self._overloaded = True
-        elif total <= s.max_pending_events // 2:
-            self._overloaded = False
-        # Every account halted: nothing can be sent (one halted account among others: its events
-        # are held and its partitions fill their pending windows, the others keep flowing).
-        # Every account halted: nothing can be sent, and parking would only copy the topic: pause.
-        halted = self.accounts.all_halted
-        if halted or self.stopping.is_set() or self._overloaded:
-            want = set(assigned)
-        else:
-            high, low = s.max_pending_per_partition, s.max_pending_per_partition // 2
-            want = {
-                tp
-                for tp in assigned
-                if tracker.pending(tp) >= high or (tp in self._paused and tracker.pending(tp) > low)
-            }
-        pause, resume = want - self._paused, self._paused - want
-        if pause or resume:
-            self.source.pause(sorted(pause))
-            self.source.resume(sorted(resume))
-            self._paused = want
-            log.info(
-                "flow_changed",
-                paused=len(want),
-                assigned=len(assigned),
-                pending=total,
-                halted=halted,
-                overloaded=self._overloaded,
-            )
+        if self.source is not None and self.accounts is not None:
+            self.flow.adjust(self.source, self.accounts.all_halted, self.stopping.is_set())
 
 
-def _record(m: Message, tp: TopicPartition, generation: int) -> Record:
-    """The Record of a fetched message of an owned partition."""
-    ts_type, ts = m.timestamp()
-    headers = m.headers()
-    value, key, offset = m.value(), m.key(), m.offset() or 0
-    return Record(
-        *tp,
-        offset,
-        generation,
-        key,
-        value,
-        headers if isinstance(headers, list) else None,
-        ts if ts_type else None,
-    )
+def accounts_document(app: App, limit: int) -> dict[str, object]:
+    """The /accounts document: every account's state, worst first, and the process's totals."""
+    t, paused, s = app.tracker, len(app.flow.paused), app.settings
+    totals = {"pending": t.pending_total, "partitions": len(t.partitions()), "paused_partitions": paused}
+    totals |= {"overloaded": app.flow.overloaded, "stopping": app.stopping.is_set()}
+    lanes = app.dispatcher.lanes.by_visit.values() if app.dispatcher else ()
+    parked = app.park.by_account() if app.park is not None else None
+    return snapshot(app.accounts or (), lanes, totals | {"max_in_flight": s.max_in_flight}, limit, parked)
 
 
 def _tune_gc() -> None:

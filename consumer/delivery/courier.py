@@ -11,20 +11,19 @@ long request that outlived its revoke writes no dead letter, the new owner redoe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import Counter as PromCounter
 
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
-from consumer.delivery.lanes import CUT, Lane, Lanes
+from consumer.delivery.lanes import CUT, Lane, Lanes, pause
 from consumer.delivery.outcome import Decision, History, Kind, Rules, decide
 from consumer.delivery.parking import Park
 from consumer.delivery.policy import Backoff
@@ -153,7 +152,7 @@ class Courier:
             retry_in_s=round(delay, 3),
             exc_info=exc,
         )
-        await self.pause(delay)
+        await pause(self.stop, delay)
 
     @staticmethod
     def _release(lane: Lane) -> None:
@@ -232,7 +231,7 @@ class Courier:
             batch[:] = lane.held
         if account.paused or (account.held == "token_unavailable" and self.park is not None):
             self._release(lane)  # what is left (read back from the park) waits, holding no slot
-            await self._backoff_wait(lane, 1.0)
+            await lane.backoff(1.0, self.stop, self._owner.is_current)
             return Gate.AGAIN
         if account.halt.halted:
             self._release(lane)
@@ -288,7 +287,7 @@ class Courier:
                 retry_in_s=round(decision.delay, 3),
                 attributes=len(batch),
             )
-            await self._backoff_wait(lane, decision.delay)
+            await lane.backoff(decision.delay, self.stop, self._owner.is_current)
             return True
         return False
 
@@ -311,40 +310,28 @@ class Courier:
         return reply
 
     def _delivered(self, batch: list[Record]) -> None:
-        metrics.BATCH_ATTRIBUTES_TALLY.observe(len(batch))
-        by_type: dict[str, int] = {}
-        for record in batch:
-            assert record.event is not None
-            kind = record.event.type
-            by_type[kind] = by_type.get(kind, 0) + 1
-            record.settled = True
-            self._owner.complete(record)
-        for kind, n in by_type.items():
-            child = self._delivered_by_type.get(kind)
-            if child is None:
-                child = self._delivered_by_type[kind] = metrics.ATTRIBUTES_DELIVERED.labels(kind)
-            metrics.count(child, n)
-
-    # ---- waits -----------------------------------------------------------------------------------
-    async def pause(self, delay: float) -> None:
-        """Wait out a backoff, or until stop."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), delay)
-
-    async def _backoff_wait(self, lane: Lane, delay: float) -> None:
-        """A lane's backoff: ends early on stop, or once a revoke left the lane nothing of its batch."""
-        deadline = lane.backoff_until = time.monotonic() + delay
-        self._lanes.settled.set()  # a shutdown drain may be waiting for every lane to be in a backoff
-        try:
-            while (remaining := deadline - time.monotonic()) > 0 and not self.stop.is_set():
-                if await lane.wait(self.pause(remaining)) is not CUT:
-                    return
-                if not [r for r in lane.held if self._owner.is_current(r)]:
-                    return
-        finally:
-            lane.backoff_until = 0.0
+        delivered(batch, self._owner.complete, self._delivered_by_type)
 
 
 def visit_name(visit: Visit) -> str:
     """A visit as `account/visitor/sid` for logs."""
     return f"{visit.account}/{visit.visitor}/{visit.sid}"
+
+
+def delivered(
+    batch: list[Record], complete: Callable[[Record], None], by_type_children: dict[str, Any]
+) -> None:
+    """Settle a delivered batch: each record done, the batch size and attributes per type counted."""
+    metrics.BATCH_ATTRIBUTES_TALLY.observe(len(batch))
+    by_type: dict[str, int] = {}
+    for record in batch:
+        assert record.event is not None
+        kind = record.event.type
+        by_type[kind] = by_type.get(kind, 0) + 1
+        record.settled = True
+        complete(record)
+    for kind, n in by_type.items():
+        child = by_type_children.get(kind)
+        if child is None:
+            child = by_type_children[kind] = metrics.ATTRIBUTES_DELIVERED.labels(kind)
+        metrics.count(child, n)

@@ -15,6 +15,8 @@ is followed by a re-check of the batch, so a batch is never sent for a partition
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Final, TypeVar
@@ -100,6 +102,25 @@ class Lane:
             if self.cut:
                 self.cut = False
                 self.lanes.resumed(self)
+
+    async def backoff(self, delay: float, stop: asyncio.Event, current: Callable[[Record], bool]) -> None:
+        """Wait out a backoff: ends early on stop, or once a revoke left the lane nothing of its batch."""
+        deadline = self.backoff_until = time.monotonic() + delay
+        self.lanes.settled.set()  # a shutdown drain may be waiting for every lane to be in a backoff
+        try:
+            while (remaining := deadline - time.monotonic()) > 0 and not stop.is_set():
+                if await self.wait(pause(stop, remaining)) is not CUT:
+                    return
+                if not [r for r in self.held if current(r)]:
+                    return
+        finally:
+            self.backoff_until = 0.0
+
+
+async def pause(stop: asyncio.Event, delay: float) -> None:
+    """Wait `delay` seconds, or until stop."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
 
 
 class Lanes:

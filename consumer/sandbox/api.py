@@ -237,7 +237,7 @@ class SandboxAPI(Scripting):
 
     async def _domain_api(self, account: str, service: str, raw_query: str) -> web.Response:
         self.domain_lookups.append(account)
-        await self._slow_lookup()
+        await _slowly(self.lookup_gate, self.lookup_delay_s)
         if dict(parse_qsl(raw_query)).get("version") != "1.0":
             return _json(400, {"error": "version=1.0 is required"})
         if self.domain_fail_times > 0 and self.domain_fail_only in (None, account):
@@ -246,12 +246,6 @@ class SandboxAPI(Scripting):
         if service not in ("smt", "sentinel"):
             return _json(404, {"error": f"unknown service {service}"})
         return _json(200, {"service": service, "account": account, "baseURI": self.domain})
-
-    async def _slow_lookup(self) -> None:
-        if self.lookup_gate is not None:
-            await self.lookup_gate.wait()
-        if self.lookup_delay_s > 0:
-            await asyncio.sleep(self.lookup_delay_s)
 
     async def _events(
         self, request: web.Request, account: str, visitor: str, raw_query: str
@@ -312,7 +306,7 @@ class SandboxAPI(Scripting):
         """Sentinel's client-credentials grant: a bearer token for the account's OAuth 2.0 app."""
         form = await request.post() if request.method == "POST" else {}
         self.token_asked.append(account)
-        await self._slow_lookup()
+        await _slowly(self.lookup_gate, self.lookup_delay_s)
         creds = self.accounts.get(account)
         status = 200
         payload: dict[str, object] = {}
@@ -343,6 +337,14 @@ class SandboxAPI(Scripting):
         return self._oauth1.problem(
             raw_url, body, authorization, headers.get("Content-Type", ""), own or self.credentials
         )
+
+
+async def _slowly(gate: asyncio.Event | None, delay_s: float) -> None:
+    """A slow Domain API or Sentinel: wait for the gate (when set up), then the delay."""
+    if gate is not None:
+        await gate.wait()
+    if delay_s > 0:
+        await asyncio.sleep(delay_s)
 
 
 async def _serve(args: argparse.Namespace) -> None:
