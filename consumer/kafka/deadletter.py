@@ -15,19 +15,17 @@ In every case the record stays pending, so its offset is never committed past it
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
-from consumer.kafka.records import Record, TopicPartition
+from consumer.kafka.outbox import Outbox
+from consumer.kafka.records import Record
 from consumer.kafka.verdict import Verdict as Verdict
 from consumer.ops import metrics
-from consumer.ops.logs import Repeats
 
 log = structlog.get_logger("consumer.kafka.deadletter")
 
@@ -104,7 +102,10 @@ def _trace_ids(verdict: Verdict) -> dict[str, str]:
     return {"trace_id": parent[3:35], "span_id": parent[36:52]}
 
 
-class DeadLetters:
+Letter = tuple[Record, Verdict, int, int | None]  # a dead letter in flight: record, verdict, attempt, cut
+
+
+class DeadLetters(Outbox):
     """Produces dead letters with the sync Producer (AIOProducer takes no headers); acks on the loop."""
 
     def __init__(
@@ -116,31 +117,15 @@ class DeadLetters:
         is_current: Callable[[Record], bool],
         on_settled: Callable[[], None] = lambda: None,
     ) -> None:
-        self._repeats = Repeats()  # a broker outage reports every reconnect attempt
-        self._producer = Producer({**config, "error_cb": self._on_error})
+        blocked = metrics.DEAD_LETTERS_BLOCKED
+        super().__init__(config, loop, "dlq-producer", "dlq_producer_error", blocked, is_current, on_settled)
         self._topic = topic
-        self._loop = loop
         self._on_done = on_done
-        self._is_current = is_current
-        self._on_settled = on_settled
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="dlq-producer", daemon=True)
-        self.pending_by_tp: Counter[TopicPartition] = Counter()
-        self.pending = 0
         self._max_bytes = int(config.get("message.max.bytes", 1_000_000))
-        self._blocked: set[int] = set()  # id() of records whose dead letter failed permanently
-
-    def start(self) -> None:
-        """Start the thread that serves delivery reports."""
-        self._thread.start()
 
     def send(self, record: Record, verdict: Verdict, attempt: int = 0, cut: int | None = None) -> None:
         """Dead-letter one record (its value cut to `cut` bytes if given); done when the broker acks it."""
-        if attempt == 0:
-            self.pending += 1
-            self.pending_by_tp[record.tp] += 1
-        elif not self._is_current(record):  # partition revoked meanwhile: its new owner redoes it
-            self._settle(record)
+        if not self._admit(record, attempt):
             return
         value = record.value
         headers = dead_letter_headers(record, verdict)
@@ -153,32 +138,16 @@ class DeadLetters:
                 value=value,
                 key=record.key,
                 headers=headers,
-                on_delivery=lambda err, msg: self._report(record, verdict, attempt, cut, err, msg),
+                on_delivery=self._on_loop(self._acked, (record, verdict, attempt, cut)),
             )
         except Exception as exc:  # queue full, too large, or topic refused up front
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             self._failed(record, verdict, attempt, cut, err, f"{type(exc).__name__}: {exc}")
 
-    def _report(
-        self,
-        record: Record,
-        verdict: Verdict,
-        attempt: int,
-        cut: int | None,
-        err: KafkaError | None,
-        msg: Message,
-    ) -> None:
-        self._loop.call_soon_threadsafe(self._acked, record, verdict, attempt, cut, err, msg)
-
     def _acked(
-        self,
-        record: Record,
-        verdict: Verdict,
-        attempt: int,
-        cut: int | None,
-        err: KafkaError | None,
-        msg: Message,
+        self, letter: tuple[Record, Verdict, int, int | None], err: KafkaError | None, msg: Message
     ) -> None:
+        record, verdict, attempt, cut = letter
         if err is not None:
             self._failed(record, verdict, attempt, cut, err, err.str())
             return
@@ -198,16 +167,6 @@ class DeadLetters:
             **_trace_ids(verdict),
         )
         self._on_done(record)
-
-    def _settle(self, record: Record) -> None:
-        self.pending -= 1
-        self.pending_by_tp[record.tp] -= 1
-        if self.pending_by_tp[record.tp] <= 0:
-            del self.pending_by_tp[record.tp]
-        if id(record) in self._blocked:
-            self._blocked.discard(id(record))
-            metrics.DEAD_LETTERS_BLOCKED.set(len(self._blocked))
-        self._on_settled()
 
     def _fit(self, record: Record, verdict: Verdict, cut: int | None) -> int | None:
         """The next length to cut an oversized value to (then half the last), None when nothing is left."""
@@ -246,9 +205,7 @@ class DeadLetters:
         metrics.RETRIES.labels("dlq_produce").inc()
         if kind == "permanent":
             delay = RETRY_MAX_S
-            if id(record) not in self._blocked:
-                self._blocked.add(id(record))
-                metrics.DEAD_LETTERS_BLOCKED.set(len(self._blocked))
+            self._block(record)
             log.error(
                 "dead_letter_refused",
                 **record.where(),
@@ -271,20 +228,3 @@ class DeadLetters:
             note="offset stays uncommitted until the dead letter is acknowledged",
         )
         self._loop.call_later(delay, self.send, record, verdict, attempt + 1, cut)
-
-    def _on_error(self, err: KafkaError) -> None:
-        held = self._repeats.admit(err.name())
-        if held is not None:
-            log.warning("dlq_producer_error", error=err.str(), code=err.name(), suppressed=held)
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.1)
-
-    async def close(self) -> None:
-        """Flush what librdkafka still holds, stop the delivery-report thread, close the producer."""
-        await asyncio.to_thread(self._producer.flush, 5.0)
-        self._stop.set()
-        await asyncio.to_thread(self._thread.join, 5.0)
-        if not self._thread.is_alive():  # close now, not at garbage collection: connections, threads
-            await asyncio.to_thread(self._producer.close)

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from enum import Enum
 from itertools import islice
 
-from consumer.util.varint import read_varint
+from consumer.util.varint import read_varint, write_varint
 
 PREFIX = "ec"
 VERSION = "1"
@@ -143,12 +143,7 @@ def _text(kind: str, payload: bytes) -> str:
 def _varint(n: int) -> bytes:
     if n < 0:
         raise ValueError(f"negative value in an offset map: {n}")
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return write_varint(n)
 
 
 def _rle_values(base: int, runs: list[Run]) -> list[int]:

@@ -16,19 +16,17 @@ so its source partition's commit never passes it: an unwritable park holds the p
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from consumer.kafka.deadletter import RETRY_INITIAL_S, RETRY_MAX_S, produce_failure_kind
+from consumer.kafka.outbox import Outbox
 from consumer.kafka.records import Record, TopicPartition
 from consumer.ops import metrics
-from consumer.ops.logs import Repeats
 
 log = structlog.get_logger("consumer.kafka.park")
 
@@ -50,7 +48,7 @@ def park_headers(record: Record, account: str, since_s: float) -> Headers:
     return headers
 
 
-class ParkWriter:
+class ParkWriter(Outbox):
     """Produces park records with the sync Producer (headers), delivery reports back on the loop."""
 
     def __init__(
@@ -62,25 +60,13 @@ class ParkWriter:
         is_current: Callable[[Record], bool],
         on_settled: Callable[[], None] = lambda: None,
     ) -> None:
-        self._repeats = Repeats()
-        conf = {**config, "enable.idempotence": True, "error_cb": self._on_error}
-        self._producer = Producer(conf)
+        conf = {**config, "enable.idempotence": True}
+        blocked = metrics.PARK_BLOCKED
+        super().__init__(conf, loop, "park-producer", "park_producer_error", blocked, is_current, on_settled)
         self.topic = topic
-        self._loop = loop
         self._on_acked = on_acked
-        self._is_current = is_current
-        self._on_settled = on_settled
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="park-producer", daemon=True)
         self.partitions = 0  # of the park topic (0: not known yet, writes wait)
-        self.pending_by_tp: Counter[TopicPartition] = Counter()
-        self.pending = 0
-        self._blocked: set[int] = set()
         self._learning: asyncio.Task[int] | None = None
-
-    def start(self) -> None:
-        """Start the delivery-report thread."""
-        self._thread.start()
 
     async def learn_partitions(self) -> int:
         """The park topic's partition count from the broker's metadata (0 when missing: logged)."""
@@ -105,11 +91,7 @@ class ParkWriter:
 
     def send(self, record: Record, account: str, since_s: float, attempt: int = 0) -> None:
         """Park one record; `on_acked` runs on the loop once the broker has it."""
-        if attempt == 0:
-            self.pending += 1
-            self.pending_by_tp[record.tp] += 1
-        elif not self._is_current(record):  # revoked meanwhile: the new owner parks it again
-            self._settle(record)
+        if not self._admit(record, attempt):  # revoked meanwhile: the new owner parks it again
             return
         if not self.partitions:
             self._failed(record, account, since_s, attempt, None, "park topic partitions not known yet")
@@ -121,48 +103,20 @@ class ParkWriter:
                 key=record.key,
                 partition=self.park_partition(record.tp),
                 headers=park_headers(record, account, since_s),
-                on_delivery=lambda err, msg: self._report(record, account, since_s, attempt, err, msg),
+                on_delivery=self._on_loop(self._acked, (record, account, since_s, attempt)),
             )
         except Exception as exc:  # queue full, too large, refused up front
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             self._failed(record, account, since_s, attempt, err, f"{type(exc).__name__}: {exc}")
 
-    def _report(
-        self,
-        record: Record,
-        account: str,
-        since_s: float,
-        attempt: int,
-        err: KafkaError | None,
-        msg: Message,
-    ) -> None:
-        self._loop.call_soon_threadsafe(self._acked, record, account, since_s, attempt, err, msg)
-
-    def _acked(
-        self,
-        record: Record,
-        account: str,
-        since_s: float,
-        attempt: int,
-        err: KafkaError | None,
-        msg: Message,
-    ) -> None:
+    def _acked(self, parcel: tuple[Record, str, float, int], err: KafkaError | None, msg: Message) -> None:
+        record, account, since_s, attempt = parcel
         if err is not None:
             self._failed(record, account, since_s, attempt, err, err.str())
             return
         self._settle(record)
         offset = msg.offset()
         self._on_acked(record, offset if offset is not None else -1, since_s)
-
-    def _settle(self, record: Record) -> None:
-        self.pending -= 1
-        self.pending_by_tp[record.tp] -= 1
-        if self.pending_by_tp[record.tp] <= 0:
-            del self.pending_by_tp[record.tp]
-        if id(record) in self._blocked:
-            self._blocked.discard(id(record))
-            metrics.PARK_BLOCKED.set(len(self._blocked))
-        self._on_settled()
 
     def _failed(
         self,
@@ -177,9 +131,7 @@ class ParkWriter:
         metrics.RETRIES.labels("park_produce").inc()
         if kind != "transient":
             delay = RETRY_MAX_S
-            if id(record) not in self._blocked:
-                self._blocked.add(id(record))
-                metrics.PARK_BLOCKED.set(len(self._blocked))
+            self._block(record)
             log.error(
                 "park_refused",
                 **record.where(),
@@ -204,21 +156,8 @@ class ParkWriter:
                 self._learning = self._loop.create_task(self.learn_partitions())
         self._loop.call_later(delay, self.send, record, account, since_s, attempt + 1)
 
-    def _on_error(self, err: KafkaError) -> None:
-        held = self._repeats.admit(err.name())
-        if held is not None:
-            log.warning("park_producer_error", error=err.str(), code=err.name(), suppressed=held)
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.1)
-
     async def close(self) -> None:
         """Flush, stop the delivery-report thread, close the producer."""
         began = time.monotonic()
-        await asyncio.to_thread(self._producer.flush, 5.0)
-        self._stop.set()
-        await asyncio.to_thread(self._thread.join, 5.0)
-        if not self._thread.is_alive():
-            await asyncio.to_thread(self._producer.close)
+        await super().close()
         log.debug("park_producer_closed", took_s=round(time.monotonic() - began, 3))

@@ -20,6 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext
 
+from consumer.util.varint import write_varint
+
 HAS_IS_REMOTE, IS_REMOTE = 0x100, 0x200  # SpanFlags
 CACHE_MAX = 4096  # attribute encodings kept (then the cache starts again)
 _double = struct.Struct("<d").pack
@@ -28,16 +30,7 @@ _fixed32 = struct.Struct("<I").pack
 
 
 def _varint(n: int) -> bytes:
-    if n < 0:
-        n += 1 << 64
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return write_varint(n + (1 << 64) if n < 0 else n)  # protobuf writes a negative int64 in 10 bytes
 
 
 _TAGS = [_varint(n << 3 | 2) for n in range(17)]  # length-delimited tags of fields 0..16

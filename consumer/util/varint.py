@@ -15,3 +15,15 @@ def read_varint(data: bytes, at: int, what: str = "varint") -> tuple[int, int]:
         if not byte & 0x80:
             return n, at
         shift += 7
+
+
+def write_varint(n: int) -> bytes:
+    """The unsigned varint of `n` (>= 0)."""
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
