@@ -52,6 +52,10 @@ class _Client:
     def __init__(self, settings: Any) -> None:
         self.signer = Signer(settings.credentials())
 
+    def ready(self, visit: Any, account: Any) -> None:
+        """Nothing to look up before a send (a fixed base, OAuth 1.0)."""
+        return None
+
     async def send(self, visit: Any, body: bytes, account: Any = None, still_ours: Any = None) -> Reply:
         url = events_url("http://127.0.0.1:1", visit.account, visit.visitor, visit.sid)
         (account.signer if account is not None else self.signer).authorization("POST", url, body)
