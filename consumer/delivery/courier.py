@@ -188,6 +188,9 @@ class Courier:
                 batch = lane.held = self._owner.may_finish(batch)
                 if not batch:
                     return
+                if reply.status in self._rules.delivered:  # decide()'s first rule, without the call
+                    self._delivered(batch)
+                    return
                 bearer = lane.account.tokens is not None
                 now, wall = time.monotonic(), time.time()
                 decision = decide(
