@@ -22,7 +22,7 @@ from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings, load_settings
 from consumer.delivery.policy import parse_retry_after
 from consumer.formats.events import Visit
-from consumer.liveperson.client import EngagementClient
+from consumer.liveperson.client import EngagementClient, Reply
 from consumer.sandbox.api import DEFAULT_CREDENTIALS, SandboxAPI
 from consumer.sandbox.broker import free_port
 
@@ -74,6 +74,16 @@ async def client(sandbox: SandboxAPI, transport: str) -> AsyncIterator[tuple[Eng
     assert type(c._transport).__name__.lower().startswith(transport)  # the transport asked for
     try:
         yield c, account_of(settings)
+    finally:
+        await c.close()
+
+
+async def send_each(settings: Settings, visitors: list[str]) -> list[Reply]:
+    """A client of its own sends one request per visitor, in turn, then closes."""
+    c = EngagementClient(settings)
+    await c.start()
+    try:
+        return [await c.send(Visit("1234", v, "s"), BODY, account_of(settings)) for v in visitors]
     finally:
         await c.close()
 
@@ -144,12 +154,7 @@ async def test_a_reset_connection_is_a_connection_error_and_the_next_request_suc
 
 async def test_nobody_listening_is_a_connection_error(transport: str) -> None:
     settings = settings_for(f"http://127.0.0.1:{free_port()}", transport)
-    c = EngagementClient(settings)
-    await c.start()
-    try:
-        reply = await c.send(Visit("1234", "v", "s"), BODY, account_of(settings))
-    finally:
-        await c.close()
+    reply = (await send_each(settings, ["v"]))[0]
     assert (reply.status, reply.error) == (None, "connection_error")
 
 
@@ -177,12 +182,7 @@ async def test_proxy_variables_of_the_environment_are_not_used(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     settings = settings_for(sandbox.base_url, transport)
-    c = EngagementClient(settings)
-    await c.start()
-    try:
-        reply = await c.send(Visit("1234", "v", "s"), BODY, account_of(settings))
-    finally:
-        await c.close()
+    reply = (await send_each(settings, ["v"]))[0]
     assert reply.status == 200 and sandbox.received[0].auth_valid
 
 
@@ -218,12 +218,7 @@ async def test_tls_with_the_ca_trusted_is_accepted_and_signed_over_https(
 ) -> None:
     assert tls_sandbox.base_url.startswith("https://")
     settings = settings_for(tls_sandbox.base_url, transport, HTTP_CA_FILE=str(ca_file))
-    c = EngagementClient(settings)
-    await c.start()
-    try:
-        replies = [await c.send(Visit("1234", f"v{i}", "s"), BODY, account_of(settings)) for i in range(3)]
-    finally:
-        await c.close()
+    replies = await send_each(settings, ["v0", "v1", "v2"])
     assert [r.status for r in replies] == [200, 200, 200]
     assert all(r.auth_valid for r in tls_sandbox.received)
 
@@ -232,12 +227,7 @@ async def test_tls_with_an_untrusted_certificate_is_a_connection_error(
     tls_sandbox: SandboxAPI, transport: str
 ) -> None:
     settings = settings_for(tls_sandbox.base_url, transport)
-    c = EngagementClient(settings)
-    await c.start()
-    try:
-        reply = await c.send(Visit("1234", "v", "s"), BODY, account_of(settings))
-    finally:
-        await c.close()
+    reply = (await send_each(settings, ["v"]))[0]
     assert (reply.status, reply.error) == (None, "connection_error")
     assert "certificate" in reply.detail.lower() or "cert" in reply.detail.lower(), reply.detail
     assert not tls_sandbox.received  # verification failed before any request was sent
