@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from harness import Topics, event, free_port, next_id, produce, wait_until
@@ -61,34 +63,24 @@ def test_sigkill_while_parked_and_while_unparking_loses_nothing_and_keeps_each_v
     api.set_account("1", ROTATED)
     api.set_account("3", HEALTHY)
     api.latency = 0.02
-    expected: dict[str, list[str]] = defaultdict(list)
-    msgs = []
-    for i in range(HELD):
-        v = f"1-v{i % VISITS}"
-        expected[v].append(f"1-e{i}")
-        msgs.append((topics.leads, v.encode(), event("1", v, topic="held", leadId=f"1-e{i}")))
+    expected, msgs = _held(topics)
     msgs += [
         (topics.leads, b"3-v%d" % i, event("3", f"3-v{i}", topic="other", leadId=f"3-e{i}"))
         for i in range(OTHER)
     ]
     ends = produce(SimpleNamespace(bootstrap=mock_cluster.bootstrap), msgs).end_offsets()  # type: ignore[arg-type]
-    env = daemon_env(
-        api.base_url,
-        KAFKA_BOOTSTRAP_SERVERS=mock_cluster.bootstrap,
-        **topics.env(),
-        LP_CREDENTIALS_DIR=str(creds_dir),
-        KAFKA_SESSION_TIMEOUT_MS="3000",
-        KAFKA_HEARTBEAT_INTERVAL_MS="300",
+    env = _env(
+        daemon_env,
+        api,
+        mock_cluster,
+        topics,
+        creds_dir,
         RATE_LIMIT_PER_ACCOUNT="150",  # bringing 1 back takes seconds: time to kill half-way
         MAX_BATCH_ATTRIBUTES="1",
     )
-    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
-        env.pop(key)
     tally = Tally(api)
 
-    def at_end() -> bool:
-        got = _metadata(mock_cluster.bootstrap, topics.group, list(ends))
-        return all(got[tp][0] == end and got[tp][1].startswith(parkbook.PREFIX) for tp, end in ends.items())
+    at_end = _commits_at_end(mock_cluster.bootstrap, topics.group, ends)
 
     first = start_daemon(env)
     wait_until(lambda: sum(1 for v, _ in api.delivered() if v.account == "3") == OTHER, 30, "3 delivered")
@@ -164,28 +156,12 @@ def test_a_rebalance_while_parked_hands_the_parked_records_over_with_their_parti
     write_folder(creds_dir / "3", HEALTHY)
     api.set_account("1", ROTATED)
     api.set_account("3", HEALTHY)
-    expected: dict[str, list[str]] = defaultdict(list)
-    msgs = []
-    for i in range(HELD):
-        v = f"1-v{i % VISITS}"
-        expected[v].append(f"1-e{i}")
-        msgs.append((topics.leads, v.encode(), event("1", v, topic="held", leadId=f"1-e{i}")))
+    expected, msgs = _held(topics)
     ends = produce(SimpleNamespace(bootstrap=mock_cluster.bootstrap), msgs).end_offsets()  # type: ignore[arg-type]
-    env = daemon_env(
-        api.base_url,
-        KAFKA_BOOTSTRAP_SERVERS=mock_cluster.bootstrap,
-        **topics.env(),
-        LP_CREDENTIALS_DIR=str(creds_dir),
-        KAFKA_SESSION_TIMEOUT_MS="3000",
-        KAFKA_HEARTBEAT_INTERVAL_MS="300",
-    )
-    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
-        env.pop(key)
+    env = _env(daemon_env, api, mock_cluster, topics, creds_dir)
     tally = Tally(api)
 
-    def at_end() -> bool:
-        got = _metadata(mock_cluster.bootstrap, topics.group, list(ends))
-        return all(got[tp][0] == end and got[tp][1].startswith(parkbook.PREFIX) for tp, end in ends.items())
+    at_end = _commits_at_end(mock_cluster.bootstrap, topics.group, ends)
 
     first = start_daemon(env)
     wait_until(at_end, 30, "1 parked, commits at the end with park positions")
@@ -213,3 +189,42 @@ def test_a_rebalance_while_parked_hands_the_parked_records_over_with_their_parti
         "\n[s19-rebalance]",
         json.dumps({"held": HELD, "lost": 0, "duplicated": sum(c > 1 for c in tally.count.values())}),
     )
+
+
+def _held(topics: Topics) -> tuple[dict[str, list[str]], list[tuple[str, bytes, bytes]]]:
+    """HELD events of account 1 over VISITS visits: what each visit expects, in order, and the messages."""
+    expected: dict[str, list[str]] = defaultdict(list)
+    msgs = []
+    for i in range(HELD):
+        v = f"1-v{i % VISITS}"
+        expected[v].append(f"1-e{i}")
+        msgs.append((topics.leads, v.encode(), event("1", v, topic="held", leadId=f"1-e{i}")))
+    return expected, msgs
+
+
+def _env(
+    daemon_env: Any, api: Any, mock_cluster: Any, topics: Topics, creds_dir: Any, **extra: str
+) -> dict[str, str]:
+    """The daemon's settings on the mock cluster with per-account credentials only (no single set)."""
+    env: dict[str, str] = daemon_env(
+        api.base_url,
+        KAFKA_BOOTSTRAP_SERVERS=mock_cluster.bootstrap,
+        **topics.env(),
+        LP_CREDENTIALS_DIR=str(creds_dir),
+        KAFKA_SESSION_TIMEOUT_MS="3000",
+        KAFKA_HEARTBEAT_INTERVAL_MS="300",
+        **extra,
+    )
+    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
+        env.pop(key)
+    return env
+
+
+def _commits_at_end(bootstrap: str, group: str, ends: dict[tuple[str, int], int]) -> Callable[[], bool]:
+    """True once every partition's commit is at its end offset with park positions in its metadata."""
+
+    def at_end() -> bool:
+        got = _metadata(bootstrap, group, list(ends))
+        return all(got[tp][0] == end and got[tp][1].startswith(parkbook.PREFIX) for tp, end in ends.items())
+
+    return at_end
