@@ -243,9 +243,10 @@ class App:
         self.holds.drop(tps)
         for tp in tps:
             self.intake.fetched.pop(tp, None)
+        generations = {tp: self.tracker.generation(tp) for tp in tps}
         points = await self.dispatcher.revoke(tps)
-        if self.park is not None:
-            self.park.drop(tps)
+        if self.park is not None:  # not a partition assigned to us again while the revoke waited
+            self.park.drop(tps, generations)
         return points
 
     def on_lost(self, tps: list[TopicPartition]) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -42,6 +42,16 @@ Submit = Callable[[Record], None]
 Complete = Callable[[Record], None]
 
 
+class Waiting(Protocol):
+    """Records read back that wait before their lanes (a schema not fetched yet: consumer.park_wiring)."""
+
+    def drop(self, tps: list[TopicPartition]) -> None:
+        """Forget those of revoked or lost source partitions."""
+
+    async def close(self) -> None:
+        """Stop waiting (shutdown)."""
+
+
 class Park:
     """Decides what parks, keeps the book, drives the reader."""
 
@@ -56,8 +66,10 @@ class Park:
         source_done: Complete,
         expire: Callable[[Record, str], None],
         max_age_s: float,
+        waiting: Waiting | None = None,
     ) -> None:
         self.book = ParkBook()
+        self._waiting = waiting
         self._writer = writer
         self._reader = reader
         self._accounts = accounts
@@ -173,6 +185,7 @@ class Park:
     # ---- assignment ---------------------------------------------------------------------------
     def assign(self, tp: TopicPartition, committed: int | None, text: str | None) -> None:
         """Take over the parked accounts named by a newly assigned partition's commit."""
+        self._forget([tp])  # an earlier assignment whose revoke has not ended: it is over
         self.book.assign(tp, committed, text)
         for _, entry in self.book.entries(tp):
             log.info(
@@ -183,15 +196,28 @@ class Park:
                 position=entry.position,
             )
 
-    def drop(self, tps: list[TopicPartition]) -> None:
-        """Forget revoked or lost partitions (their next owner reads their commits)."""
+    def drop(
+        self, tps: list[TopicPartition], generations: dict[TopicPartition, int | None] | None = None
+    ) -> None:
+        """Forget revoked or lost partitions (their next owner reads their commits).
+
+        With `generations` (taken when a revoke began): not a partition assigned to us again since,
+        whose park is the new assignment's.
+        """
+        if generations is not None:
+            tps = [tp for tp in tps if self._tracker.generation(tp) in (None, generations.get(tp))]
+        self._forget(tps)
+        self.unpark.tick()
+
+    def _forget(self, tps: list[TopicPartition]) -> None:
         for tp in tps:
             for _, entry in self.book.entries(tp):
                 entry.reading = False
             self.book.drop(tp)
             self._fresh.pop(tp, None)
         self.unpark.drop(tps)
-        self.unpark.tick()
+        if self._waiting is not None:
+            self._waiting.drop(tps)
 
     def metadata(self, tp: TopicPartition) -> tuple[int, str]:
         """(version, park part of the commit metadata) of a source partition."""
@@ -232,6 +258,8 @@ class Park:
                 reading=e.reading,
                 end=self.unpark.end_of(tp),
             )
+        if self._waiting is not None:
+            await self._waiting.close()
         await self._reader.close()
         await self._writer.close()
 

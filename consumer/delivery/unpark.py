@@ -7,6 +7,11 @@ read. Each record of such an entry is decoded and submitted like a consumed one 
 set), or dead-lettered as `park_expired`; an entry leaves the park once the reader reached the end
 of its park partition and everything of it is done. An ANY entry (a commit that named no positions)
 is read first and only counted (its census), then replaced by one entry per account it found.
+
+An entry's read position (`upto`) never passes a record of it that it did not take: an expiry read
+stops at the first record not expired (the position stays there), an entry that cannot take a poll's
+records (held again meanwhile) stops and reads them again when it can, and every entry starting to
+read re-positions the reader, so the end of a poll is an end every entry being read has read up to.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Unpark:
         submit: Callable[[Record], None],
         expire: Callable[[Record, str], None],
         max_age_s: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.book = book
         self._writer = writer
@@ -56,6 +62,7 @@ class Unpark:
         self._submit = submit
         self._expire = expire
         self._max_age = max_age_s
+        self._clock = clock
         self._handed: dict[tuple[int, int], tuple[TopicPartition, Entry]] = {}  # (park p, offset)
         self._ahead: Counter[int] = Counter()  # records read back not done, per park partition
         self._paused: set[int] = set()
@@ -68,8 +75,17 @@ class Unpark:
         return got[1].account if got is not None else ""
 
     def drop(self, tps: list[TopicPartition]) -> None:
-        """Forget what was read back for these source partitions (revoked or lost)."""
-        self._handed = {k: v for k, v in self._handed.items() if v[0] not in tps}
+        """Forget what was read back for these source partitions (revoked or lost); free their read-ahead."""
+        gone = set(tps)
+        kept: dict[tuple[int, int], tuple[TopicPartition, Entry]] = {}
+        for key, got in self._handed.items():
+            if got[0] in gone:
+                self._ahead[key[0]] -= 1
+            else:
+                kept[key] = got
+        self._handed = kept
+        for partition in list(self._paused):
+            self._resume_if_free(partition)
 
     def end_of(self, tp: TopicPartition) -> int | None:
         """The end of the park partition of a source partition, as last reached (for logs)."""
@@ -85,10 +101,13 @@ class Unpark:
         tp, entry = got
         self.book.done(tp, entry, offset)
         self._ahead[partition] -= 1
+        self._resume_if_free(partition)
+        self._leave(partition)
+
+    def _resume_if_free(self, partition: int) -> None:
         if partition in self._paused and self._ahead[partition] <= READ_AHEAD // 2:
             self._paused.discard(partition)
             self._reader.resume(partition)
-        self._leave(partition)
 
     # ---- reading back ------------------------------------------------------------------------
     def tick(self) -> None:
@@ -96,7 +115,7 @@ class Unpark:
         if not self._writer.partitions:
             return
         reading_at = {p: self._read_at(p) for p in self._reader.reading}
-        now = time.time()
+        now = self._clock()
         starts: dict[int, int] = {}
         wanted: set[int] = set()
         for tp, entry in self.book.entries():
@@ -114,13 +133,14 @@ class Unpark:
             else:
                 entry.reading = entry.expiring = False
         for partition, start in starts.items():
+            # Always re-positioned: an end the reader reached before this entry started is not one it read to.
             at = reading_at.get(partition)
-            if at is None or start < at:
-                self._end.pop(partition, None)
-                self._reader.read(partition, start)
-                log.info(
-                    "unpark_started", park_topic=self._writer.topic, park_partition=partition, offset=start
-                )
+            start = start if at is None else min(start, at)
+            self._end.pop(partition, None)
+            self._reader.read(partition, start)
+            if partition in self._paused:  # the read-ahead is still full: the new read waits too
+                self._reader.pause(partition)
+            log.info("unpark_started", park_topic=self._writer.topic, park_partition=partition, offset=start)
         for partition in list(self._reader.reading):
             if partition not in wanted:
                 self._reader.stop_reading(partition)
@@ -154,18 +174,14 @@ class Unpark:
             if not self._reader.current(fetched):
                 continue
             partition = fetched.partition
-            readers = [
-                (tp, e)
-                for tp, e in self.book.entries()
-                if e.reading
-                and self._writer.park_partition(tp) == partition
-                and (e.expiring or self._readable(tp, e))
-            ]
+            readers = self._readers(partition)
             for m in fetched.messages:
                 self._one(partition, m, readers)
             if fetched.end is not None:
                 self._end[partition] = fetched.end
                 for tp, entry in readers:
+                    if not entry.reading:
+                        continue  # stopped at its first record not expired: its position stays there
                     entry.upto = max(entry.upto, fetched.end)
                     if entry.census is not None:  # the census is complete: an entry per account found
                         for made in self.book.resolve(tp, entry):
@@ -182,6 +198,22 @@ class Unpark:
                 self._paused.add(partition)
                 self._reader.pause(partition)
 
+    def _readers(self, partition: int) -> list[tuple[TopicPartition, Entry]]:
+        """The entries that take a poll of this park partition; one held since its read began stops.
+
+        It was not read for this poll, so it must not be moved past it: it starts again (from its
+        position, re-positioning the reader) when it can send or expire again.
+        """
+        out = []
+        for tp, e in self.book.entries():
+            if not e.reading or self._writer.park_partition(tp) != partition:
+                continue
+            if e.expiring or self._readable(tp, e):
+                out.append((tp, e))
+            else:
+                e.reading = e.expiring = False
+        return out
+
     def _one(self, partition: int, m: Message, readers: list[tuple[TopicPartition, Entry]]) -> None:
         offset = m.offset()
         if offset is None:
@@ -194,7 +226,7 @@ class Unpark:
             since = int(_text(head.get("park.since"))) / 1000
         except ValueError:
             origin, source_offset, account, since = ("", -1), -1, "", 0.0
-        now = time.time()
+        now = self._clock()
         for tp, entry in readers:
             if entry.upto > offset or not entry.reading:
                 continue
@@ -204,33 +236,38 @@ class Unpark:
                 entry.reading = entry.expiring = False
                 entry.oldest_s = since
                 continue
-            entry.upto = offset + 1
-            if tp != origin:
-                continue
-            if entry.census is not None:
+            if mine and not entry.skips(offset):  # not done before the last owner's commit: take it
+                generation = self._tracker.generation(tp)
+                if generation is None:
+                    entry.reading = entry.expiring = False  # not ours now: never passed over unread
+                    continue
+                self._take(partition, m, tp, entry, (source_offset, generation, since, now))
+            elif tp == origin and entry.census is not None:
                 seen = entry.census.setdefault(account, [offset, 0])
                 seen[1] += 1
-                continue
-            if not mine or entry.skips(offset):
-                continue  # another account's, or done before the last owner's commit
-            generation = self._tracker.generation(tp)
-            if generation is None:
-                continue
-            entry.pending[offset] = None
-            self._handed[(partition, offset)] = (tp, entry)
-            self._ahead[partition] += 1
-            headers: list[tuple[str, str | bytes | None]] = [
-                (h[0], h[1]) for h in _headers(m) if not h[0].startswith("park.")
-            ]
-            record = Record(
-                tp[0], tp[1], source_offset, generation, m.key(), m.value(), headers or None, None
-            )
-            record.parked = (partition, offset, since)
-            if entry.expiring:
-                age = round(now - since)
-                self._expire(record, f"parked {age} s ago (account {account} held), PARK_MAX_AGE_S exceeded")
-            else:
-                self._submit(record)
+            entry.upto = offset + 1
+
+    def _take(
+        self, partition: int, m: Message, tp: TopicPartition, entry: Entry, at: tuple[int, int, float, float]
+    ) -> None:
+        """Hand one record of an entry to its lane (or dead-letter it, expired); it is pending until done."""
+        source_offset, generation, since, now = at
+        offset = m.offset()
+        assert offset is not None
+        entry.pending[offset] = None
+        self._handed[(partition, offset)] = (tp, entry)
+        self._ahead[partition] += 1
+        headers: list[tuple[str, str | bytes | None]] = [
+            (h[0], h[1]) for h in _headers(m) if not h[0].startswith("park.")
+        ]
+        record = Record(tp[0], tp[1], source_offset, generation, m.key(), m.value(), headers or None, None)
+        record.parked = (partition, offset, since)
+        if entry.expiring:
+            age = round(now - since)
+            why = f"parked {age} s ago (account {entry.account} held), PARK_MAX_AGE_S exceeded"
+            self._expire(record, why)
+        else:
+            self._submit(record)
 
     def _leave(self, partition: int) -> None:
         end = self._end.get(partition)
@@ -260,7 +297,7 @@ class Unpark:
             counts[label] += entry.count
             if entry.oldest_s is not None:
                 oldest[label] = min(oldest.get(label, entry.oldest_s), entry.oldest_s)
-        now = time.time()
+        now = self._clock()
         for label in self._labels - set(counts):  # parked no more here (left, revoked, lost)
             metrics.PARKED_EVENTS.labels(label).set(0)
             metrics.PARK_OLDEST.labels(label).set(0)

@@ -20,9 +20,8 @@ from consumer.delivery import unpark as unpark_module
 from consumer.delivery.parking import Park as RealPark
 from consumer.delivery.unpark import Unpark
 from consumer.kafka import parkbook
-from consumer.kafka.offsets import OffsetTracker
+from consumer.kafka.offsets import CommitPoint, OffsetTracker
 from consumer.kafka.parkbook import ParkBook, TopicPartition
-from consumer.kafka.offsets import CommitPoint
 from consumer.kafka.parkread import Fetched
 from consumer.kafka.records import Record
 
@@ -161,11 +160,13 @@ def message(
         ("traceparent", b"00-abc"),
     ]
     value = b'{"n": %d}' % park_offset
-    return Message(topic=PARK, partition=tp[1] % 1, offset=park_offset, key=b"v", value=value, headers=headers)
+    return Message(
+        topic=PARK, partition=tp[1] % 1, offset=park_offset, key=b"v", value=value, headers=headers
+    )
 
 
 @pytest.fixture
-def park(monkeypatch: pytest.MonkeyPatch) -> Park:
+def park() -> Park:
     book, tracker, reader, accounts = ParkBook(), OffsetTracker(), Reader(), Accounts()
     clock = [NOW]
     tracker.assign(TP, 0)
@@ -179,14 +180,8 @@ def park(monkeypatch: pytest.MonkeyPatch) -> Park:
         lambda r: p.submitted.append(r),
         lambda r, why: p.expired.append(r),
         MAX_AGE_S,
+        clock=lambda: clock[0],
     )
-
-    class Time:
-        @staticmethod
-        def time() -> float:
-            return clock[0]
-
-    monkeypatch.setattr(unpark_module, "time", Time)
     p = Park(unpark, book, tracker, reader, accounts, clock)
     return p
 
@@ -310,7 +305,12 @@ async def test_a_slow_revoke_does_not_wipe_the_park_of_the_partition_assigned_ag
     ends, account 2 must still be parked (else its later records are sent before its parked ones and the
     next commit drops its park position); before, the revoke's park.drop() wiped the new book."""
     settings = load_settings(
-        {"LP_CONSUMER_KEY": "k", "LP_CONSUMER_SECRET": "s", "LP_ACCESS_TOKEN": "t", "LP_ACCESS_TOKEN_SECRET": "x"},
+        {
+            "LP_CONSUMER_KEY": "k",
+            "LP_CONSUMER_SECRET": "s",
+            "LP_ACCESS_TOKEN": "t",
+            "LP_ACCESS_TOKEN_SECRET": "x",
+        },
         require_kafka=False,
     )
     app = App(settings)
