@@ -8,191 +8,123 @@ The clock is the test's.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
-
 import pytest
-from confluent_kafka import Message
+from park_stubs import MAX_AGE_S, NOW, TOPIC, TP, Rig, make_rig, message, offsets
 
-from consumer.app import App
-from consumer.config import load_settings
 from consumer.delivery import unpark as unpark_module
-from consumer.delivery.parking import Park as RealPark
-from consumer.delivery.unpark import Unpark
 from consumer.kafka import parkbook
-from consumer.kafka.offsets import CommitPoint, OffsetTracker
-from consumer.kafka.parkbook import ParkBook, TopicPartition
-from consumer.kafka.parkread import Fetched
-from consumer.kafka.records import Record
+from consumer.kafka.parkbook import TopicPartition
 
 pytestmark = pytest.mark.timeout(10)
 
-TOPIC = "leads"
-TP: TopicPartition = (TOPIC, 0)
-PARK = "park"
-MAX_AGE_S = 10.0
-NOW = 1_000_000.0
-
-
-class Writer:
-    """The park writer as Unpark sees it: the park topic and its partition count."""
-
-    topic = PARK
-
-    def __init__(self, partitions: int = 1) -> None:
-        self.partitions = partitions
-
-    def park_partition(self, tp: TopicPartition) -> int:
-        return tp[1] % self.partitions
-
-
-class Reader:
-    """The park reader as the loop drives it; `paused` as librdkafka would have it (a new read is not)."""
-
-    def __init__(self) -> None:
-        self.reading: set[int] = set()
-        self.serial: dict[int, int] = {}
-        self.reads: list[tuple[int, int]] = []
-        self.paused: set[int] = set()
-
-    def read(self, partition: int, offset: int) -> int:
-        self.serial[partition] = self.serial.get(partition, 0) + 1
-        self.reading.add(partition)
-        self.reads.append((partition, offset))
-        self.paused.discard(partition)  # unassigned and assigned again: fetching from the new offset
-        return self.serial[partition]
-
-    def stop_reading(self, partition: int) -> None:
-        self.reading.discard(partition)
-        self.serial[partition] = self.serial.get(partition, 0) + 1
-        self.paused.discard(partition)
-
-    def pause(self, partition: int) -> None:
-        if partition in self.reading:
-            self.paused.add(partition)
-
-    def resume(self, partition: int) -> None:
-        self.paused.discard(partition)
-
-    def current(self, fetched: Fetched) -> bool:
-        return fetched.partition in self.reading and self.serial.get(fetched.partition) == fetched.serial
-
-    def batch(self, partition: int, messages: list[Message], end: int | None = None) -> Fetched:
-        """What the next poll hands over for a partition being read (under its latest serial)."""
-        assert partition in self.reading and partition not in self.paused, "the reader fetches nothing"
-        return Fetched(partition, self.serial[partition], messages, end)
-
-
-@dataclass
-class Account:
-    held: str | None = None
-
-
-class Accounts:
-    def __init__(self) -> None:
-        self.by_name: dict[str, Account] = {}
-
-    def get(self, name: str) -> Account:
-        return self.by_name.setdefault(name, Account())
-
-    def labelled(self, account: str) -> bool:
-        return False
-
-
-@dataclass
-class Park:
-    """The real Unpark and book, the stubs, and what it submitted or dead-lettered."""
-
-    unpark: Unpark
-    book: ParkBook
-    tracker: OffsetTracker
-    reader: Reader
-    accounts: Accounts
-    clock: list[float]
-    submitted: list[Record] = field(default_factory=list)
-    expired: list[Record] = field(default_factory=list)
-
-    def hold(self, account: str) -> None:
-        self.accounts.get(account).held = "halted"
-
-    def release(self, account: str) -> None:
-        self.accounts.get(account).held = None
-
-    def park(self, account: str, since: list[float], tp: TopicPartition = TP) -> list[Message]:
-        """Park records of an account (acknowledged at the next park offsets): their park messages."""
-        entry = self.book.enter(tp, account)
-        out = []
-        for s in since:
-            offset = self._next_offset
-            self._next_offset += 1
-            entry.writes += 1
-            self.book.written(tp, entry, offset, s)
-            out.append(message(offset, account, 100 + offset, s, tp))
-        return out
-
-    _next_offset: int = 0
-
-    def fetch(self, messages: list[Message], end: int | None = None, partition: int = 0) -> None:
-        self.unpark.fetched([self.reader.batch(partition, messages, end)])
-
-    def finish(self, records: list[Record]) -> None:
-        for r in records:
-            self.unpark.finished(r)
-
-    def position(self, account: str, tp: TopicPartition = TP) -> int | None:
-        """The park position the next commit of `tp` carries for this account (None: not parked)."""
-        entries = parkbook.decode(self.book.metadata(tp))
-        assert entries is not None
-        got = [e.position for e in entries if e.account == account]
-        return got[0] if got else None
-
-
-def message(
-    park_offset: int, account: str, source_offset: int, since: float, tp: TopicPartition = TP
-) -> Message:
-    """A park record as the park reader hands it over."""
-    headers = [
-        ("park.topic", tp[0].encode()),
-        ("park.partition", str(tp[1]).encode()),
-        ("park.offset", str(source_offset).encode()),
-        ("park.account", account.encode()),
-        ("park.since", str(int(since * 1000)).encode()),
-        ("traceparent", b"00-abc"),
-    ]
-    value = b'{"n": %d}' % park_offset
-    return Message(
-        topic=PARK, partition=tp[1] % 1, offset=park_offset, key=b"v", value=value, headers=headers
-    )
-
 
 @pytest.fixture
-def park() -> Park:
-    book, tracker, reader, accounts = ParkBook(), OffsetTracker(), Reader(), Accounts()
-    clock = [NOW]
-    tracker.assign(TP, 0)
-    p: Park
-    unpark = Unpark(
-        book,
-        Writer(),  # type: ignore[arg-type]
-        reader,  # type: ignore[arg-type]
-        accounts,  # type: ignore[arg-type]
-        tracker,
-        lambda r: p.submitted.append(r),
-        lambda r, why: p.expired.append(r),
-        MAX_AGE_S,
-        clock=lambda: clock[0],
-    )
-    p = Park(unpark, book, tracker, reader, accounts, clock)
-    return p
+def park() -> Rig:
+    return make_rig()
 
 
-def offsets(records: list[Record]) -> list[int]:
-    """The park offsets of records read back."""
-    return [r.parked[1] for r in records if r.parked is not None]
+# ---- reading back --------------------------------------------------------------------------------
+def test_an_account_that_can_send_gets_its_records_back_in_order_and_then_leaves_the_park(park: Rig) -> None:
+    """Accounts 1 and 2 parked in one park partition, 2 still held: 1's records come back in park
+    order (origin, headers without the park's, generation), 2's are passed over and wait; 1 leaves
+    once the reader is at the end and all its records are done, 2 stays at its first record."""
+    park.hold("2")
+    a = park.park("1", [NOW])
+    b = park.park("2", [NOW])
+    c = park.park("1", [NOW, NOW])
+    park.unpark.tick()
+    assert park.reader.reads == [(0, 0)]
+    park.fetch([*a, *b, *c], end=4)
+    assert offsets(park.submitted) == [0, 2, 3]
+    first = park.submitted[0]
+    assert (first.topic, first.partition, first.offset) == (TOPIC, 0, 100)
+    assert first.headers == [("traceparent", b"00-abc")] and first.generation == park.tracker.generation(TP)
+    assert park.unpark.account_of(first) == "1"
+    park.finish(park.submitted[1:])
+    assert park.position("1") == 0, "the first record read back and not done holds the position"
+    park.finish(park.submitted[:1])
+    assert park.book.get(TP, "1") is None and park.position("2") == 1
+    park.unpark.tick()
+    assert park.reader.reading == set(), "nobody left to read for: the reader stops"
+
+
+def test_records_the_previous_owner_named_done_are_passed_over(park: Rig) -> None:
+    """The commit's map for account 1 names park offset 1 done (delivered before the last owner's
+    commit): read back from 0, only 0 and 2 are submitted."""
+    from consumer.kafka import offsetmap
+
+    done, _ = offsetmap.encode(0, [(1, 2)], parkbook.MAP_MAX_BYTES)
+    park.book.assign(TP, 50, parkbook.encode([("1", 0, 2, NOW, done)]))
+    park.unpark.tick()
+    park.fetch([message(i, "1", 100 + i, NOW) for i in range(3)], end=3)
+    assert offsets(park.submitted) == [0, 2]
+    park.finish(park.submitted)
+    assert park.book.entries() == []
+
+
+def test_a_commit_without_park_positions_is_read_whole_first_counting_every_account(park: Rig) -> None:
+    """No park part in the commit (ANY): the park partition is read from 0 and only counted, then one
+    entry per account found, at its first record; then those that can send are read back."""
+    park.book.assign(TP, 50, None)
+    park.unpark.tick()
+    msgs = [message(0, "1", 100, NOW), message(1, "2", 101, NOW), message(2, "1", 102, NOW)]
+    park.fetch(msgs, end=3)
+    assert park.submitted == []
+    ones, twos = park.book.get(TP, "1"), park.book.get(TP, "2")
+    assert ones is not None and twos is not None
+    assert (ones.position, ones.count, twos.position, twos.count) == (0, 2, 1, 1)
+    park.unpark.tick()
+    assert park.reader.reads[-1] == (0, 0)
+    park.fetch(msgs, end=3)
+    assert offsets(park.submitted) == [0, 1, 2]
+
+
+def test_a_batch_fetched_before_the_reader_was_positioned_again_is_dropped(park: Rig) -> None:
+    msgs = park.park("1", [NOW] * 3)
+    park.unpark.tick()
+    stale = park.reader.batch(0, msgs, 3)
+    park.reader.read(0, 0)  # positioned again meanwhile
+    park.unpark.fetched([stale])
+    assert park.submitted == []
+
+
+def test_an_entry_whose_records_all_expired_leaves_the_park_though_its_account_is_held(park: Rig) -> None:
+    park.hold("1")
+    msgs = park.park("1", [NOW - 2 * MAX_AGE_S] * 2)
+    park.unpark.tick()
+    park.fetch(msgs, end=2)
+    assert offsets(park.expired) == [0, 1] and park.submitted == []
+    assert park.book.get(TP, "1") is not None, "not before their dead letters are acknowledged"
+    park.finish(park.expired)
+    assert park.book.get(TP, "1") is None
+
+
+def test_nothing_is_read_while_the_account_is_held_and_its_records_are_young(park: Rig) -> None:
+    park.hold("1")
+    park.park("1", [NOW - 1])
+    park.unpark.tick()
+    assert park.reader.reads == []
+    park.clock[0] += MAX_AGE_S
+    park.unpark.tick()
+    assert park.reader.reads == [(0, 0)], "older than PARK_MAX_AGE_S now: read to dead-letter it"
+
+
+def test_read_ahead_pauses_the_park_partition_and_done_records_resume_it(
+    park: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unpark_module, "READ_AHEAD", 4)
+    msgs = park.park("1", [NOW] * 4)
+    park.unpark.tick()
+    park.fetch(msgs)
+    assert park.reader.paused == {0}
+    park.finish(park.submitted[:1])
+    assert park.reader.paused == {0}, "3 read ahead: more than half"
+    park.finish(park.submitted[1:2])
+    assert park.reader.paused == set()
 
 
 # ---- finding 1: expiry must keep the records it does not dead-letter ------------------------------
-def test_expiry_stops_at_the_first_young_record_and_the_position_stays_there(park: Park) -> None:
+def test_expiry_stops_at_the_first_young_record_and_the_position_stays_there(park: Rig) -> None:
     """Two records older than PARK_MAX_AGE_S, two younger, the poll reaches the park partition's end:
     the old two are dead-lettered, the position (in the commit too) stays at the first young one, and
     once the account can send the young two come back; before, the end of the poll moved the entry past
@@ -218,7 +150,7 @@ def test_expiry_stops_at_the_first_young_record_and_the_position_stays_there(par
     assert park.book.get(TP, "1") is None, "every record done: it leaves the park"
 
 
-def test_an_entry_does_not_leave_on_an_end_reached_before_it_started_reading(park: Park) -> None:
+def test_an_entry_does_not_leave_on_an_end_reached_before_it_started_reading(park: Rig) -> None:
     """Two source partitions share park partition 0. Account 1 of partition 0 is read to the end (5);
     then partition 1 is taken over with account 2 parked at park offsets 10-12 (written meanwhile by
     the previous owner). Account 2's entry starts reading at 10, above that old end: it must not leave
@@ -242,7 +174,7 @@ def test_an_entry_does_not_leave_on_an_end_reached_before_it_started_reading(par
     assert park.book.entries() == [], "both read to the end and done: both left"
 
 
-def test_an_entry_held_while_a_batch_arrives_reads_that_batch_again_once_it_can_send(park: Park) -> None:
+def test_an_entry_held_while_a_batch_arrives_reads_that_batch_again_once_it_can_send(park: Rig) -> None:
     """The account is held between the tick that started its read and the poll, then free again before
     the next tick: the records of that poll were not taken, so the entry reads them again; before, the
     next poll's records moved it past them (taken 3-4, never 0-2)."""
@@ -260,7 +192,7 @@ def test_an_entry_held_while_a_batch_arrives_reads_that_batch_again_once_it_can_
 
 
 # ---- finding 7: a revoke frees the read-ahead of what it forgets ---------------------------------
-def revoke(park: Park, tp: TopicPartition = TP) -> None:
+def revoke(park: Rig, tp: TopicPartition = TP) -> None:
     """What the park does when a source partition is revoked (consumer.delivery.parking.Park.drop)."""
     for _, entry in park.book.entries(tp):
         entry.reading = False
@@ -271,7 +203,7 @@ def revoke(park: Park, tp: TopicPartition = TP) -> None:
 
 
 def test_a_revoke_frees_the_read_ahead_of_the_records_it_forgets(
-    park: Park, monkeypatch: pytest.MonkeyPatch
+    park: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read-ahead 4: six records handed pause the park partition; the partition is revoked (its records
     forgotten) and assigned again: the read-ahead counts only what is read back now, so the reader
@@ -296,53 +228,3 @@ def test_a_revoke_frees_the_read_ahead_of_the_records_it_forgets(
     assert park.reader.paused == {0}
     park.finish(park.submitted[2:3])
     assert park.reader.paused == set(), "2 read ahead: it reads on"
-
-
-# ---- finding 12: a slow revoke leaves a newer assignment's park alone ----------------------------
-async def test_a_slow_revoke_does_not_wipe_the_park_of_the_partition_assigned_again() -> None:
-    """The revoke of partition 0 waits for in-flight work; meanwhile the poll thread gave up on it and
-    the partition was assigned to us again, its commit naming account 2 parked. When the slow revoke
-    ends, account 2 must still be parked (else its later records are sent before its parked ones and the
-    next commit drops its park position); before, the revoke's park.drop() wiped the new book."""
-    settings = load_settings(
-        {
-            "LP_CONSUMER_KEY": "k",
-            "LP_CONSUMER_SECRET": "s",
-            "LP_ACCESS_TOKEN": "t",
-            "LP_ACCESS_TOKEN_SECRET": "x",
-        },
-        require_kafka=False,
-    )
-    app = App(settings)
-    waiting, gate = asyncio.Event(), asyncio.Event()
-
-    class SlowRevoke:
-        async def revoke(self, tps: list[TopicPartition]) -> dict[TopicPartition, CommitPoint]:
-            generations = {tp: app.tracker.generation(tp) for tp in tps}
-            waiting.set()
-            await gate.wait()  # a request on the wire, bounded by REVOKE_DRAIN_S
-            for tp, generation in generations.items():
-                app.tracker.drop(tp, generation)  # as the dispatcher does: a newer assignment stays
-            return {}
-
-    app.dispatcher = SlowRevoke()  # type: ignore[assignment]
-    park = app.park = RealPark(
-        Writer(),  # type: ignore[arg-type]
-        Reader(),  # type: ignore[arg-type]
-        Accounts(),  # type: ignore[arg-type]
-        app.tracker,
-        100,
-        lambda r: None,
-        lambda r: None,
-        lambda r, why: None,
-        MAX_AGE_S,
-    )
-    app.on_assigned([TP], {TP: (40, parkbook.encode([("1", 7, 2, NOW, "")]))})
-    revoking = asyncio.create_task(app.on_revoked([TP]))
-    await asyncio.wait_for(waiting.wait(), 5)
-    app.on_assigned([TP], {TP: (60, parkbook.encode([("2", 9, 1, NOW, "")]))})
-    gate.set()
-    await asyncio.wait_for(revoking, 5)
-    assert park.book.parked(TP, "2"), "the newer assignment's park entry was wiped by the old revoke"
-    assert park.book.get(TP, "1") is None
-    assert app.tracker.generation(TP) is not None
