@@ -67,7 +67,7 @@ class Unpark:
         self._ahead: Counter[int] = Counter()  # records read back not done, per park partition
         self._paused: set[int] = set()
         self._end: dict[int, int] = {}  # end offset of a park partition the reader last reached
-        self._labels: set[str] = set()  # account labels whose gauges were set last time
+        self._gauges = Gauges(book, accounts.labelled, clock)
 
     def account_of(self, record: Record) -> str:
         """The account of the entry a record read back belongs to ("" if no longer known)."""
@@ -145,7 +145,7 @@ class Unpark:
             if partition not in wanted:
                 self._reader.stop_reading(partition)
                 self._end.pop(partition, None)
-        self._gauges()
+        self._gauges.update()
 
     def _readable(self, tp: TopicPartition, entry: Entry) -> bool:
         """ANY: read at once (its census); an account: once it can send, and after the census."""
@@ -161,12 +161,10 @@ class Unpark:
         return entry.oldest_s is not None and now - entry.oldest_s > self._max_age
 
     def _read_at(self, partition: int) -> int | None:
-        ups = [
-            e.upto
-            for tp, e in self.book.entries()
-            if e.reading and self._writer.park_partition(tp) == partition
-        ]
-        return min(ups) if ups else None
+        park = self._writer.park_partition
+        return min(
+            (e.upto for tp, e in self.book.entries() if e.reading and park(tp) == partition), default=None
+        )
 
     def fetched(self, batches: list[Fetched]) -> None:
         """Records read back from the park (on the loop): hand those of entries being read to their lanes."""
@@ -199,11 +197,8 @@ class Unpark:
                 self._reader.pause(partition)
 
     def _readers(self, partition: int) -> list[tuple[TopicPartition, Entry]]:
-        """The entries that take a poll of this park partition; one held since its read began stops.
-
-        It was not read for this poll, so it must not be moved past it: it starts again (from its
-        position, re-positioning the reader) when it can send or expire again.
-        """
+        """The entries that take a poll of this park partition; one held since its read began stops
+        (it must not be moved past a poll it did not take: it reads again from its position when it can)."""
         out = []
         for tp, e in self.book.entries():
             if not e.reading or self._writer.park_partition(tp) != partition:
@@ -282,18 +277,29 @@ class Unpark:
                 and entry.settled()
             ):
                 self.book.leave(tp, entry)
-                self._forget_gauges(entry.account)
+                self._gauges.forget(entry.account)
                 log.info("unparked", topic=tp[0], partition=tp[1], account=entry.account)
 
-    # ---- gauges ------------------------------------------------------------------------------
     def labelled(self, account: str) -> bool:
+        """True when an account id may be a metric label value (it has credentials of its own)."""
         return self._accounts.labelled(account)
 
-    def _gauges(self) -> None:
+
+class Gauges:
+    """The parked-events and oldest-parked-record gauges per account label, from the book."""
+
+    def __init__(self, book: ParkBook, labelled: Callable[[str], bool], clock: Callable[[], float]) -> None:
+        self._book = book
+        self._labelled = labelled
+        self._clock = clock
+        self._labels: set[str] = set()  # account labels whose gauges were set last time
+
+    def update(self) -> None:
+        """Set every label's gauges from the book; zero those parked no more."""
         counts: Counter[str] = Counter()
         oldest: dict[str, float] = {}
-        for _, entry in self.book.entries():
-            label = entry.account if self.labelled(entry.account) else ""
+        for _, entry in self._book.entries():
+            label = entry.account if self._labelled(entry.account) else ""
             counts[label] += entry.count
             if entry.oldest_s is not None:
                 oldest[label] = min(oldest.get(label, entry.oldest_s), entry.oldest_s)
@@ -306,9 +312,10 @@ class Unpark:
             metrics.PARKED_EVENTS.labels(label).set(n)
             metrics.PARK_OLDEST.labels(label).set(max(0.0, now - oldest[label]) if label in oldest else 0)
 
-    def _forget_gauges(self, account: str) -> None:
-        label = account if self.labelled(account) else ""
-        if not any(e.account == account for _, e in self.book.entries()):
+    def forget(self, account: str) -> None:
+        """An account left the park for a partition: zero its gauges if it is parked nowhere else."""
+        label = account if self._labelled(account) else ""
+        if not any(e.account == account for _, e in self._book.entries()):
             metrics.PARKED_EVENTS.labels(label).set(0)
             metrics.PARK_OLDEST.labels(label).set(0)
 
