@@ -9,6 +9,7 @@ is dead-lettered and everything is delivered once the certificate is one the dae
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import shutil
@@ -24,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from harness import Topics, ThreadedAPI, committed, event, produce, read_topic, wait_until
+from harness import ThreadedAPI, Topics, committed, event, produce, read_topic, wait_until
 from structlog.testing import capture_logs
 from test_transport import TRANSPORTS, send_each, settings_for
 
@@ -34,6 +35,7 @@ from consumer.sandbox.api import SandboxAPI
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 ACCOUNT = "1234"
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
 PAST = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 
 
@@ -78,7 +80,8 @@ async def test_a_private_ca_given_by_the_standard_variables_is_trusted(
     if variable == "SSL_CERT_DIR":  # OpenSSL looks a CA up in a directory by its subject hash
         if shutil.which("openssl") is None:
             pytest.skip("the openssl command is needed to name the CA by its subject hash (`openssl rehash`)")
-        subprocess.run(["openssl", "rehash", str(tmp_path)], check=True, capture_output=True)
+        rehash = ["openssl", "rehash", str(tmp_path)]
+        await asyncio.to_thread(subprocess.run, rehash, check=True, capture_output=True)
         trusted = str(tmp_path)
     monkeypatch.setenv(variable, trusted)  # the process's environment, as the daemon's is
     async with https_standin(serving(ca.issue_cert("127.0.0.1"))) as api:
@@ -105,7 +108,8 @@ async def test_a_certificate_that_is_not_trusted_is_named_by_its_cause(
     tmp_path: Path,
 ) -> None:
     ca = trustme.CA()
-    cert = ca.issue_cert(identity, not_before=valid[0], not_after=valid[1]) if valid else ca.issue_cert(identity)
+    not_before, not_after = valid or (None, None)
+    cert = ca.issue_cert(identity, not_before=not_before, not_after=not_after)
     extra = {"HTTP_CA_FILE": str(pem_file(tmp_path / "ca.pem", ca.cert_pem))} if trust else {}
     async with https_standin(serving(cert)) as api:
         reply = (await send_each(settings_for(api.base_url, transport, **extra), ["v"]))[0]
@@ -129,7 +133,7 @@ def own_ca_certificate(tmp_path: Path) -> tuple[Path, Path]:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "server.pem", tmp_path / "server.key"
@@ -152,7 +156,8 @@ async def test_a_server_certificate_that_is_its_own_ca_is_trusted_by_openssl_and
     context.load_cert_chain(cert_path, key_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
     async with https_standin(context) as api:
-        reply = (await send_each(settings_for(api.base_url, transport, SSL_CERT_FILE=str(cert_path)), ["v"]))[0]
+        settings = settings_for(api.base_url, transport, SSL_CERT_FILE=str(cert_path))
+        reply = (await send_each(settings, ["v"]))[0]
     if transport == "aiohttp":
         assert (reply.status, reply.cause) == (200, "")
     else:
@@ -194,9 +199,8 @@ def test_an_untrusted_certificate_holds_the_account_says_why_and_a_trusted_one_r
     context = serving(stranger.issue_cert("127.0.0.1"))  # a CA the daemon was not given
     api = ThreadedAPI().start(ssl_context=context)
     try:
-        msgs = [
-            (topics.leads, f"v{i % 10}".encode(), event(ACCOUNT, f"v{i % 10}", topic=f"e{i}")) for i in range(40)
-        ]
+        visitors = [f"v{i % 10}" for i in range(40)]
+        msgs = [(topics.leads, v.encode(), event(ACCOUNT, v, topic=f"e{i}")) for i, v in enumerate(visitors)]
         produced = produce(broker, msgs)
         # RETRY_MAX_ELAPSED_S=2: retried as a transient fault, the records would be dead-lettered
         # within the four probe steps waited for below.

@@ -22,13 +22,17 @@ def chain(*messages: str) -> list[dict[str, str]]:
     [
         (["invalid peer certificate: UnknownIssuer"], "certificate_not_trusted"),
         (
-            ['invalid peer certificate: certificate not valid for name "127.0.0.1"; certificate is only '
-             'valid for DnsName("example.org")'],
+            [
+                'invalid peer certificate: certificate not valid for name "127.0.0.1"; certificate is only '
+                'valid for DnsName("example.org")'
+            ],
             "certificate_name_mismatch",
         ),
         (
-            ["invalid peer certificate: certificate expired: verification time 1796606945 (UNIX), but "
-             "certificate is not valid after 1577923200 (218683745 seconds ago)"],
+            [
+                "invalid peer certificate: certificate expired: verification time 1796606945 (UNIX), but "
+                "certificate is not valid after 1577923200 (218683745 seconds ago)"
+            ],
             "certificate_expired",
         ),
         (["invalid peer certificate: certificate not valid yet: verification time 1"], "certificate_expired"),
@@ -38,7 +42,7 @@ def chain(*messages: str) -> list[dict[str, str]]:
         (["connection closed before message completed"], "reset"),
         (["connection error", "Connection reset by peer (os error 104)"], "reset"),
         (
-            ["dns error", "error resolving DNS", "failed to lookup address information: Name or service not known"],
+            ["dns error", "failed to lookup address information: Name or service not known"],
             "dns",
         ),
         (["received corrupt message of type InvalidContentType"], "tls"),
