@@ -17,6 +17,7 @@ from collections import Counter
 import structlog
 from confluent_kafka import Message
 
+from consumer.accounts.account import Account
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import CLOSE_RESERVE_S, Settings
 from consumer.delivery.dispatch import Dispatcher
@@ -192,15 +193,15 @@ class App:
         if self.stopping.is_set():
             return False, "stopping"
         halted = self.accounts.halted() if self.accounts else []
-        said = ", ".join(f"{a.name or 'all accounts'}: {a.halt.reason}" for a in halted)
+        said = halts_said(halted)
         paused = ", ".join(a.name or "all accounts" for a in self.accounts.paused()) if self.accounts else ""
         if self.accounts is not None and self.accounts.all_halted:
-            return False, f"halted on auth ({said})" if halted else "no account has credentials"
+            return False, said if halted else "no account has credentials"
         if not self.client.is_open:
             return False, "http session closed"
         if not (self.source and self.source.joined):
             return False, "not joined to the consumer group yet"
-        notes = ([f"halted on auth ({said})"] if halted else []) + ([f"paused ({paused})"] if paused else [])
+        notes = ([said] if halted else []) + ([f"paused ({paused})"] if paused else [])
         return True, "; ".join(["ok", *notes])
 
     def accounts_view(self, limit: int) -> dict[str, object]:
@@ -294,6 +295,16 @@ class App:
         """Backpressure: pause partitions whose pending window is full (or all, when halted/overloaded)."""
         if self.source is not None and self.accounts is not None:
             self.flow.adjust(self.source, self.accounts.all_halted, self.stopping.is_set())
+
+
+def halts_said(halted: list[Account]) -> str:
+    """The halted accounts by kind: `halted on auth (a: 401); halted on TLS (b: certificate_expired)`."""
+    parts = []
+    for kind, title in (("auth", "auth"), ("tls", "TLS")):
+        named = [f"{a.name or 'all accounts'}: {a.halt.reason}" for a in halted if a.halt.kind == kind]
+        if named:
+            parts.append(f"halted on {title} ({', '.join(named)})")
+    return "; ".join(parts)
 
 
 def accounts_document(app: App, limit: int) -> dict[str, object]:

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -326,11 +327,19 @@ class ThreadedAPI:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sandbox-api", daemon=True)
 
-    def start(self) -> ThreadedAPI:
-        """Serve on 127.0.0.1 (random port)."""
+    def start(self, ssl_context: ssl.SSLContext | None = None) -> ThreadedAPI:
+        """Serve on 127.0.0.1 (random port); HTTPS with `ssl_context`."""
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.api.start(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self.api.start(ssl_context=ssl_context), self._loop).result(10)
         return self
+
+    def on_loop(self, action: Callable[[], Any]) -> None:
+        """Run `action` on the API's own loop (e.g. change its TLS certificate) and wait for it."""
+
+        async def run() -> None:
+            action()
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     def stop(self) -> None:
         """Stop serving and end the thread."""

@@ -7,6 +7,11 @@ halt ends once the credentials work even when no lane of the account is alive (i
 revoked, its events went elsewhere). Any answer other than 401/403 to the probe ends the halt and
 every waiting lane goes on. A relapse soon after a recovery keeps the backoff where it was instead
 of starting again at the first step. Nothing is dead-lettered on an auth failure.
+
+A certificate the client does not trust (`consumer.liveperson.causes.CERTIFICATE_CAUSES`) halts the
+account the same way, as a halt of kind `tls`: its own log lines (`halted_on_tls`,
+`tls_still_failing`, `tls_recovered`), and the probe ends it once the server's certificate is one
+the daemon trusts (the trusted CAs are read at start: a change of them needs a restart).
 """
 
 from __future__ import annotations
@@ -18,12 +23,24 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from consumer.liveperson.causes import CERTIFICATE_CAUSES
 from consumer.ops import metrics
 
 log = structlog.get_logger("consumer.accounts.halt")
 
 # The probe: None when the credentials were accepted, else why the account is still halted.
 Probe = Callable[[], Awaitable[str | None]]
+
+# Per kind of halt: its log lines (entering, each probe step, recovered) and what is done meanwhile.
+EVENTS = {
+    "auth": ("halted_on_auth", "auth_still_failing", "auth_recovered"),
+    "tls": ("halted_on_tls", "tls_still_failing", "tls_recovered"),
+}
+ACTIONS = {
+    "auth": "this account's events are kept; probing with backoff, re-reading its credentials",
+    "tls": "this account's events are kept; probing with backoff. The API's certificate is not trusted "
+    "(see the reason): fix it, or trust its CA (HTTP_CA_FILE, SSL_CERT_FILE, SSL_CERT_DIR; read at start)",
+}
 
 
 class Halt:
@@ -50,6 +67,7 @@ class Halt:
         self._recovered_at = float("-inf")
         self.halted = False
         self.reason = ""
+        self.kind = "auth"  # auth | tls: what the current (or last) halt is about
         self.since = 0.0  # monotonic time the current halt began
         self.step = 0
 
@@ -59,6 +77,7 @@ class Halt:
             return
         self.halted = True
         self.reason = reason
+        self.kind = "tls" if reason in CERTIFICATE_CAUSES else "auth"
         self.since = time.monotonic()
         self._resumed.clear()
         if time.monotonic() - self._recovered_at > self._max:
@@ -66,11 +85,7 @@ class Halt:
         if self._gauge is not None:
             self._gauge.set(1)
         log.error(
-            "halted_on_auth",
-            account=self.account,
-            reason=reason,
-            error=detail,
-            action="this account's events are kept; probing with backoff, re-reading its credentials",
+            EVENTS[self.kind][0], account=self.account, reason=reason, error=detail, action=ACTIONS[self.kind]
         )
         self._on_change(True)
         self._prober = asyncio.get_running_loop().create_task(self._probe_loop(probe))
@@ -92,9 +107,9 @@ class Halt:
         while self.halted:
             delay = min(self._max, self._initial * 2**self.step)
             self.step += 1
-            metrics.RETRIES.labels("auth").inc()
+            metrics.RETRIES.labels(self.kind).inc()
             log.error(
-                "auth_still_failing",
+                EVENTS[self.kind][1],
                 account=self.account,
                 reason=self.reason,
                 step=self.step,
@@ -117,7 +132,7 @@ class Halt:
         self._recovered_at = time.monotonic()
         if self._gauge is not None:
             self._gauge.set(0)
-        log.info("auth_recovered", account=self.account, after_steps=self.step)
+        log.info(EVENTS[self.kind][2], account=self.account, after_steps=self.step)
         self._resumed.set()
         self._on_change(False)
 

@@ -6,6 +6,7 @@ configuration is reported in one go.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import Mapping
@@ -165,6 +166,9 @@ def semantic_problems(s: Settings, require_kafka: bool, require_credentials: boo
         problems.append(f"LP_DOMAIN: {problem} (got {s.lp_domain!r})")
     if s.http_ca_file and (problem := _ca_file_problem(s.http_ca_file)):
         problems.append(f"HTTP_CA_FILE: {problem} (got {s.http_ca_file!r})")
+    if s.ssl_cert_file and (problem := _ca_file_problem(s.ssl_cert_file)):
+        problems.append(f"SSL_CERT_FILE: {problem} (got {s.ssl_cert_file!r})")
+    problems.extend(_ca_dir_problems(s.ssl_cert_dir or ""))
     if s.retry_max_backoff_s < s.retry_initial_s:
         problems.append("RETRY_MAX_BACKOFF_S: must be >= RETRY_INITIAL_S")
     try:
@@ -201,6 +205,28 @@ def _ca_file_problem(path: str) -> str | None:
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
     return None
+
+
+def _ca_dir_problems(dirs: str) -> list[str]:
+    """SSL_CERT_DIR's directories that are missing or hold no PEM certificate (OpenSSL and rustls
+    would skip them in silence, and every request to a private CA's server fail as untrusted)."""
+    problems = []
+    for name in filter(None, dirs.split(os.pathsep)):
+        folder = Path(name)
+        if not folder.is_dir():
+            problems.append(f"SSL_CERT_DIR: no such directory (got {name!r})")
+        elif not any(_holds_certificate(f) for f in sorted(folder.iterdir())):
+            problems.append(f"SSL_CERT_DIR: no PEM certificate in it (got {name!r})")
+    return problems
+
+
+def _holds_certificate(path: Path) -> bool:
+    """True when the file at `path` begins a PEM certificate in its first 64 KiB."""
+    try:
+        with path.open("rb") as f:
+            return b"-----BEGIN CERTIFICATE-----" in f.read(65536)
+    except OSError:  # a directory, unreadable, a dangling link: not a certificate
+        return False
 
 
 def input_format_problems(s: Settings) -> list[str]:

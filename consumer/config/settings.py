@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(10.0, gt=0)
     http_client: Literal["aiohttp", "pyreqwest"] = "pyreqwest"
     http_ca_file: str | None = None
+    # The standard trust variables (OpenSSL's): each TLS stack reads them itself; checked at start.
+    ssl_cert_file: str | None = None
+    ssl_cert_dir: str | None = None  # directories, `:`-separated
     retry_initial_s: float = Field(5.0, gt=0)
     retry_max_backoff_s: float = Field(60.0, gt=0)
     retry_max_elapsed_s: float = Field(900.0, gt=0)

@@ -274,7 +274,7 @@ class Courier:
             account = lane.account
             account.probe_id = lane.visit.account
             assert account.probe is not None
-            account.halt.halt(reply.label, reply.detail, account.probe)
+            account.halt.halt(reply.cause or reply.label, reply.detail, account.probe)
             self._lanes.settled.set()  # a drain waiting for quiet may now stop waiting for this account
             return True
         else:  # RETRY

@@ -32,6 +32,7 @@ from consumer.formats.events import Visit
 from consumer.kafka.deadletter import DeadLetters, Verdict
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
 from consumer.kafka.records import Record, TopicPartition
+from consumer.liveperson.causes import CERTIFICATE_CAUSES
 from consumer.liveperson.client import EngagementClient
 from consumer.ops.tracing import OFF, Tracing
 from consumer.util.expiring import ExpiringMap
@@ -156,6 +157,8 @@ class Dispatcher:
                 account.tokens.invalidate()  # the probe asks for a fresh token too
             visit = Visit(account.probe_id or account.name, PROBE_VISITOR, "probe")
             reply = await self._courier.client.send(visit, b"[]", account)
+            if reply.cause in CERTIFICATE_CAUSES:
+                return reply.cause  # still a certificate the client does not trust
             if reply.status is None:
                 return f"{reply.error}: {reply.detail}"  # not an answer about the credentials
             if action_of(reply, self._policy) is Action.HALT:

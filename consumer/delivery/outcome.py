@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from consumer.delivery.policy import Action, Backoff, StatusPolicy, parse_retry_after, throttle_delay
 from consumer.kafka.deadletter import Verdict
+from consumer.liveperson.causes import CERTIFICATE_CAUSES
 from consumer.liveperson.client import Reply
 
 HALT_ERRORS = frozenset({"credentials", "token_rejected"})  # no usable credentials: halt the account
@@ -75,10 +76,14 @@ class Decision(NamedTuple):
 
 
 def action_of(reply: Reply, policy: StatusPolicy) -> Action:
-    """The policy's action for a reply: by status, or for a transport failure halt or retry."""
+    """The policy's action for a reply: by status, or for a transport failure halt or retry.
+
+    No usable credentials halt, and so does a certificate the client does not trust: retried as a
+    transient fault it would end in dead letters, and it will not pass until someone changes it.
+    """
     if reply.status is not None:
         return policy.action(reply.status)
-    return Action.HALT if reply.error in HALT_ERRORS else Action.RETRY
+    return Action.HALT if reply.error in HALT_ERRORS or reply.cause in CERTIFICATE_CAUSES else Action.RETRY
 
 
 def verdict(reason: str, reply: Reply, attempts: int) -> Verdict:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import aiohttp
+import structlog
 from prometheus_client import Counter
 
 from consumer.accounts.credentials import ClientCredentials, CredentialsProblem
@@ -28,11 +29,16 @@ from consumer.liveperson.transport import (
 from consumer.liveperson.url import events_url
 from consumer.ops import metrics
 from consumer.ops.tracing import OFF, Tracing
+from consumer.util.expiring import ExpiringMap
 
 if TYPE_CHECKING:
     from consumer.accounts.account import Account
 
 __all__ = ["NOT_OURS", "USER_AGENT", "EngagementClient", "Reply"]
+
+log = structlog.get_logger("consumer.liveperson")
+
+SAID_AGAIN_AFTER_S = 60.0  # a connection error's cause is logged once per account and cause a minute
 
 
 class EngagementClient:
@@ -62,6 +68,7 @@ class EngagementClient:
             failure_ttl_s=settings.domain_failure_ttl_s,
         )
         self._requests: dict[str, Counter] = {}  # engagement_requests_total children by status label
+        self._said: ExpiringMap[tuple[str, str], bool] = ExpiringMap(1024, SAID_AGAIN_AFTER_S)
 
     @property
     def is_open(self) -> bool:
@@ -161,13 +168,29 @@ class EngagementClient:
         self._count(label)
         account.count(label)
         metrics.REQUEST_DURATION_TALLY.observe(reply.duration)
+        if reply.cause:
+            self._connection_failed(visit.account, reply)
         return reply
+
+    def _connection_failed(self, account: str, reply: Reply) -> None:
+        """Count a connection error by its cause; log the first of each cause per account (a minute)."""
+        metrics.CONNECTION_ERRORS.labels(reply.cause).inc()
+        key = (account, reply.cause)
+        if self._said.get(key) is None:
+            self._said.set(key, True)
+            log.warning(
+                "connection_failed",
+                account=account,
+                cause=reply.cause,
+                error=reply.detail,
+                http_client=self._settings.http_client,
+            )
 
     async def _post(self, url: str, body: bytes, authorization: str, started: float) -> Reply:
         """One POST through the transport; a transport failure is a Reply too."""
         assert self._transport is not None, "start() first"
         error: str | None = None
-        detail = ""
+        detail = cause = ""
         try:
             status, text, retry_after = await self._transport.post(url, body, authorization)
             if status >= 300:
@@ -177,8 +200,8 @@ class EngagementClient:
             error, detail = "timeout", f"no answer within {self._settings.http_timeout_s}s"
         except TransportFailed as exc:
             status, retry_after = None, None
-            error, detail = "connection_error", str(exc)
-        return Reply(status, error, detail, retry_after, time.perf_counter() - started, authorization)
+            error, detail, cause = "connection_error", str(exc), exc.cause
+        return Reply(status, error, detail, retry_after, time.perf_counter() - started, authorization, cause)
 
     def _failed(self, account: Account, error: str, detail: str, started: float) -> Reply:
         """No request was sent: the base URL or the credentials are not available."""

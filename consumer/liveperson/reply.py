@@ -17,6 +17,7 @@ class Reply:
     retry_after: str | None = None
     duration: float = 0.0
     authorization: str = field(default="", repr=False)  # the header sent (to drop a refused token)
+    cause: str = ""  # connection_error: why (one of consumer.liveperson.causes.CAUSES); else ""
 
     @property
     def label(self) -> str:

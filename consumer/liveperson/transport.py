@@ -1,14 +1,17 @@
 """How the events POST reaches the API: one keep-alive HTTP client behind a small interface.
 
-`HTTP_CLIENT` picks it: `aiohttp` (the default, the session that also serves the Domain API and
-Sentinel) or `pyreqwest` (Rust's reqwest and hyper, `transport_pyreqwest.py`). Both have the same
+`HTTP_CLIENT` picks it: `pyreqwest` (the default: Rust's reqwest and hyper, `transport_pyreqwest.py`)
+or `aiohttp` (the session that also serves the Domain API and Sentinel). Both have the same
 semantics: the URL sent byte for byte as signed, the total timeout HTTP_TIMEOUT_S, keep-alive
 connections (idle ones closed after KEEPALIVE_S), at most MAX_IN_FLIGHT + 4 connections, TLS
-verified against the system's CAs plus HTTP_CA_FILE, no redirects followed, bodies read raw
-(`Accept-Encoding: identity`), no cookies, and proxy variables of the environment ignored (the
-API is reached directly, as the Domain API is). A timeout raises `TimeoutError`; anything else
-that keeps an answer from arriving raises `TransportFailed`: the client maps them to the outcomes
-`timeout` and `connection_error`.
+verified against the system's CAs, `SSL_CERT_FILE` and `SSL_CERT_DIR` (each stack reads them
+itself: OpenSSL for aiohttp, rustls-platform-verifier for pyreqwest) plus HTTP_CA_FILE, no
+redirects followed, bodies read raw (`Accept-Encoding: identity`), no cookies, and proxy variables
+of the environment ignored (the API is reached directly, as the Domain API is). A timeout raises
+`TimeoutError`; anything else that keeps an answer from arriving raises `TransportFailed` with its
+cause (`consumer.liveperson.causes`): the client maps them to the outcomes `timeout` and
+`connection_error`. The stacks differ in what certificate they accept: rustls refuses some that
+OpenSSL takes (a CA certificate as the server's, an X.509 v1 one, a name only in the CN).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Protocol
 
 import aiohttp
 from yarl import URL
+
+from consumer.liveperson.causes import aiohttp_cause
 
 USER_AGENT = "engagement-consumer/0.1"
 KEEPALIVE_S = 30.0
@@ -31,7 +36,11 @@ Answer = tuple[int, bytes, str | None]  # status, body, Retry-After
 
 
 class TransportFailed(Exception):
-    """No answer: refused, reset, TLS verification failed, ... (the message names the cause)."""
+    """No answer: refused, reset, TLS verification failed, ... (`cause`: one of causes.CAUSES)."""
+
+    def __init__(self, message: str, cause: str = "other") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class EventsTransport(Protocol):
@@ -89,7 +98,7 @@ class AiohttpTransport:
             ) as resp:
                 return resp.status, await resp.read(), resp.headers.get("Retry-After")
         except aiohttp.ClientError as exc:
-            raise TransportFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise TransportFailed(f"{type(exc).__name__}: {exc}", aiohttp_cause(exc)) from exc
 
     async def close(self) -> None:
         """Nothing of its own: the session is closed by its owner."""

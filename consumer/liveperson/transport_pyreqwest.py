@@ -13,6 +13,7 @@ from pathlib import Path
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
 
+from consumer.liveperson.causes import reqwest_cause, reqwest_detail
 from consumer.liveperson.transport import (
     EVENTS_HEADERS,
     EXTRA_CONNECTIONS,
@@ -63,7 +64,10 @@ class PyreqwestTransport:
         except TimeoutError:
             raise
         except PyreqwestError as exc:
-            raise TransportFailed(f"{type(exc).__name__}: {exc}") from exc
+            chain = (getattr(exc, "details", None) or {}).get("causes") or []
+            name = type(exc).__name__
+            detail = reqwest_detail(name, chain) if chain else f"{name}: {exc}"
+            raise TransportFailed(detail, reqwest_cause(chain)) from exc
         try:
             retry_after = resp.get_header("Retry-After")
         except ValueError:  # not visible ASCII: unusable as a Retry-After, as aiohttp's text of it is

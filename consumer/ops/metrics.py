@@ -114,9 +114,17 @@ REQUEST_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )
+CONNECTION_ERRORS = Counter(
+    "engagement_connection_errors",
+    "Requests to the Engagement Attributes API that got no answer (connection_error), by cause "
+    "(certificate_not_trusted, certificate_name_mismatch, certificate_expired, certificate_rejected, "
+    "tls, refused, reset, dns, other).",
+    ["cause"],
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "engagement_retries",
-    "Request retries by reason (http_429, http_5xx, timeout, connection_error, auth, dlq_produce ...).",
+    "Request retries by reason (http_429, http_5xx, timeout, connection_error, auth, tls, dlq_produce ...).",
     ["reason"],
     registry=REGISTRY,
 )
@@ -158,7 +166,8 @@ COMMITTED_OFFSET = Gauge(
 # credentials serves every account; else an account that has credentials (bounded cardinality).
 HALTED = Gauge(
     "engagement_halted",
-    "1 while an account's delivery is halted on an authentication failure (401/403, credentials).",
+    "1 while an account's delivery is halted on an authentication failure (401/403, credentials) or on a "
+    "certificate the client does not trust.",
     ["account"],
     registry=REGISTRY,
 )

@@ -146,7 +146,7 @@ async def test_a_reset_connection_is_a_connection_error_and_the_next_request_suc
     c, account = client
     sandbox.reset_connection_visitor("flaky")
     reply = await c.send(Visit("1234", "flaky", "s"), BODY, account)
-    assert (reply.status, reply.error) == (None, "connection_error")
+    assert (reply.status, reply.error, reply.cause) == (None, "connection_error", "reset")
     assert reply.detail
     sandbox.heal_visitor("flaky")
     assert (await c.send(Visit("1234", "flaky", "s"), BODY, account)).status == 200
@@ -155,7 +155,7 @@ async def test_a_reset_connection_is_a_connection_error_and_the_next_request_suc
 async def test_nobody_listening_is_a_connection_error(transport: str) -> None:
     settings = settings_for(f"http://127.0.0.1:{free_port()}", transport)
     reply = (await send_each(settings, ["v"]))[0]
-    assert (reply.status, reply.error) == (None, "connection_error")
+    assert (reply.status, reply.error, reply.cause) == (None, "connection_error", "refused")
 
 
 async def test_connections_are_kept_alive_and_bounded(sandbox: SandboxAPI, transport: str) -> None:
@@ -228,7 +228,7 @@ async def test_tls_with_an_untrusted_certificate_is_a_connection_error(
 ) -> None:
     settings = settings_for(tls_sandbox.base_url, transport)
     reply = (await send_each(settings, ["v"]))[0]
-    assert (reply.status, reply.error) == (None, "connection_error")
+    assert (reply.status, reply.error, reply.cause) == (None, "connection_error", "certificate_not_trusted")
     assert "certificate" in reply.detail.lower() or "cert" in reply.detail.lower(), reply.detail
     assert not tls_sandbox.received  # verification failed before any request was sent
 

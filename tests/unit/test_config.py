@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trustme
 
 from consumer.config import Settings, load_settings
 from consumer.delivery.policy import DEFAULT_POLICY
@@ -112,7 +113,8 @@ def test_shipped_defaults_file_matches_the_code() -> None:
             key, _, value = line.partition("=")
             documented[key] = value
     for name, field in Settings.model_fields.items():
-        if name in ("kafka_properties", "credential_files"):
+        # SSL_CERT_*: OpenSSL's variables (README); `SSL_CERT_FILE=` in an env file would blank the system's
+        if name in ("kafka_properties", "credential_files", "ssl_cert_file", "ssl_cert_dir"):
             continue
         assert name.upper() in documented, f"{name.upper()} missing from config/defaults.env"
         default = field.default
@@ -268,3 +270,28 @@ def test_http_client_is_one_of_two_and_the_ca_file_must_hold_a_certificate(tmp_p
     assert any(line.startswith("HTTP_CA_FILE: no PEM certificate") for line in lines), lines
     with pytest.raises(ConfigError, match="HTTP_CA_FILE: no such file"):
         load_settings({**BASE, "HTTP_CA_FILE": str(tmp_path / "missing.pem")})
+
+
+def test_the_standard_trust_variables_must_name_certificates_or_the_daemon_does_not_start(
+    tmp_path: Path,
+) -> None:
+    # OpenSSL and rustls skip a missing SSL_CERT_FILE or SSL_CERT_DIR in silence: every request to a
+    # private CA's server would then fail as untrusted. One line each at start instead.
+    not_pem = tmp_path / "bundle.pem"
+    not_pem.write_text("not a certificate\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, "SSL_CERT_FILE": str(not_pem), "SSL_CERT_DIR": f"{empty}:{tmp_path / 'gone'}"})
+    lines = err.value.problems
+    assert any(line.startswith("SSL_CERT_FILE: no PEM certificate") for line in lines), lines
+    no_pem = [line for line in lines if line.startswith("SSL_CERT_DIR: no PEM certificate in")]
+    assert len(no_pem) == 1 and str(empty) in no_pem[0], lines
+    assert any(line.startswith("SSL_CERT_DIR: no such directory") and "gone" in line for line in lines), lines
+    with pytest.raises(ConfigError, match="SSL_CERT_FILE: no such file"):
+        load_settings({**BASE, "SSL_CERT_FILE": str(tmp_path / "missing.pem")})
+    good = tmp_path / "certs"
+    good.mkdir()
+    (good / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())
+    settings = load_settings({**BASE, "SSL_CERT_FILE": str(good / "ca.pem"), "SSL_CERT_DIR": str(good)})
+    assert (settings.ssl_cert_file, settings.ssl_cert_dir) == (str(good / "ca.pem"), str(good))

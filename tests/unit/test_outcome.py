@@ -88,6 +88,30 @@ def test_transport_failures_retry_and_missing_credentials_halt(error: str, kind:
     assert decision(Reply(None, error, "why")).kind is kind
 
 
+@pytest.mark.parametrize(
+    ("cause", "kind"),
+    [
+        ("certificate_not_trusted", Kind.HALT),
+        ("certificate_name_mismatch", Kind.HALT),
+        ("certificate_expired", Kind.HALT),
+        ("certificate_rejected", Kind.HALT),
+        ("refused", Kind.RETRY),
+        ("reset", Kind.RETRY),
+        ("tls", Kind.RETRY),
+        ("other", Kind.RETRY),
+    ],
+)
+def test_a_certificate_the_client_will_not_trust_halts_and_other_connection_errors_retry(
+    cause: str, kind: Kind
+) -> None:
+    # Retried in silence, an untrusted certificate would dead-letter everything as retries_exhausted.
+    assert decision(Reply(None, "connection_error", "why", cause=cause)).kind is kind
+    late = FRESH._replace(started=NOW - 10_000.0)  # past RETRY_MAX_ELAPSED_S: still held, never dead
+    assert decision(Reply(None, "connection_error", "why", cause=cause), history=late).kind is (
+        Kind.HALT if kind is Kind.HALT else Kind.DEAD_LETTER
+    )
+
+
 def test_a_configured_policy_overrides_the_defaults() -> None:
     rules = replace(RULES, policy=parse_status_policy("404=dead_letter,5xx=dead_letter"))
     d = decide(Reply(404), 1, FRESH, rules, bearer=False, now=NOW, wall=WALL, rng=Fixed())
