@@ -152,7 +152,7 @@ def test_required_alerts_with_runbooks() -> None:
         assert re.search(rf"^#+ .*`?{rule['alert']}`?", readme, re.M), (
             f"no runbook section for {rule['alert']} in README"
         )
-        assert re.fullmatch(r"\d+[smh]", rule.get("for", "0s")), f"{rule['alert']}: for {rule['for']!r}"
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), f"{rule['alert']}: for {rule['for']!r}"
 
 
 # --------------------------------------------------------------------------------------------
