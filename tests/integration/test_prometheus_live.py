@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from dashboard import dashboard, interpolate, label_values_queries, targets
-from harness import Topics, event, produce, wait_until
+from harness import Daemon, Topics, event, produce, wait_until
 from promserver import PromServer, binary, rule_groups, write_yaml
 
 from consumer.accounts.credentials import write_folder
@@ -64,12 +64,10 @@ def _config(rules: Path, daemon_port: int) -> dict[str, Any]:
     }
 
 
-def _halted_alerts(prom: PromServer, state: str) -> list[dict[str, Any]]:
-    return [
-        a
-        for a in prom.alerts()
-        if a["labels"]["alertname"] == "EngagementHaltedOnAuth" and a["state"] == state
-    ]
+def _halted_alerts(prom: PromServer, *states: str) -> list[dict[str, Any]]:
+    """Prometheus's EngagementHaltedOnAuth alerts now in one of `states` (pending, firing)."""
+    halted = [a for a in prom.alerts() if a["labels"]["alertname"] == "EngagementHaltedOnAuth"]
+    return [a for a in halted if a["state"] in states]
 
 
 def _range(prom: PromServer, expr: str) -> list[dict[str, Any]]:
@@ -103,6 +101,32 @@ def _dashboard_gaps(prom: PromServer) -> list[str]:
     return gaps + [f"{panel}: no series" for panel in sorted(CORE_PANELS - answered)]
 
 
+def _wait_for_the_dashboard(prom: PromServer) -> None:
+    """Poll until _dashboard_gaps finds none (20 s), or fail naming what is still missing."""
+    gaps: list[str] = []
+
+    def answered() -> bool:
+        gaps[:] = _dashboard_gaps(prom)
+        return not gaps
+
+    try:
+        wait_until(answered, 20, "the dashboard's core panels", interval=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {gaps}") from None
+
+
+def _start_daemon(api: Any, daemon_env: Any, start_daemon: Any, creds_dir: Path) -> Daemon:
+    """The daemon with accounts 100 and 200 in LP_CREDENTIALS_DIR, both keys valid at the API."""
+    for account, creds in (("100", GOOD), ("200", FIRST)):
+        write_folder(creds_dir / account, creds)
+        api.set_account(account, creds)
+    env = daemon_env(api.base_url, LP_CREDENTIALS_DIR=str(creds_dir))
+    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
+        env.pop(key)
+    daemon: Daemon = start_daemon(env)
+    return daemon
+
+
 def test_prometheus_fires_and_resolves_the_halted_account_alert_and_answers_the_dashboard(
     broker, topics: Topics, api, daemon_env, start_daemon, start_prometheus, tmp_path: Path
 ) -> None:
@@ -110,13 +134,7 @@ def test_prometheus_fires_and_resolves_the_halted_account_alert_and_answers_the_
     dashboard query is answered with the core panels' series; after rotation the alert resolves."""
     binary("prometheus")  # skip (or fail under CI=true) before starting anything
     creds_dir = tmp_path / "accounts"
-    for account, creds in (("100", GOOD), ("200", FIRST)):
-        write_folder(creds_dir / account, creds)
-        api.set_account(account, creds)
-    env = daemon_env(api.base_url, LP_CREDENTIALS_DIR=str(creds_dir))
-    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
-        env.pop(key)
-    d = start_daemon(env)
+    d = _start_daemon(api, daemon_env, start_daemon, creds_dir)
     rules = write_yaml(tmp_path / "rules.yaml", rule_groups(for_="2s"))
     prom = start_prometheus(_config(rules, d.http_port))
 
@@ -145,16 +163,7 @@ def test_prometheus_fires_and_resolves_the_halted_account_alert_and_answers_the_
     assert [float(s["value"][1]) for s in halted] == [1.0], halted
     probes = d.metric("engagement_account_requests_total", account="200", status="401")
     wait_until(lambda: prom.data("query", query="engagement_parked_events > 0")["result"], 20, "200 parked")
-    gaps: list[str] = []
-
-    def dashboard_answers() -> bool:
-        gaps[:] = _dashboard_gaps(prom)
-        return not gaps
-
-    try:
-        wait_until(dashboard_answers, 20, "the dashboard's core panels", interval=0.5)
-    except AssertionError as e:
-        raise AssertionError(f"{e}: {gaps}") from None
+    _wait_for_the_dashboard(prom)
 
     # The daemon's probes go on, and the halt stays active across them: a `for` of minutes is reachable.
     wait_until(
@@ -165,9 +174,7 @@ def test_prometheus_fires_and_resolves_the_halted_account_alert_and_answers_the_
     assert [a["activeAt"] for a in _halted_alerts(prom, "firing")] == [alert["activeAt"]]
 
     write_folder(creds_dir / "200", ROTATED)  # the Secret is rotated: the daemon re-reads its files
-    wait_until(
-        lambda: not _halted_alerts(prom, "firing") and not _halted_alerts(prom, "pending"), 30, "resolved"
-    )
+    wait_until(lambda: not _halted_alerts(prom, "firing", "pending"), 30, "EngagementHaltedOnAuth resolved")
     wait_until(lambda: sum(1 for v, _ in api.delivered() if v.account == "200") == 40, 30, "200 delivered")
     names = {a["labels"]["alertname"] for a in prom.alerts()}
     assert "EngagementConsumerAbsent" not in names, "the scraped target is not seen as the consumer"
