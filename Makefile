@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 ## lint, type-check, then the whole test suite (unit, integration, reliability, deploy)
 test: $(STAMP) lint typecheck
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || echo "$(PROM_HINT)"
 	$(BIN)/python -m pytest
+
+PROM_HINT := promtool/prometheus not on PATH: their tests skip (fail under CI=true); get them with: sudo apt-get install -y prometheus
 
 lint: $(STAMP)
 	$(BIN)/ruff check consumer tests bench

@@ -7,9 +7,11 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import CREDS, Daemon, LocalBroker, ThreadedAPI, Topics, free_port, next_id
+from promserver import PromServer
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +97,21 @@ def api() -> Iterator[ThreadedAPI]:
     server = ThreadedAPI().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], PromServer]]:
+    """Start Prometheus servers from a config (loopback, own storage); each is stopped at teardown.
+
+    Skips naming the binary when `prometheus` is not on PATH (fails instead under CI=true)."""
+    started: list[PromServer] = []
+    n = itertools.count(1)
+
+    def start(config: dict[str, Any]) -> PromServer:
+        server = PromServer(config, tmp_path / f"prometheus-{next(n)}")
+        started.append(server)
+        return server.wait_ready()
+
+    yield start
+    for server in started:
+        server.stop()

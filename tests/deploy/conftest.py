@@ -2,4 +2,4 @@
 
 import pytest
 
-pytest.register_assert_rewrite("deploy_render", "deploy_schemas")
+pytest.register_assert_rewrite("deploy_render", "deploy_schemas", "exported", "promql_reads")
