@@ -11,10 +11,10 @@ from consumer.delivery.parking import Park
 from consumer.errors import InvalidEvent
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
-from consumer.kafka.deadletter import Verdict
 from consumer.kafka.offsets import OffsetTracker
 from consumer.kafka.parkread import ParkReader
-from consumer.kafka.records import Record
+from consumer.values.records import Record
+from consumer.values.verdict import Verdict
 
 
 async def open_park(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from consumer.config import Settings, load_settings
-from consumer.delivery.policy import DEFAULT_POLICY
+from consumer.config.policy import DEFAULT_POLICY
 from consumer.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(10)
