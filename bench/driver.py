@@ -18,7 +18,7 @@ from bench import profiling
 from bench.processes import APIServers, DaemonProcess, Sample, env_with_repo, peak_rss
 from bench.scenarios import Scenario
 from bench.workload import BenchProducer, Item, events
-from consumer.accounts.credentials import write_folder
+from consumer.config.credentials import write_folder
 from consumer.sandbox.api import DEFAULT_CREDENTIALS
 from consumer.sandbox.broker import LocalBroker, free_port
 from consumer.sandbox.otlp import OtlpReceiver

@@ -30,10 +30,10 @@ from consumer.config import load_settings
 from consumer.delivery.dispatch import Dispatcher
 from consumer.formats.events import parse_event
 from consumer.kafka.offsets import OffsetTracker
-from consumer.kafka.records import Record
-from consumer.liveperson.client import Reply
 from consumer.liveperson.oauth import Signer
 from consumer.liveperson.url import events_url
+from consumer.values.records import Record
+from consumer.values.reply import Reply
 
 ENV = {
     "LP_CONSUMER_KEY": "k",
@@ -81,7 +81,7 @@ async def _once(n: int) -> float:
         d = Dispatcher(settings, client, AccountRegistry(settings, no_tokens), tracker)  # type: ignore[arg-type]
     else:  # the dispatcher before accounts: one limiter, one auth gate
         from consumer.accounts.halt import AuthGate  # type: ignore[attr-defined]
-        from consumer.delivery.limiter import ConcurrencyLimiter
+        from consumer.accounts.limiter import ConcurrencyLimiter
 
         gate = AuthGate(1, 2, lambda: None, lambda halted: None)
         d = Dispatcher(settings, client, ConcurrencyLimiter(128, True), tracker, gate)  # type: ignore[arg-type,call-arg]

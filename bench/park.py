@@ -26,8 +26,7 @@ from confluent_kafka import TopicPartition as KafkaTP
 
 from bench import formats
 from bench.processes import http_get, peak_rss
-from consumer.accounts.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 from consumer.sandbox.api import SandboxAPI
 from consumer.sandbox.broker import LocalBroker, free_port
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 from oauthlib.oauth1 import Client
 
-from consumer.liveperson.oauth import Credentials, Signer
+from consumer.config.credentials import Credentials
+from consumer.liveperson.oauth import Signer
 from consumer.liveperson.url import events_url
 
 CREDS = Credentials("consumer-key", "consumer-secret", "access-token", "token-secret")

@@ -14,9 +14,9 @@ import statistics
 import timeit
 from typing import Any
 
-from consumer.formats.events import Visit
-from consumer.liveperson.client import Reply
 from consumer.ops.tracing import OFF
+from consumer.values.event import Visit
+from consumer.values.reply import Reply
 
 BEGIN, END = "<!-- traces:begin -->", "<!-- traces:end -->"
 ON_BOUND, OFF_BOUND = 0.10, 0.01

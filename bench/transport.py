@@ -26,9 +26,9 @@ import uvloop
 from bench.processes import APIServers
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import load_settings
-from consumer.formats.events import Visit
 from consumer.liveperson.client import EngagementClient
 from consumer.sandbox.api import DEFAULT_CREDENTIALS
+from consumer.values.event import Visit
 
 TRANSPORTS = ("aiohttp", "pyreqwest")
 

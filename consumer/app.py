@@ -19,6 +19,7 @@ from confluent_kafka import Message
 
 from consumer.accounts.account import Account
 from consumer.accounts.registry import AccountRegistry
+from consumer.accounts.view import snapshot
 from consumer.config import CLOSE_RESERVE_S, Settings
 from consumer.delivery.dispatch import Dispatcher
 from consumer.delivery.parking import Park
@@ -28,13 +29,12 @@ from consumer.handover import Intake
 from consumer.kafka import parkbook
 from consumer.kafka.deadletter import DeadLetters
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
-from consumer.kafka.records import Record, TopicPartition
 from consumer.kafka.source import Committed, KafkaSource
 from consumer.liveperson.client import EngagementClient
 from consumer.ops import metrics, tracing_start
-from consumer.ops.accounts_view import snapshot
 from consumer.ops.health import HealthServer
 from consumer.park_wiring import open_park
+from consumer.values.records import Record, TopicPartition
 
 log = structlog.get_logger("consumer.app")
 

@@ -11,8 +11,8 @@ import structlog
 
 from consumer.config import Settings
 from consumer.kafka.offsets import OffsetTracker
-from consumer.kafka.records import TopicPartition
 from consumer.kafka.source import KafkaSource
+from consumer.values.records import TopicPartition
 
 log = structlog.get_logger("consumer.app")
 

@@ -20,12 +20,12 @@ from consumer.errors import InvalidEvent
 from consumer.formats.intake import Holds
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
-from consumer.kafka.deadletter import Verdict
 from consumer.kafka.offsets import OffsetTracker
-from consumer.kafka.records import Record, TopicPartition
 from consumer.kafka.unreadable import unreadable_record
 from consumer.ops import metrics
 from consumer.ops.tracing import Tracing
+from consumer.values.records import Record, TopicPartition
+from consumer.values.verdict import Verdict
 
 log = structlog.get_logger("consumer.app")
 

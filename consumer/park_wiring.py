@@ -13,10 +13,10 @@ from consumer.errors import InvalidEvent
 from consumer.formats.intake import Holds
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
-from consumer.kafka.deadletter import Verdict
 from consumer.kafka.offsets import OffsetTracker
 from consumer.kafka.parkread import ParkReader
-from consumer.kafka.records import Record, TopicPartition
+from consumer.values.records import Record, TopicPartition
+from consumer.values.verdict import Verdict
 
 
 class ReadBack:

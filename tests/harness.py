@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials
 from consumer.sandbox.api import SandboxAPI
 from consumer.sandbox.broker import LocalBroker, free_port
 

@@ -17,14 +17,14 @@ from collections.abc import Awaitable, Callable
 import structlog
 from prometheus_client import Counter
 
-from consumer.accounts.credentials import AccountCredentials, ClientCredentials, CredentialsProblem, kind
 from consumer.accounts.halt import Halt, Probe
+from consumer.accounts.limiter import ConcurrencyLimiter
 from consumer.accounts.pacing import Pacer
 from consumer.accounts.slots import FairSlots, TokenBucket
-from consumer.accounts.tokens import TokenCache
 from consumer.accounts.window import RequestWindow
-from consumer.delivery.limiter import ConcurrencyLimiter
+from consumer.config.credentials import AccountCredentials, ClientCredentials, CredentialsProblem, kind
 from consumer.liveperson.oauth import Signer
+from consumer.liveperson.tokens import TokenCache
 from consumer.ops import metrics
 
 log = structlog.get_logger("consumer.accounts")

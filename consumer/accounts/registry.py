@@ -21,17 +21,11 @@ from pathlib import Path
 import structlog
 
 from consumer.accounts.account import Account, Loader, TokenFetch
-from consumer.accounts.credentials import (
-    PAUSED_FILE,
-    Fingerprint,
-    account_folders,
-    fingerprint,
-    load_folder,
-)
 from consumer.accounts.halt import Halt, Probe
+from consumer.accounts.limiter import ConcurrencyLimiter
 from consumer.accounts.slots import FairSlots, TokenBucket
 from consumer.config import Settings
-from consumer.delivery.limiter import ConcurrencyLimiter
+from consumer.config.credentials import PAUSED_FILE, Fingerprint, account_folders, fingerprint, load_folder
 from consumer.ops import metrics
 
 log = structlog.get_logger("consumer.accounts")

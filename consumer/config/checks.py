@@ -12,11 +12,11 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
-from consumer.accounts.credentials import scan
+from consumer.config.credentials import scan
+from consumer.config.fieldmap import parse_field_map, parse_path, parse_type_map
+from consumer.config.policy import parse_status_policy
 from consumer.config.settings import CLOSE_RESERVE_S, MIN_SHUTDOWN_DRAIN_S, SECRET_FIELDS, Settings
-from consumer.delivery.policy import parse_status_policy
-from consumer.formats.mapping import parse_field_map, parse_path, parse_type_map
-from consumer.liveperson.url import base_url_problem, mask_url
+from consumer.util.urls import base_url_problem, mask_url
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _TRUE = {"true", "t", "1"}  # librdkafka's spellings of true

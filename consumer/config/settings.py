@@ -8,10 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from consumer.accounts.tokens import DEFAULT_TOKEN_PATH
-from consumer.delivery.policy import StatusPolicy, parse_status_policy
-from consumer.liveperson.oauth import Credentials
-from consumer.liveperson.url import mask_url
+from consumer.config.credentials import Credentials
+from consumer.config.policy import StatusPolicy, parse_status_policy
+from consumer.util.urls import mask_url
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -23,6 +22,7 @@ MIN_SHUTDOWN_DRAIN_S = CLOSE_RESERVE_S
 # The single set of OAuth 1.0 credentials (LP_*), as Settings fields.
 SECRET_FIELDS = ("lp_consumer_key", "lp_consumer_secret", "lp_access_token", "lp_access_token_secret")
 INPUT_SECRETS = ("schema_registry_basic_auth_user_info",)
+DEFAULT_TOKEN_PATH = "/sentinel/api/v2/account/{account}/app/token?v=2.0"  # LP_SENTINEL_TOKEN_PATH
 EVENT = "event"  # the kind of an EVENT_TOPICS topic: each event's type comes from the event itself
 
 # KAFKA_* variables that are ours, not librdkafka properties.

@@ -23,17 +23,19 @@ from prometheus_client import Counter as PromCounter
 
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
+from consumer.delivery.backoff import Backoff
 from consumer.delivery.lanes import CUT, Lane, Lanes, pause
 from consumer.delivery.outcome import Decision, History, Kind, Rules, decide
 from consumer.delivery.parking import Park
-from consumer.delivery.policy import Backoff
-from consumer.formats.events import Visit, encode_attributes
-from consumer.kafka.deadletter import Verdict
-from consumer.kafka.records import Record, TopicPartition
-from consumer.liveperson.client import NOT_OURS, EngagementClient, Reply
+from consumer.formats.events import encode_attributes
+from consumer.liveperson.client import EngagementClient
 from consumer.ops import metrics
 from consumer.ops.tracing import OFF, Tracing
 from consumer.util.expiring import ExpiringMap
+from consumer.values.event import Visit
+from consumer.values.records import Record, TopicPartition
+from consumer.values.reply import NOT_OURS, Reply
+from consumer.values.verdict import Verdict
 
 log = structlog.get_logger("consumer.dispatch")
 

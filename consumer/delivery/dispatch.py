@@ -23,19 +23,20 @@ from consumer.accounts.account import Account
 from consumer.accounts.halt import Probe
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
+from consumer.config.policy import Action
 from consumer.delivery.courier import Courier
 from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import action_of
 from consumer.delivery.parking import Park
-from consumer.delivery.policy import Action
-from consumer.formats.events import Visit
-from consumer.kafka.deadletter import DeadLetters, Verdict
+from consumer.kafka.deadletter import DeadLetters
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
-from consumer.kafka.records import Record, TopicPartition
 from consumer.liveperson.causes import CERTIFICATE_CAUSES
 from consumer.liveperson.client import EngagementClient
 from consumer.ops.tracing import OFF, Tracing
 from consumer.util.expiring import ExpiringMap
+from consumer.values.event import Visit
+from consumer.values.records import Record, TopicPartition
+from consumer.values.verdict import Verdict
 
 log = structlog.get_logger("consumer.dispatch")
 

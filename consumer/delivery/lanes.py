@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Final, TypeVar
 
 from consumer.accounts.account import Account
-from consumer.formats.events import Visit
-from consumer.kafka.records import Record, TopicPartition
+from consumer.values.event import Visit
+from consumer.values.records import Record, TopicPartition
 
 T = TypeVar("T")
 

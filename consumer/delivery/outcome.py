@@ -1,7 +1,7 @@
 """What a reply means: one pure function from a reply and the batch's history to one decision.
 
 No awaits, no metrics, no I/O: the lane (consumer.delivery.lanes) carries the decision out. The
-status policy (consumer.delivery.policy) names an action per status; this module adds what the
+status policy (consumer.config.policy) names an action per status; this module adds what the
 batch has been through (attempts, retries, time spent, 404s, a resend after a token refresh) and
 the rules of the retry budget, and answers: delivered, dead-letter (with its verdict), retry after
 N s, split, halt, refresh-and-resend, or remember the account as invalid.
@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
-from consumer.delivery.policy import Action, Backoff, StatusPolicy, parse_retry_after, throttle_delay
-from consumer.kafka.deadletter import Verdict
+from consumer.config.policy import Action, StatusPolicy
+from consumer.delivery.backoff import Backoff, parse_retry_after, throttle_delay
 from consumer.liveperson.causes import CERTIFICATE_CAUSES
-from consumer.liveperson.client import Reply
+from consumer.values.reply import Reply
+from consumer.values.verdict import Verdict
 
 HALT_ERRORS = frozenset({"credentials", "token_rejected"})  # no usable credentials: halt the account
 HELD_ERRORS = frozenset({"token_unavailable"})  # no answer about the events: retried, never dead-lettered

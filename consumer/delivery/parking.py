@@ -27,8 +27,8 @@ import structlog
 from consumer.delivery.unpark import Unpark
 from consumer.kafka.parkbook import Entry, ParkBook, TopicPartition
 from consumer.kafka.parkread import Fetched, ParkReader
-from consumer.kafka.records import Record
 from consumer.ops import metrics
+from consumer.values.records import Record
 
 if TYPE_CHECKING:
     from consumer.accounts.account import Account

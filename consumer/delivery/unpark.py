@@ -26,8 +26,8 @@ from confluent_kafka import Message
 
 from consumer.kafka.parkbook import ANY, Entry, ParkBook, TopicPartition
 from consumer.kafka.parkread import Fetched, ParkReader
-from consumer.kafka.records import Record
 from consumer.ops import metrics
+from consumer.values.records import Record
 
 if TYPE_CHECKING:
     from consumer.accounts.registry import AccountRegistry

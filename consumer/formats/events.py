@@ -41,20 +41,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
 from consumer.errors import InvalidEvent
+from consumer.values.event import Event, Visit
 
 __all__ = [
     "LEAD",
     "SERVICE",
     "SERVICE_STATUS",
-    "Event",
-    "Visit",
     "build_event",
     "encode_attributes",
     "json_type",
@@ -89,24 +87,6 @@ _ROUTING = ("account", "visitor", "sid")
 _BOM = b"\xef\xbb\xbf"
 _SEPARATORS = str.maketrans("_-", "  ")
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # the integers orjson writes ("Integer exceeds 64-bit range")
-
-
-class Visit(NamedTuple):
-    """The visit an event belongs to: the API path and query, and the unit of ordering."""
-
-    account: str
-    visitor: str
-    sid: str
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One parsed event: its visit, its type and the attribute to send, plus ignored keys."""
-
-    visit: Visit
-    type: str
-    attribute: dict[str, Any]
-    unknown_fields: tuple[str, ...]
 
 
 def _normalise_name(name: str) -> str:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 import structlog
 
 from consumer.formats.registry import RegistryUnavailable, SchemaRegistry
-from consumer.kafka.records import Record, TopicPartition
 from consumer.ops import metrics
+from consumer.values.records import Record, TopicPartition
 
 log = structlog.get_logger("consumer.formats.intake")
 

@@ -19,22 +19,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from consumer.config.fieldmap import DATA, FieldMap, Path, parse_field_map, parse_path, parse_type_map
 from consumer.errors import InvalidEvent
 from consumer.formats import cloudevents, connect
-from consumer.formats.events import Event, build_event, json_type, load_object
-from consumer.formats.mapping import (
-    DATA,
-    FieldMap,
-    Path,
-    flatten,
-    parse_field_map,
-    parse_path,
-    parse_type_map,
-    plain_object,
-    resolve_type,
-)
+from consumer.formats.events import build_event, json_type, load_object
+from consumer.formats.mapping import flatten, lookup, plain_object, resolve_type
 from consumer.formats.message import CE_BINARY, CE_STRUCTURED, CONNECT, JSON, Decoded, Headers
 from consumer.formats.registry import SchemaRegistry, is_wire_format, schema_id_of
+from consumer.values.event import Event
 
 if TYPE_CHECKING:
     from consumer.config import Settings
@@ -142,7 +134,7 @@ class EventReader:
         if decoded.ce is not None:
             raw, where = cloudevents.event_type(decoded.ce), "CloudEvents type"
         elif self.type_field is not None:
-            raw, where = self.type_field.lookup(decoded, headers), f"TYPE_FIELD {self.type_field.text}"
+            raw, where = lookup(self.type_field, decoded, headers), f"TYPE_FIELD {self.type_field.text}"
         else:
             raise InvalidEvent(
                 "unmapped_type", "not a CloudEvent, and TYPE_FIELD is not set for EVENT_TOPICS"

@@ -23,9 +23,9 @@ import structlog
 from confluent_kafka import KafkaError, Message
 
 from consumer.kafka.outbox import Outbox
-from consumer.kafka.records import Record
-from consumer.kafka.verdict import Verdict as Verdict
 from consumer.ops import metrics
+from consumer.values.records import Record
+from consumer.values.verdict import Verdict
 
 log = structlog.get_logger("consumer.kafka.deadletter")
 

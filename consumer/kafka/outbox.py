@@ -18,8 +18,8 @@ import structlog
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import Gauge
 
-from consumer.kafka.records import Record, TopicPartition
 from consumer.ops.logs import Repeats
+from consumer.values.records import Record, TopicPartition
 
 log = structlog.get_logger("consumer.kafka.outbox")
 

@@ -25,8 +25,8 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from consumer.kafka.deadletter import RETRY_INITIAL_S, RETRY_MAX_S, produce_failure_kind
 from consumer.kafka.outbox import Outbox
-from consumer.kafka.records import Record, TopicPartition
 from consumer.ops import metrics
+from consumer.values.records import Record, TopicPartition
 
 log = structlog.get_logger("consumer.kafka.park")
 

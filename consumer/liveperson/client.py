@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import aiohttp
 import structlog
 from prometheus_client import Counter
 
-from consumer.accounts.credentials import ClientCredentials, CredentialsProblem
-from consumer.accounts.tokens import TokenRejected, fetch_token
 from consumer.config import Settings
+from consumer.config.credentials import ClientCredentials, CredentialsProblem
 from consumer.errors import RetryableError
-from consumer.formats.events import Visit
+from consumer.liveperson.account import Account
 from consumer.liveperson.domain import DomainResolver
-from consumer.liveperson.reply import NOT_OURS as NOT_OURS
-from consumer.liveperson.reply import Reply as Reply
+from consumer.liveperson.tokens import TokenRejected, fetch_token
 from consumer.liveperson.transport import (
     USER_AGENT,
     AiohttpTransport,
@@ -30,11 +27,10 @@ from consumer.liveperson.url import events_url
 from consumer.ops import metrics
 from consumer.ops.tracing import OFF, Tracing
 from consumer.util.expiring import ExpiringMap
+from consumer.values.event import Visit
+from consumer.values.reply import NOT_OURS, Reply
 
-if TYPE_CHECKING:
-    from consumer.accounts.account import Account
-
-__all__ = ["NOT_OURS", "USER_AGENT", "EngagementClient", "Reply"]
+__all__ = ["USER_AGENT", "EngagementClient"]
 
 log = structlog.get_logger("consumer.liveperson")
 

@@ -17,8 +17,8 @@ import structlog
 from yarl import URL
 
 from consumer.errors import RetryableError
-from consumer.liveperson.url import base_url_problem
 from consumer.util.expiring import ExpiringMap
+from consumer.util.urls import base_url_problem
 
 log = structlog.get_logger("consumer.domain")
 

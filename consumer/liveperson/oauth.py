@@ -21,9 +21,9 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus
 
+from consumer.config.credentials import Credentials
 from consumer.liveperson.url import events_path_prefix, quote_segment, signature_base_url
 
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
@@ -96,22 +96,6 @@ def _b64(raw: bytes) -> str:
     """Base64 of `raw`, already escaped (the alphabet's only reserved characters are + / =)."""
     text = binascii.b2a_base64(raw, newline=False).decode()
     return text.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """OAuth 1.0 consumer key/secret and access token/secret of one LivePerson API key."""
-
-    consumer_key: str
-    consumer_secret: str
-    access_token: str
-    access_token_secret: str
-
-    def __repr__(self) -> str:
-        masked = ", ".join(f"{name}='***'" for name in self.__dataclass_fields__)
-        return f"Credentials({masked})"
-
-    __str__ = __repr__
 
 
 class Signer:

@@ -8,8 +8,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.ops.accounts_view import DEFAULT_LIMIT
 from consumer.ops.metrics import REGISTRY
+
+DEFAULT_LIMIT = 100  # accounts listed (the worst first); `?limit=` up to MAX_LIMIT
+MAX_LIMIT = 1000
 
 Probe = Callable[[], tuple[bool, str]]
 AccountsView = Callable[[int], dict[str, Any]]  # the /accounts document for at most that many accounts

@@ -41,12 +41,11 @@ from consumer.ops.otlp_wire import WireSpanExporter
 from consumer.ops.tracing import Span, Tracing
 
 if TYPE_CHECKING:
-    from consumer.accounts.account import Account
     from consumer.config import Settings
-    from consumer.formats.events import Visit
-    from consumer.kafka.records import Record
-    from consumer.kafka.verdict import Verdict
-    from consumer.liveperson.reply import Reply
+    from consumer.values.event import Visit
+    from consumer.values.records import Record
+    from consumer.values.reply import Reply
+    from consumer.values.verdict import Verdict
 
 TRACER_NAME = "engagement-consumer"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -160,7 +159,7 @@ class OtelTracing(Tracing):
         """The span of one array's request (started at its first attempt), current in this task."""
         return _Delivery(self, visit, batch)
 
-    def request(self, visit: Visit, account: Account) -> Span:
+    def request(self, visit: Visit, account: object) -> Span:
         """One attempt of the current delivery (a halt probe, outside any: a span of its own)."""
         delivery = _active()
         return _Attempt(delivery) if delivery is not None else _Probe(self, visit)

@@ -23,11 +23,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from consumer.accounts.account import Account
-    from consumer.formats.events import Visit
-    from consumer.kafka.records import Record
-    from consumer.kafka.verdict import Verdict
-    from consumer.liveperson.reply import Reply
+    from consumer.values.event import Visit
+    from consumer.values.records import Record
+    from consumer.values.reply import Reply
+    from consumer.values.verdict import Verdict
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
@@ -65,7 +64,7 @@ class Tracing:
         """The span of one batch's delivery, current in the lane's task while it lasts."""
         return NO_SPAN
 
-    def request(self, visit: Visit, account: Account) -> Span:
+    def request(self, visit: Visit, account: object) -> Span:
         """The span of one request to LivePerson (a child of the current delivery, if any)."""
         return NO_SPAN
 

@@ -39,8 +39,7 @@ from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
-from consumer.accounts.credentials import ClientCredentials
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import ClientCredentials, Credentials
 from consumer.sandbox.auth import BearerTokens, OAuth1Verifier
 from consumer.sandbox.script import Attribute, Received, Reply, Scripting, VisitKey
 

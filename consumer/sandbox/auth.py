@@ -10,7 +10,7 @@ from typing import Any
 
 from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
 
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials
 
 NONCE_MEMORY = 200_000  # replays are detected among this many most recent accepted requests
 

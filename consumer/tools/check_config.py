@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from consumer.accounts.credentials import PAUSED_FILE, masked, scan
 from consumer.config import Settings
+from consumer.config.credentials import PAUSED_FILE, masked, scan
 from consumer.tools.common import settings_or_report
 
 

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from consumer.accounts.credentials import ClientCredentials, write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import ClientCredentials, Credentials, write_folder
 
 APP_ACCOUNT, REVOKED_ACCOUNT = "10001", "10002"
 ACCOUNTS = (APP_ACCOUNT, REVOKED_ACCOUNT)

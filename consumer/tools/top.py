@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from consumer.ops.accounts_view import TROUBLE, trouble
+from consumer.accounts.view import TROUBLE, trouble
 
 DEFAULT_URL = "http://127.0.0.1:9102"
 STYLE = {"halted": "bold red", "failing": "red", "paced": "yellow", "flowing": "green", "idle": "dim"}

@@ -32,7 +32,7 @@ from deploy_render import (
 from deploy_schemas import KAFKA_TRIGGER_KEYS
 
 from consumer import config as daemon_config
-from consumer.accounts.credentials import scan
+from consumer.config.credentials import scan
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(60)]
 

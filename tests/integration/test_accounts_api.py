@@ -7,14 +7,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from consumer.accounts.credentials import ClientCredentials, write_folder
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import load_settings
-from consumer.formats.events import Visit
+from consumer.config.credentials import ClientCredentials, Credentials, write_folder
 from consumer.liveperson.client import EngagementClient
 from consumer.liveperson.domain import DomainResolver
-from consumer.liveperson.oauth import Credentials
 from consumer.sandbox.api import SandboxAPI
+from consumer.values.event import Visit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

@@ -291,7 +291,7 @@ def test_check_config_names_each_unreadable_credential_file_without_a_traceback(
 
 
 def test_check_config_lists_the_accounts_masked_and_names_a_bad_folders_file(tmp_path: Path) -> None:
-    from consumer.accounts.credentials import ClientCredentials, write_folder
+    from consumer.config.credentials import ClientCredentials, write_folder
 
     write_folder(tmp_path / "100", CREDS)
     write_folder(tmp_path / "200", ClientCredentials("app-id-200", "app-secret-200"))

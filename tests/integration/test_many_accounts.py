@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from harness import Topics, committed, event, produce, read_to_end, wait_until
 
-from consumer.accounts.credentials import ClientCredentials, write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import ClientCredentials, Credentials, write_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

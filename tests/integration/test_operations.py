@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from harness import CREDS, Topics, committed, event, produce, read_topic, wait_until
 
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

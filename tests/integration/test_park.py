@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from harness import Topics, committed, event, produce, read_to_end, wait_until
 
-from consumer.accounts.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -236,7 +235,7 @@ def test_a_hanging_token_endpoint_holds_no_shared_request_slot(
     slot (before: each held one for up to HTTP_TIMEOUT_S, and with 2 slots account 3 waited too)."""
     import asyncio
 
-    from consumer.accounts.credentials import ClientCredentials
+    from consumer.config.credentials import ClientCredentials
 
     creds_dir = tmp_path / "accounts"
     app = ClientCredentials("client-2", "secret-2")

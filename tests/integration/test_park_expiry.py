@@ -15,7 +15,7 @@ import orjson
 import pytest
 from harness import Topics, committed, event, hold_for, produce, read_to_end, wait_until
 
-from consumer.accounts.credentials import write_folder
+from consumer.config.credentials import write_folder
 from consumer.liveperson.oauth import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

@@ -15,15 +15,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from consumer.accounts.credentials import ClientCredentials, write_folder
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import load_settings
+from consumer.config.credentials import ClientCredentials, write_folder
 from consumer.delivery.dispatch import Dispatcher
 from consumer.formats.events import parse_event
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
-from consumer.kafka.records import Record
 from consumer.liveperson.client import EngagementClient
 from consumer.sandbox.api import DEFAULT_CREDENTIALS, SandboxAPI
+from consumer.values.records import Record
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 TP = ("engagement.leads", 0)

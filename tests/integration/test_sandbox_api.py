@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from consumer.liveperson.oauth import Credentials, Signer
+from consumer.config.credentials import Credentials
+from consumer.liveperson.oauth import Signer
 from consumer.liveperson.url import events_url
 from consumer.sandbox.api import DEFAULT_CREDENTIALS, SandboxAPI
 from consumer.sandbox.script import Received, Reply, VisitKey
@@ -303,8 +304,8 @@ async def test_an_unusable_domain_api_base_uri_is_a_failed_lookup_not_an_excepti
     """An odd `baseURI` from the Domain API is retried like any failed lookup, never raised."""
     from consumer.accounts.registry import AccountRegistry
     from consumer.config import load_settings
-    from consumer.formats.events import Visit
     from consumer.liveperson.client import EngagementClient
+    from consumer.values.event import Visit
 
     sandbox.domain = base_uri  # what the stand-in Domain API answers
     settings = load_settings(

@@ -15,8 +15,7 @@ import pytest
 from harness import Topics, event, produce, wait_until
 from rich.console import Console
 
-from consumer.accounts.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 from consumer.tools import top
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

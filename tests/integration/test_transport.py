@@ -20,11 +20,12 @@ import trustme
 from consumer.accounts.account import Account
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings, load_settings
-from consumer.delivery.policy import parse_retry_after
-from consumer.formats.events import Visit
-from consumer.liveperson.client import EngagementClient, Reply
+from consumer.delivery.backoff import parse_retry_after
+from consumer.liveperson.client import EngagementClient
 from consumer.sandbox.api import DEFAULT_CREDENTIALS, SandboxAPI
 from consumer.sandbox.broker import free_port
+from consumer.values.event import Visit
+from consumer.values.reply import Reply
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -16,8 +16,7 @@ import pytest
 from harness import Topics, committed, event, next_id, produce, wait_until
 from scenario import owned
 
-from consumer.accounts.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 

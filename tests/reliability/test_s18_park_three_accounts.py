@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 from harness import Topics, committed, event, produce, wait_until
 
-from consumer.accounts.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(420)]
 

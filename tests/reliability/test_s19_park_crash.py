@@ -22,9 +22,8 @@ from harness import Topics, event, free_port, next_id, produce, wait_until
 from kafka_io import QUIET, MockCluster
 from scenario import Tally
 
-from consumer.accounts.credentials import write_folder
+from consumer.config.credentials import Credentials, write_folder
 from consumer.kafka import parkbook
-from consumer.liveperson.oauth import Credentials
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(180)]
 

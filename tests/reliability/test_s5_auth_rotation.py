@@ -27,7 +27,7 @@ from scenario import (
     wait_delivered,
 )
 
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 

@@ -14,7 +14,7 @@ from consumer.kafka import parkbook
 from consumer.kafka.offsets import OffsetTracker
 from consumer.kafka.parkbook import ParkBook, TopicPartition
 from consumer.kafka.parkread import Fetched
-from consumer.kafka.records import Record
+from consumer.values.records import Record
 
 TOPIC = "leads"
 TP: TopicPartition = (TOPIC, 0)

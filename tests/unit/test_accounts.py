@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from consumer.accounts.credentials import ClientCredentials, scan, write_folder
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import load_settings
+from consumer.config.credentials import ClientCredentials, Credentials, scan, write_folder
 from consumer.errors import ConfigError
-from consumer.liveperson.oauth import Credentials
 
 pytestmark = pytest.mark.timeout(10)
 

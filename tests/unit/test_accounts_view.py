@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from consumer.accounts.view import trouble
 from consumer.accounts.window import WINDOW_S, RequestWindow
-from consumer.ops.accounts_view import trouble
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -8,7 +8,7 @@ import pytest
 import trustme
 
 from consumer.config import Settings, load_settings
-from consumer.delivery.policy import DEFAULT_POLICY
+from consumer.config.policy import DEFAULT_POLICY
 from consumer.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(10)

@@ -13,9 +13,9 @@ from confluent_kafka import KafkaError, Message
 
 from consumer.app import App
 from consumer.config import load_settings
-from consumer.kafka.deadletter import Verdict
 from consumer.kafka.offsetmap import decode
-from consumer.kafka.records import Record
+from consumer.values.records import Record
+from consumer.values.verdict import Verdict
 
 pytestmark = pytest.mark.timeout(10)
 TOPIC = "engagement.leads"

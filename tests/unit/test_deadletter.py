@@ -7,9 +7,10 @@ import asyncio
 import pytest
 from confluent_kafka import KafkaError
 
-from consumer.kafka.deadletter import RETRY_MAX_S, DeadLetters, Verdict, produce_failure_kind
-from consumer.kafka.records import Record
+from consumer.kafka.deadletter import RETRY_MAX_S, DeadLetters, produce_failure_kind
 from consumer.ops import metrics
+from consumer.values.records import Record
+from consumer.values.verdict import Verdict
 
 pytestmark = pytest.mark.timeout(10)
 

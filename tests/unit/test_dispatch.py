@@ -12,16 +12,16 @@ import orjson
 import pytest
 
 from consumer.accounts.account import Account, TokenFetch
-from consumer.accounts.credentials import CredentialsProblem
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import load_settings
+from consumer.config.credentials import Credentials, CredentialsProblem
 from consumer.delivery.dispatch import Dispatcher
-from consumer.formats.events import Visit, parse_event
-from consumer.kafka.deadletter import Verdict
+from consumer.formats.events import parse_event
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
-from consumer.kafka.records import Record
-from consumer.liveperson.client import Reply
-from consumer.liveperson.oauth import Credentials
+from consumer.values.event import Visit
+from consumer.values.records import Record
+from consumer.values.reply import Reply
+from consumer.values.verdict import Verdict
 
 pytestmark = pytest.mark.timeout(20)
 TP = ("leads", 0)

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from test_dispatch import TP, build, settle, submit
 
-from consumer.accounts.credentials import ClientCredentials, write_folder
-from consumer.liveperson.client import Reply
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import ClientCredentials, Credentials, write_folder
+from consumer.values.reply import Reply
 
 pytestmark = pytest.mark.timeout(20)
 

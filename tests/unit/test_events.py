@@ -8,16 +8,8 @@ import orjson
 import pytest
 
 from consumer.errors import DeadLetterError, InvalidEvent
-from consumer.formats.events import (
-    LEAD,
-    SERVICE,
-    SERVICE_STATUS,
-    Event,
-    Visit,
-    _number,
-    encode_attributes,
-    parse_event,
-)
+from consumer.formats.events import LEAD, SERVICE, SERVICE_STATUS, _number, encode_attributes, parse_event
+from consumer.values.event import Event, Visit
 
 pytestmark = pytest.mark.timeout(60)
 

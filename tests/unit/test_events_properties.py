@@ -11,15 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.errors import InvalidEvent
-from consumer.formats.events import (
-    LEAD,
-    SERVICE,
-    SERVICE_STATUS,
-    Event,
-    Visit,
-    encode_attributes,
-    parse_event,
-)
+from consumer.formats.events import LEAD, SERVICE, SERVICE_STATUS, encode_attributes, parse_event
+from consumer.values.event import Event, Visit
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,11 +9,13 @@ import orjson
 import pytest
 
 from consumer.config import load_settings
+from consumer.config.fieldmap import parse_field_map, parse_type_map
 from consumer.errors import ConfigError, InvalidEvent
-from consumer.formats.events import Visit, parse_event
-from consumer.formats.mapping import parse_field_map, parse_type_map, resolve_type
+from consumer.formats.events import parse_event
+from consumer.formats.mapping import resolve_type
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
+from consumer.values.event import Visit
 
 pytestmark = pytest.mark.timeout(60)
 

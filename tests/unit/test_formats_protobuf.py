@@ -13,11 +13,11 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from consumer.config import load_settings
 from consumer.errors import InvalidEvent
-from consumer.formats.events import Visit
 from consumer.formats.protobuf import message_indexes
 from consumer.formats.reader import EventReader
 from consumer.formats.registry import SchemaPending
 from consumer.sandbox.registry import SandboxRegistry
+from consumer.values.event import Visit
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,9 +16,9 @@ from consumer.errors import InvalidEvent
 from consumer.formats import registry as registry_module
 from consumer.formats.intake import Holds
 from consumer.formats.registry import UNKNOWN_TTL_S, SchemaPending, SchemaRegistry
-from consumer.kafka.records import Record
 from consumer.sandbox.registry import SandboxRegistry
 from consumer.tools.encode import Encoder
+from consumer.values.records import Record
 from tests.unit.test_formats_protobuf import ticket_classes
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,8 +14,8 @@ from consumer.delivery.dispatch import Dispatcher
 from consumer.formats.intake import Holds
 from consumer.formats.registry import RegistryUnavailable
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
-from consumer.kafka.records import Record
 from consumer.liveperson.client import EngagementClient
+from consumer.values.records import Record
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from consumer.delivery.limiter import ConcurrencyLimiter
+from consumer.accounts.limiter import ConcurrencyLimiter
 from consumer.ops import metrics
 
 pytestmark = pytest.mark.timeout(10)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from oauthlib.oauth1 import Client, RequestValidator, SignatureOnlyEndpoint
 from oauthlib.oauth1.rfc5849 import utils
 
-from consumer.liveperson.oauth import Credentials, Signer, escape
+from consumer.config.credentials import Credentials
+from consumer.liveperson.oauth import Signer, escape
 from consumer.liveperson.url import events_url
 
 pytestmark = pytest.mark.timeout(30)

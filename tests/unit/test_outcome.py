@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import pytest
 
+from consumer.config.policy import parse_status_policy
+from consumer.delivery.backoff import Backoff
 from consumer.delivery.outcome import Decision, History, Kind, Rules, decide
-from consumer.delivery.policy import Backoff, parse_status_policy
-from consumer.liveperson.client import Reply
+from consumer.values.reply import Reply
 
 pytestmark = pytest.mark.timeout(10)
 

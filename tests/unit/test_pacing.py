@@ -16,11 +16,11 @@ from types import SimpleNamespace
 import pytest
 
 from consumer.accounts import account as account_module
+from consumer.accounts import limiter as limiter_module
 from consumer.accounts.account import Account
 from consumer.accounts.registry import AccountRegistry
 from consumer.accounts.slots import TokenBucket
 from consumer.config import load_settings
-from consumer.delivery import limiter as limiter_module
 
 pytestmark = pytest.mark.timeout(20)
 

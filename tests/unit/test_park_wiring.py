@@ -14,7 +14,7 @@ from consumer.delivery.parking import Park
 from consumer.kafka import parkbook
 from consumer.kafka.offsets import CommitPoint
 from consumer.kafka.parkbook import TopicPartition
-from consumer.kafka.records import Record
+from consumer.values.records import Record
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -6,7 +6,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from consumer.delivery.policy import Action, Backoff, parse_retry_after, parse_status_policy, throttle_delay
+from consumer.config.policy import Action, parse_status_policy
+from consumer.delivery.backoff import Backoff, parse_retry_after, throttle_delay
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -15,8 +15,8 @@ from confluent_kafka import KafkaError
 from confluent_kafka import TopicPartition as KafkaTP
 
 from consumer.kafka.offsets import CommitPoint
-from consumer.kafka.records import TopicPartition
 from consumer.kafka.source import Committed, KafkaSource
+from consumer.values.records import TopicPartition
 
 pytestmark = pytest.mark.timeout(10)
 TP = ("leads", 0)

@@ -9,8 +9,8 @@ import pytest
 
 from consumer.accounts.pacing import IDLE_RELEASE_S, MAX_CUT, Pacer
 from consumer.accounts.slots import FairSlots, TokenBucket
-from consumer.accounts.tokens import TokenCache, TokenRejected
 from consumer.errors import RetryableError
+from consumer.liveperson.tokens import TokenCache, TokenRejected
 
 pytestmark = pytest.mark.timeout(10)
 

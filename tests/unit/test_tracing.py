@@ -9,9 +9,10 @@ import orjson
 import pytest
 
 from consumer.config import load_settings
-from consumer.kafka.deadletter import Verdict, dead_letter_headers
-from consumer.kafka.records import Record
+from consumer.kafka.deadletter import dead_letter_headers
 from consumer.ops import tracing
+from consumer.values.records import Record
+from consumer.values.verdict import Verdict
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,9 +104,9 @@ async def test_a_task_started_inside_a_delivery_is_not_part_of_it() -> None:
 
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from consumer.formats.events import Visit
-    from consumer.liveperson.client import Reply
     from consumer.ops.otel import OtelTracing
+    from consumer.values.event import Visit
+    from consumer.values.reply import Reply
 
     memory = InMemorySpanExporter()
     settings = load_settings(
@@ -139,9 +140,9 @@ async def test_an_unsampled_request_exports_nothing_and_still_carries_a_tracepar
 ) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from consumer.formats.events import Visit
-    from consumer.liveperson.client import Reply
     from consumer.ops.otel import OtelTracing
+    from consumer.values.event import Visit
+    from consumer.values.reply import Reply
 
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     memory = InMemorySpanExporter()

@@ -16,10 +16,9 @@ from typing import Any, Protocol
 
 from consumer.accounts.account import Account
 from consumer.accounts.window import WINDOW_S
-from consumer.kafka.records import Record
+from consumer.ops.health import DEFAULT_LIMIT, MAX_LIMIT
+from consumer.values.records import Record
 
-DEFAULT_LIMIT = 100  # accounts listed (the worst first); `?limit=` up to MAX_LIMIT
-MAX_LIMIT = 1000
 TROUBLE = {"halted": 3, "failing": 2, "paced": 1, "flowing": 0, "idle": 0}
 
 

@@ -21,14 +21,13 @@ import orjson
 import structlog
 from yarl import URL
 
-from consumer.accounts.credentials import ClientCredentials
+from consumer.config.credentials import ClientCredentials
 from consumer.errors import RetryableError
 
 log = structlog.get_logger("consumer.tokens")
 
 REFRESH_AHEAD_MAX_S = 60.0
 REFRESH_AHEAD_SHARE = 0.1
-DEFAULT_TOKEN_PATH = "/sentinel/api/v2/account/{account}/app/token?v=2.0"
 
 Fetch = Callable[[], Awaitable[tuple[str, float]]]
 

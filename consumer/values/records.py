@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consumer.formats.events import Event
+from consumer.values.event import Event
 
 TopicPartition = tuple[str, int]
 

@@ -1,4 +1,5 @@
-"""Per-account credential folders: `LP_CREDENTIALS_DIR/<account>/`, one value per file.
+"""Credentials (OAuth 1.0 keys, OAuth 2.0 client credentials) and the per-account folders they are
+read from: `LP_CREDENTIALS_DIR/<account>/`, one value per file.
 
 OAuth 1.0 keys are the files `consumer-key`, `consumer-secret`, `access-token`,
 `access-token-secret`; OAuth 2.0 client credentials are `client-id`, `client-secret`. Values are
@@ -12,13 +13,27 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from consumer.liveperson.oauth import Credentials
-
 OAUTH1_FILES = ("consumer-key", "consumer-secret", "access-token", "access-token-secret")
 OAUTH2_FILES = ("client-id", "client-secret")
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 PAUSED_FILE = "paused"  # in an account's folder: the operator holds that account (its records park)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """OAuth 1.0 consumer key/secret and access token/secret of one LivePerson API key."""
+
+    consumer_key: str
+    consumer_secret: str
+    access_token: str
+    access_token_secret: str
+
+    def __repr__(self) -> str:
+        masked = ", ".join(f"{name}='***'" for name in self.__dataclass_fields__)
+        return f"Credentials({masked})"
+
+    __str__ = __repr__
 
 
 class CredentialsProblem(Exception):
