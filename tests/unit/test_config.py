@@ -268,3 +268,31 @@ def test_http_client_is_one_of_two_and_the_ca_file_must_hold_a_certificate(tmp_p
     assert any(line.startswith("HTTP_CA_FILE: no PEM certificate") for line in lines), lines
     with pytest.raises(ConfigError, match="HTTP_CA_FILE: no such file"):
         load_settings({**BASE, "HTTP_CA_FILE": str(tmp_path / "missing.pem")})
+
+
+TWO_REGISTRIES = "https://u1:reg1-SECRET@r1.example:8081,https://u2:reg2-SECRET@r2.example/sr"
+
+
+def test_every_url_of_a_comma_separated_schema_registry_url_has_its_password_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 27 item 11: the second URL's password reached the `starting` line and check-config."""
+    import argparse
+
+    from consumer.tools import check_config
+
+    s = load_settings({**BASE, "SCHEMA_REGISTRY_URL": TWO_REGISTRIES})
+    assert s.masked()["schema_registry_url"] == "https://u1:***@r1.example:8081,https://u2:***@r2.example/sr"
+    assert "reg2-SECRET" not in repr(s) and "reg1-SECRET" not in repr(s)  # what `starting` logs
+    for name, value in {**BASE, "SCHEMA_REGISTRY_URL": TWO_REGISTRIES}.items():
+        monkeypatch.setenv(name, value)
+    assert check_config.main(argparse.Namespace()) == 0
+    out = capsys.readouterr().out
+    assert "u2:***@r2.example/sr" in out and "reg2-SECRET" not in out and "reg1-SECRET" not in out
+
+
+def test_a_schema_registry_url_problem_line_masks_every_password() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, "SCHEMA_REGISTRY_URL": "u1:reg1-SECRET@r1,https://u2:reg2-SECRET@r2"})
+    lines = [p for p in err.value.problems if p.startswith("SCHEMA_REGISTRY_URL:")]
+    assert lines and not any("SECRET" in p for p in lines), lines
