@@ -76,7 +76,7 @@ class Dispatcher:
             tracing,
         )
         self.dead_letters: DeadLetters | None = None
-        accounts.bind(self._prober)
+        accounts.bind(self._prober, lambda: [lane.account for lane in self.lanes])
 
     @property
     def park(self) -> Park | None:
