@@ -144,7 +144,8 @@ class AccountRegistry:
         return account in self._accounts and self._any is None
 
     def __iter__(self) -> Iterator[Account]:
-        return iter(list(self._accounts.values()))
+        """The accounts served now (the single set serving every account: each account id kept)."""
+        return iter(self._serving())
 
     def __len__(self) -> int:
         return len(self._accounts)
