@@ -229,6 +229,8 @@ class Courier:
             return Gate.DONE
         if self.park is not None:
             lane.held = self.park.park_held(batch, account)  # held: its consumed records park
+            if len(lane.held) < len(batch):
+                self._tracing.parked(len(batch) - len(lane.held), account.held or "")
             if not lane.held:
                 return Gate.DONE
             batch[:] = lane.held
