@@ -303,8 +303,9 @@ class Courier:
         for tp in tps:
             inflight[tp] += 1
         try:
-            current = self._owner.is_current  # asked right before the request is written
-            reply = await self.client.send(lane.visit, body, lane.account, lambda: all(map(current, batch)))
+            current = self._owner.is_current  # asked right before the request is written (none once closing)
+            still = lambda: not self.closing and all(map(current, batch))  # noqa: E731
+            reply = await self.client.send(lane.visit, body, lane.account, still)
         finally:
             for tp in tps:
                 inflight[tp] -= 1

@@ -221,7 +221,19 @@ def test_drain_deadlines_that_cannot_be_kept_are_refused_with_why(env: dict[str,
     with pytest.raises(ConfigError) as err:
         load_settings({**BASE, **env})
     assert any(line.startswith(says) for line in err.value.problems), err.value.problems
-    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "3"})
+    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "33"})
+    aiohttp = {"HTTP_CLIENT": "aiohttp", "SHUTDOWN_DRAIN_S": "3"}
+    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", **aiohttp})
+
+
+def test_with_pyreqwest_the_shutdown_drain_must_outlast_a_request() -> None:
+    """Issue 27 item 13: pyreqwest goes on with a request the drain cancels, until HTTP_TIMEOUT_S."""
+    env = {**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "20"}
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    lines = [p for p in err.value.problems if p.startswith("SHUTDOWN_DRAIN_S:")]
+    assert len(lines) == 1 and "HTTP_TIMEOUT_S" in lines[0] and "aiohttp" in lines[0], err.value.problems
+    assert load_settings({**env, "HTTP_CLIENT": "aiohttp"}).shutdown_drain_s == 20
 
 
 @pytest.mark.parametrize(
