@@ -248,3 +248,19 @@ async def test_an_evicted_ids_records_park_by_its_id_and_it_is_not_read_back_whi
     writer.ack_all()
     assert d.park.book.get(TP, "bad-1").count == 2  # type: ignore[union-attr]
     await d._accounts.close()
+
+
+async def test_readiness_names_a_few_halted_ids_and_counts_the_rest() -> None:
+    """With ids kept up to LP_ANY_ACCOUNT_IDS_MAX (1000), /readyz named every halted one (~25 kB)."""
+    from consumer.app import App
+
+    app = App(load_settings(SINGLE, require_kafka=False))
+    app.accounts, _ = registry()  # as App.startup makes it
+    for i in range(40):
+        account = app.accounts.get(f"misaddressed-{i}")
+        assert account is not None
+        halt(account)
+    ready, reason = app.readiness()
+    assert not ready and reason.startswith("halted on auth (misaddressed-")
+    assert reason.count("misaddressed-") == 5 and "and 35 more" in reason, reason
+    await app.accounts.close()
