@@ -40,6 +40,7 @@ log = structlog.get_logger("consumer.app")
 
 FLOW_INTERVAL_S = 0.05
 LIVENESS_STALE_S = 30.0
+READY_NAMED = 5  # halted accounts /readyz names (serving any account, up to LP_ANY_ACCOUNT_IDS_MAX halt)
 # Young collections every 10,000 net allocations instead of 700: in the single-attribute benchmark
 # the collector took ~12% of the daemon's CPU (1.5 s of 12 s), a third of it in full collections
 # that walk every lane, task and record; frozen start-up objects are skipped by all of them.
@@ -193,7 +194,8 @@ class App:
         if self.stopping.is_set():
             return False, "stopping"
         halted = self.accounts.halted() if self.accounts else []
-        said = halts_said(halted)
+        said = halts_said(halted[:READY_NAMED])
+        said += f" and {len(halted) - READY_NAMED} more" if len(halted) > READY_NAMED else ""
         paused = ", ".join(a.name or "all accounts" for a in self.accounts.paused()) if self.accounts else ""
         if self.accounts is not None and self.accounts.all_halted:
             return False, said if halted else "no account has credentials"

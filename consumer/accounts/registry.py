@@ -1,7 +1,8 @@
 """The accounts the daemon serves, made from the configuration and kept in step with LP_CREDENTIALS_DIR.
 
 Three modes: no directory and no `LP_ACCOUNT`: the single-set `LP_*` credentials serve every
-account (one `Account` named ""); `LP_ACCOUNT`: they serve that account only; a directory: one
+account (one `Account` per account id seen, at most `LP_ANY_ACCOUNT_IDS_MAX`: see `_evict`);
+`LP_ACCOUNT`: they serve that account only; a directory: one
 account per folder (plus `LP_ACCOUNT`'s, if set). A watcher task re-checks the folders every
 `CREDENTIALS_RECHECK_S` (a stat per file, no reads unless something changed): new folders become
 accounts, removed ones stop being served, changed files are re-read. Nothing on the request path
@@ -15,7 +16,7 @@ import contextlib
 import functools
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import structlog
@@ -30,7 +31,7 @@ from consumer.ops import metrics
 
 log = structlog.get_logger("consumer.accounts")
 
-WILDCARD_IDS_MAX = 10_000  # account ids the single set serving every account keeps apart at once
+FORGOTTEN_HALTS_PER_ID = 10  # halted ids evicted and remembered (by name only), per id kept
 
 
 class AccountRegistry:
@@ -49,6 +50,9 @@ class AccountRegistry:
         self._accounts: dict[str, Account] = {}
         self._any: Account | None = None  # the single set serving every account: the template
         self._ids: OrderedDict[str, Account] = OrderedDict()  # its account ids, each halted on its own
+        self._forgotten: OrderedDict[str, str] = OrderedDict()  # evicted while halted: id -> halt reason
+        self._sweep_at = settings.lp_any_account_ids_max  # evict when this many ids are kept
+        self._in_use: Callable[[], Iterable[Account]] = tuple  # the accounts lanes hold (the dispatcher's)
         self._prints: dict[str, Fingerprint] = {}
         self._prober: Callable[[Account], Probe] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -77,13 +81,52 @@ class AccountRegistry:
         assert self._any is not None
         got = self._make(account_id, self._s.credentials, labelled=False)
         got.paused = self._any.paused
+        reason = self._forgotten.pop(account_id, None)
+        if reason is not None and got.probe is not None:  # evicted while halted: back halted, no request
+            got.probe_id = account_id
+            got.halt.halt(reason, "halted before it was evicted (LP_ANY_ACCOUNT_IDS_MAX)", got.probe)
         self._ids[account_id] = got
-        while len(self._ids) > WILDCARD_IDS_MAX:
-            oldest = next((k for k, a in self._ids.items() if not a.halt.halted), None)
-            if oldest is None:
-                break
-            del self._ids[oldest]  # lanes holding it keep it; the id gets a fresh one next time
+        if len(self._ids) > self._sweep_at:
+            self._evict(keep=account_id)
         return got
+
+    def _evict(self, keep: str) -> None:
+        """Bring the ids kept back under LP_ANY_ACCOUNT_IDS_MAX (a tenth under, so this runs seldom).
+
+        Idle halted ids go first, then idle ones, least recently used first; an id a lane holds is
+        never evicted (lanes are bounded by MAX_PENDING_EVENTS). An evicted id's prober stops and it
+        is marked removed (a lane that still had it takes the id's new Account at its next send); a
+        halted one is remembered by name, so the park keeps it held and it comes back halted.
+        """
+        limit = self._s.lp_any_account_ids_max
+        busy = {id(a) for a in self._in_use()}
+        idle = [(k, a) for k, a in self._ids.items() if k != keep and id(a) not in busy]
+        ranked = [p for p in idle if p[1].halt.halted] + [p for p in idle if not p[1].halt.halted]
+        halted = False
+        for name, account in ranked[: len(self._ids) - (limit - limit // 10)]:
+            del self._ids[name]
+            if account.halt.halted:
+                halted = True
+                self._forgotten[name] = account.halt.reason
+                self._forgotten.move_to_end(name)
+            account.removed = True
+            account.halt.dismiss()
+        while len(self._forgotten) > limit * FORGOTTEN_HALTS_PER_ID:
+            self._forgotten.popitem(last=False)
+        # Lanes hold all the rest: look again once a tenth more ids came (not at every new id).
+        self._sweep_at = max(limit, len(self._ids) + limit // 10)
+        if halted:
+            self._wildcard_halt_change(False)
+
+    def held_reason(self, account_id: str) -> str | None:
+        """Why an account id cannot send now (None: it can, or it has no credentials), making no Account."""
+        if self._any is None:
+            account = self._accounts.get(account_id)
+        else:
+            account = self._ids.get(account_id)
+            if account is None:
+                return "halted" if account_id in self._forgotten else self._any.held
+        return account.held if account is not None else None
 
     def _serving(self) -> list[Account]:
         if self._any is not None and self._ids:
@@ -95,7 +138,8 @@ class AccountRegistry:
         return account in self._accounts and self._any is None
 
     def __iter__(self) -> Iterator[Account]:
-        return iter(list(self._accounts.values()))
+        """The accounts served now (the single set serving every account: each account id kept)."""
+        return iter(self._serving())
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -110,9 +154,13 @@ class AccountRegistry:
         return [a for a in self._serving() if a.halt.halted]
 
     # ---- wiring and lifecycle ----------------------------------------------------------------
-    def bind(self, prober: Callable[[Account], Probe]) -> None:
-        """Give every account (now and later) its probe request; halt those whose files are unusable."""
+    def bind(
+        self, prober: Callable[[Account], Probe], in_use: Callable[[], Iterable[Account]] = tuple
+    ) -> None:
+        """Give every account (now and later) its probe request; halt those whose files are unusable.
+        `in_use`: the accounts lanes hold now (never evicted)."""
         self._prober = prober
+        self._in_use = in_use
         for account in self._accounts.values():
             account.probe = prober(account)
             account.halt_if_unusable()

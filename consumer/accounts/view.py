@@ -61,12 +61,18 @@ def account_row(
     wall_ms: int,
     parked: tuple[int, float | None] = (0, None),
 ) -> dict[str, Any]:
-    """One account's line of /accounts (`held` counts its events in lanes and in the park)."""
+    """One account's line of /accounts (`held` counts its events in lanes and in the park).
+
+    `waiting`: its events in lanes and the oldest one's Kafka timestamp (epoch ms); `parked`: its
+    events in the park and the oldest one's park time (epoch s), made ms here, once.
+    """
     total, ok, throttled = account.window.totals()
     held, oldest = waiting
-    held += parked[0]
-    if parked[1] is not None and (oldest is None or parked[1] * 1000 < oldest):
-        oldest = int(parked[1] * 1000)
+    parked_n, parked_since_s = parked
+    held += parked_n
+    if parked_since_s is not None:
+        parked_since_ms = int(parked_since_s * 1000)
+        oldest = parked_since_ms if oldest is None else min(oldest, parked_since_ms)
     ok_share = round(ok / total, 3) if total else None
     if account.halt.halted:
         state = "halted"
@@ -89,7 +95,7 @@ def account_row(
         "throttled": throttled,
         "throttled_total": account.window.throttled_total,
         "held": held,
-        "parked": parked[0],
+        "parked": parked_n,
         "oldest_held_s": round(max(0, wall_ms - oldest) / 1000, 1) if oldest is not None else None,
     }
 

@@ -116,6 +116,13 @@ def _deadline_problems(s: Settings) -> list[str]:
             f"{s.revoke_drain_s:g}): a request still on the wire when a revoke stops waiting can land "
             "after the new owner's newer one for the same visit (out of order)"
         )
+    if s.http_client == "pyreqwest" and s.shutdown_drain_s < s.http_timeout_s + CLOSE_RESERVE_S:
+        problems.append(
+            f"SHUTDOWN_DRAIN_S: must be at least HTTP_TIMEOUT_S + {CLOSE_RESERVE_S:g} s with HTTP_CLIENT="
+            f"pyreqwest (got {s.shutdown_drain_s:g}; HTTP_TIMEOUT_S {s.http_timeout_s:g}): pyreqwest goes on "
+            "with a request the drain cancels until HTTP_TIMEOUT_S, so it can land after the next owner's "
+            "newer one for the same visit; raise it (and the pod's grace period) or use HTTP_CLIENT=aiohttp"
+        )
     if s.shutdown_drain_s < MIN_SHUTDOWN_DRAIN_S:
         problems.append(
             f"SHUTDOWN_DRAIN_S: must be at least {MIN_SHUTDOWN_DRAIN_S:g} s (got {s.shutdown_drain_s:g}): "

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     credential_files: dict[str, str] = Field(default_factory=dict)
     lp_account: str | None = None
     lp_credentials_dir: str | None = None
+    lp_any_account_ids_max: int = Field(1000, ge=1)  # account ids the single set keeps apart at once
     lp_pause_file: str | None = None  # while this file exists, the single-set LP_* account(s) are paused
     lp_sentinel_url: str | None = None
     lp_sentinel_token_path: str = DEFAULT_TOKEN_PATH

@@ -231,6 +231,8 @@ class Courier:
             return Gate.DONE
         if self.park is not None:
             lane.held = self.park.park_held(batch, account)  # held: its consumed records park
+            if len(lane.held) < len(batch):
+                self._tracing.parked(len(batch) - len(lane.held), account.held or "")
             if not lane.held:
                 return Gate.DONE
             batch[:] = lane.held
@@ -303,8 +305,9 @@ class Courier:
         for tp in tps:
             inflight[tp] += 1
         try:
-            current = self._owner.is_current  # asked right before the request is written
-            reply = await self.client.send(lane.visit, body, lane.account, lambda: all(map(current, batch)))
+            current = self._owner.is_current  # asked right before the request is written (none once closing)
+            still = lambda: not self.closing and all(map(current, batch))  # noqa: E731
+            reply = await self.client.send(lane.visit, body, lane.account, still)
         finally:
             for tp in tps:
                 inflight[tp] -= 1

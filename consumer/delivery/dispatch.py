@@ -78,7 +78,7 @@ class Dispatcher:
             tracing,
         )
         self.dead_letters: DeadLetters | None = None
-        accounts.bind(self._prober)
+        accounts.bind(self._prober, lambda: [lane.account for lane in self.lanes])
 
     @property
     def park(self) -> Park | None:
@@ -244,21 +244,27 @@ class Dispatcher:
         its lowest undone offset, so one record left queued would make every later record of its
         partition that other visits already delivered come again after the restart; it ends early
         when every lane left is halted or in a backoff that outlasts it (nothing more can be done).
-        The second (up to HTTP_TIMEOUT_S, at most half the budget) lets requests started just
-        before it end.
+        The second lets requests on the wire end; none starts after it began. With aiohttp it lasts up
+        to HTTP_TIMEOUT_S, at most half the budget (a request cancelled then is over: its connection
+        is closed). With pyreqwest, whose cancelled request goes on (and may still be written) until
+        its own HTTP_TIMEOUT_S, it lasts the whole HTTP_TIMEOUT_S, so when the partitions move on no
+        request of theirs can land after the next owner's (config: SHUTDOWN_DRAIN_S is long enough).
         """
         deadline = time.monotonic() + within_s
-        grace = min(self._s.http_timeout_s, within_s / 2)
+        timeout = self._s.http_timeout_s
+        outlast = self._s.http_client == "pyreqwest"
+        grace = timeout if outlast else min(timeout, within_s / 2)
         first = deadline - grace
         await self._quiet(
             lambda: (
                 (self._tracker.pending_total == 0 or self._nothing_due_before(first)) and not self._busy()
             ),
-            within_s - grace,
+            max(0.0, within_s - grace),
         )
         self._courier.closing = True
         self._courier.stop.set()
-        await self._quiet(lambda: not self._busy(), max(0.0, deadline - time.monotonic()))
+        last = max(deadline - time.monotonic(), grace if outlast else 0.0)
+        await self._quiet(lambda: not self._busy(), last)
         clean = not self._busy()
         tasks = self.lanes.tasks()
         for task in tasks:

@@ -224,13 +224,14 @@ class Park:
         return self.book.version.get(tp, 0), self.book.metadata(tp)
 
     def by_account(self) -> dict[str, tuple[int, float | None]]:
-        """Parked records and the oldest park time, per account (for /accounts)."""
+        """Records in the park (not those read back, which /accounts counts in their lanes) and the
+        oldest park time (epoch s), per account."""
         out: dict[str, tuple[int, float | None]] = {}
         for _, e in self.book.entries():
             n, oldest = out.get(e.account, (0, None))
             if e.oldest_s is not None and (oldest is None or e.oldest_s < oldest):
                 oldest = e.oldest_s
-            out[e.account] = (n + e.count, oldest)
+            out[e.account] = (n + max(0, e.count - len(e.pending)), oldest)
         return out
 
     def tick(self) -> None:

@@ -153,8 +153,7 @@ class Unpark:
             return True
         if self.book.get(tp, entry.account) is not entry:
             return False  # the census of the partition's ANY entry comes first
-        account = self._accounts.get(entry.account)
-        return account is None or account.held is None
+        return self._accounts.held_reason(entry.account) is None  # makes no Account for an evicted id
 
     def _expired(self, entry: Entry, now: float) -> bool:
         """Its oldest record is older than PARK_MAX_AGE_S: read it (held as it is) to dead-letter those."""

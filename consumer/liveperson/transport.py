@@ -97,6 +97,8 @@ class AiohttpTransport:
                 URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
             ) as resp:
                 return resp.status, await resp.read(), resp.headers.get("Retry-After")
+        except TimeoutError:  # aiohttp's ServerTimeoutError (connect, socket read) is a ClientError too
+            raise
         except aiohttp.ClientError as exc:
             raise TransportFailed(f"{type(exc).__name__}: {exc}", aiohttp_cause(exc)) from exc
 

@@ -9,7 +9,7 @@ events) from its first attempt to its outcome. It links to every coalesced event
 context, and has that context as its parent when the array holds exactly one event. Attributes:
 `engagement.account`, `engagement.visit` (TRACE_VISIT), `engagement.attributes`, and at the end
 `http.response.status_code` (the last answer), `engagement.attempts`, `engagement.outcome`
-(delivered, dead_lettered, pending). Each attempt that is not the last is an `attempt` event
+(delivered, dead_lettered, parked, pending). Each attempt that is not the last is an `attempt` event
 (its status or transport error and the policy's action: retry, throttle, halt ...); a dead letter
 is a `dead_letter` event with its reason, and its record carries this span's `traceparent` on.
 An array never sent (its partitions moved on first) makes no span; a halt probe is a span of its
@@ -172,6 +172,12 @@ class OtelTracing(Tracing):
         span = delivery.dead_lettered(verdict)
         return replace(verdict, traceparent=traceparent(span.get_span_context()))
 
+    def parked(self, records: int, reason: str) -> None:
+        """A `parked` event on the current delivery (its outcome: parked, not delivered)."""
+        delivery = _active()
+        if delivery is not None:
+            delivery.parked(records, reason)
+
     def shutdown(self) -> None:
         """Flush and stop the span processor."""
         self._provider.shutdown()
@@ -196,6 +202,7 @@ class _Delivery(Span):
         "_visit",
         "attempts",
         "dead",
+        "held",
         "last",
         "recording",
         "span",
@@ -209,6 +216,7 @@ class _Delivery(Span):
         self._token: Token[_Delivery | None] | None = None
         self.attempts = 0
         self.dead: str | None = None
+        self.held: str | None = None  # why (part of) the array went to the park
         self.last: dict[str, Any] | None = None  # the last answer's attributes, not yet an event
         self.span: trace.Span | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -254,6 +262,13 @@ class _Delivery(Span):
         span.add_event("dead_letter", event)
         return span
 
+    def parked(self, records: int, reason: str) -> None:
+        """Record that (part of) the array went to the park, its account held (halted, paused ...)."""
+        span = self.started()
+        self.held = reason
+        if self.recording:
+            span.add_event("parked", {"engagement.reason": reason, "engagement.attributes": records})
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -270,6 +285,8 @@ class _Delivery(Span):
             attributes["engagement.outcome"] = "error"
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        elif self.held is not None:  # the park settles what it takes: not delivered
+            attributes["engagement.outcome"] = "parked"
         elif all(r.settled for r in self._batch):
             attributes["engagement.outcome"] = "delivered"
         else:  # stopped, cancelled, or its partitions were revoked: redone later

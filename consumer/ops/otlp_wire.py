@@ -67,10 +67,11 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 class _Attributes:
-    """Encoded `KeyValue`s by (key, type, value)."""
+    """Encoded `KeyValue` fields by (field number, key, type, value): the tag is part of the bytes
+    kept, so a span's attribute (field 9) is never written with an event's number (3)."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, type, Any], bytes] = {}
+        self._cache: dict[tuple[int, str, type, Any], bytes] = {}
 
     def encode(self, number: int, attributes: Mapping[str, Any] | None) -> bytes:
         """The repeated KeyValue field `number` of these attributes."""
@@ -79,7 +80,7 @@ class _Attributes:
         cache, parts = self._cache, []
         for key, value in attributes.items():
             try:
-                ck = (key, type(value), value)
+                ck = (number, key, type(value), value)
                 encoded = cache.get(ck)
             except TypeError:  # a sequence value: not hashable, not cached
                 ck, encoded = None, None

@@ -9,7 +9,8 @@ The delivery path calls a tiny interface, the same whether tracing is on or off:
   coalesced events), from its first request to its outcome;
 - `request(visit, account)`: a context manager around one request to LivePerson, `reply(reply)`
   inside it;
-- `dead_letter(verdict)`: the verdict, with the `traceparent` its dead letter carries on.
+- `dead_letter(verdict)`: the verdict, with the `traceparent` its dead letter carries on;
+- `parked(records, reason)`: records of the current delivery went to the park (its account held).
 
 Off, each is a no-op on a shared object (a method call per request, nothing per event) and
 OpenTelemetry is never imported.
@@ -71,6 +72,9 @@ class Tracing:
     def dead_letter(self, verdict: Verdict) -> Verdict:
         """Note a dead letter on the current delivery; the verdict with its dead letter's traceparent."""
         return verdict
+
+    def parked(self, records: int, reason: str) -> None:
+        """Note on the current delivery that its account is held and these records went to the park."""
 
     def shutdown(self) -> None:
         """Export what is still buffered (blocking; call off the event loop)."""

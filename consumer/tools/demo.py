@@ -204,9 +204,10 @@ class Demo:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await asyncio.to_thread(feed.join, 35)
-        snap = self._snapshot(app, feed)
-        display.update(snap, final=True)
         committed = await asyncio.to_thread(_committed, broker.bootstrap, list(feed.ends))
+        snap = self._snapshot(app, feed)
+        snap.committed = sum(max(0, c) for c in committed.values())  # the broker's, as the summary checks
+        display.update(snap, final=True)
         return self._summarize(plan, api, feed, snap, committed, stopped, code)
 
     def _snapshot(self, app: Any, feed: Feed) -> Any:

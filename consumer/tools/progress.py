@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from rich.console import Console, Group
@@ -32,7 +32,7 @@ class Snapshot:
     requests: Mapping[str, float] = field(default_factory=dict)  # by status
     in_flight: int = 0
     pending: int = 0  # consumed, not yet done
-    committed: int = 0  # sum of committed offsets (topics start at 0)
+    committed: int = 0  # sum of committed offsets (topics start at 0); 0 once the daemon let go of them
     rate: float = 0.0  # events settled (delivered or dead-lettered) per second, recently
 
     @property
@@ -72,6 +72,7 @@ class Display:
         self.live_mode = console.is_terminal
         self._live: Live | None = None
         self._last_line = 0.0
+        self._committed = 0  # the last committed figure shown
 
     def __enter__(self) -> Display:
         if self.live_mode:
@@ -96,7 +97,12 @@ class Display:
             self.console.print(message, highlight=False, soft_wrap=True, markup=False)
 
     def update(self, snap: Snapshot, final: bool = False) -> None:
-        """Show the latest counters."""
+        """Show the latest counters (the committed figure: the last one seen once the daemon closed its
+        consumer and its committed-offset gauges went with its partitions)."""
+        if snap.committed:
+            self._committed = snap.committed
+        elif self._committed:
+            snap = replace(snap, committed=self._committed)
         if self._live is not None:
             self._live.update(self._render(snap))
             return

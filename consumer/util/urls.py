@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
+
+_NEXT_URL = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")  # a comma that starts another URL of a list
 
 
 def base_url_problem(base: str) -> str | None:
@@ -25,10 +28,17 @@ def base_url_problem(base: str) -> str | None:
 
 
 def mask_url(url: str) -> str:
-    """`url` with the password of its user-info (`user:password@`) replaced by `***`, for logs and errors."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """`url`, or each URL of a comma-separated list, with its user-info password (`user:password@`)
+    replaced by `***`, for logs and errors."""
+    if "@" not in url:
         return url
+    return ",".join(_mask_one(part) for part in _NEXT_URL.split(url))
+
+
+def _mask_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    prefix = f"{scheme}://" if sep else ""
+    rest = rest if sep else url  # no scheme (`user:password@host`): masked all the same
     end = len(rest)
     for ch in "/?#":
         i = rest.find(ch)
@@ -38,4 +48,4 @@ def mask_url(url: str) -> str:
     if not at or ":" not in userinfo:
         return url
     user = userinfo.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}{rest[end:]}"
+    return f"{prefix}{user}:***@{host}{rest[end:]}"

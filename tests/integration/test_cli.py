@@ -223,6 +223,8 @@ def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> No
     out, err = text(proc)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     assert "OK: every produced event" in out
+    progress = [line for line in out.splitlines() if line.startswith("[") and " committed " in line]
+    assert progress and f" committed {events} " in progress[-1], progress[-2:]  # issue 27 item 15
     assert wall <= DEMO_WITHIN_S, f"make demo took {wall:.1f}s (README: under {DEMO_WITHIN_S:g} s)"
     frame = out.split("engagement-consumer top --once", 1)[-1]
     assert "accounts" in frame and "state" in frame and "in process" in frame, "ends with a top frame"

@@ -255,6 +255,7 @@ def test_a_hanging_token_endpoint_holds_no_shared_request_slot(
         MAX_IN_FLIGHT="2",
         HTTP_TIMEOUT_S="8",
         REVOKE_DRAIN_S="8",
+        SHUTDOWN_DRAIN_S="11",  # pyreqwest: at least HTTP_TIMEOUT_S + 3
     )
     d = start_daemon(env)
     wait_until(lambda: api.token_asked, 20, "account 2 asking for a token")

@@ -40,7 +40,7 @@ async def until(condition: object, what: str, within_s: float = 20.0) -> None:
 
 
 def settings_for(sandbox: SandboxAPI, lookup: str, tmp_path: Path) -> dict[str, str]:
-    common = {"REVOKE_DRAIN_S": "20", "HTTP_TIMEOUT_S": "20"}
+    common = {"REVOKE_DRAIN_S": "20", "HTTP_TIMEOUT_S": "20", "SHUTDOWN_DRAIN_S": "23"}
     if lookup == "domain":  # OAuth 1.0 single set; the events base from the Domain API
         c = DEFAULT_CREDENTIALS
         return {

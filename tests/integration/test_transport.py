@@ -251,3 +251,39 @@ async def test_a_cancelled_request_ends_at_once_and_is_gone_from_the_wire_by_the
     took = time.monotonic() - cancelled
     assert took < (0.5 if transport == "aiohttp" else 1.5), took
     assert (await c.send(Visit("1234", "other", "s"), BODY, account)).status == 200
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[str]:
+    """A TCP listener that accepts and never says a word (a TLS handshake to it never ends)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_connect_or_pool_wait_that_outlasts_the_timeout_is_a_timeout(
+    silent_server: str, transport: str
+) -> None:
+    """Issue 27 item 13: a TLS handshake, or a wait for a pooled connection, that outlasts
+    HTTP_TIMEOUT_S is a `timeout` with either transport (the adaptive limit's back-pressure signal)."""
+    settings = settings_for(silent_server, transport, MAX_IN_FLIGHT="1")  # 5 connections at most
+    c = EngagementClient(settings)
+    await c.start()
+    account = account_of(settings)
+    try:  # 5 requests stuck in their TLS handshake hold every connection; the 6th waits for one
+        sends = (c.send(Visit("1234", f"v{i}", "s"), BODY, account) for i in range(6))
+        replies = await asyncio.gather(*sends)
+    finally:
+        await c.close()
+    assert [(r.status, r.error) for r in replies] == [(None, "timeout")] * 6, [r.detail for r in replies]

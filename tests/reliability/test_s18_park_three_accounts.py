@@ -68,6 +68,7 @@ def test_no_account_waits_for_another(
         RETRY_MAX_ELAPSED_S="900",
         HTTP_TIMEOUT_S="10",
         REVOKE_DRAIN_S="10",
+        SHUTDOWN_DRAIN_S="20",  # the shipped default (the fixtures' 10 is below HTTP_TIMEOUT_S + 3)
         HALT_BACKOFF_MAX_S="5",  # only how soon the rotation is noticed after the halt
         MAX_PENDING_PER_PARTITION=WINDOW,
         **({"PARK_TOPIC": ""} if NO_PARK else {}),

@@ -87,6 +87,9 @@ class Accounts:
     def labelled(self, account: str) -> bool:
         return False
 
+    def held_reason(self, account_id: str) -> str | None:
+        return self.get(account_id).held
+
 
 @dataclass
 class Rig:

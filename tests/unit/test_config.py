@@ -223,7 +223,19 @@ def test_drain_deadlines_that_cannot_be_kept_are_refused_with_why(env: dict[str,
     with pytest.raises(ConfigError) as err:
         load_settings({**BASE, **env})
     assert any(line.startswith(says) for line in err.value.problems), err.value.problems
-    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "3"})
+    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "33"})
+    aiohttp = {"HTTP_CLIENT": "aiohttp", "SHUTDOWN_DRAIN_S": "3"}
+    load_settings({**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", **aiohttp})
+
+
+def test_with_pyreqwest_the_shutdown_drain_must_outlast_a_request() -> None:
+    """Issue 27 item 13: pyreqwest goes on with a request the drain cancels, until HTTP_TIMEOUT_S."""
+    env = {**BASE, "HTTP_TIMEOUT_S": "30", "REVOKE_DRAIN_S": "30", "SHUTDOWN_DRAIN_S": "20"}
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    lines = [p for p in err.value.problems if p.startswith("SHUTDOWN_DRAIN_S:")]
+    assert len(lines) == 1 and "HTTP_TIMEOUT_S" in lines[0] and "aiohttp" in lines[0], err.value.problems
+    assert load_settings({**env, "HTTP_CLIENT": "aiohttp"}).shutdown_drain_s == 20
 
 
 @pytest.mark.parametrize(
@@ -295,3 +307,31 @@ def test_the_standard_trust_variables_must_name_certificates_or_the_daemon_does_
     (good / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())
     settings = load_settings({**BASE, "SSL_CERT_FILE": str(good / "ca.pem"), "SSL_CERT_DIR": str(good)})
     assert (settings.ssl_cert_file, settings.ssl_cert_dir) == (str(good / "ca.pem"), str(good))
+
+
+TWO_REGISTRIES = "https://u1:reg1-SECRET@r1.example:8081,https://u2:reg2-SECRET@r2.example/sr"
+
+
+def test_every_url_of_a_comma_separated_schema_registry_url_has_its_password_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 27 item 11: the second URL's password reached the `starting` line and check-config."""
+    import argparse
+
+    from consumer.tools import check_config
+
+    s = load_settings({**BASE, "SCHEMA_REGISTRY_URL": TWO_REGISTRIES})
+    assert s.masked()["schema_registry_url"] == "https://u1:***@r1.example:8081,https://u2:***@r2.example/sr"
+    assert "reg2-SECRET" not in repr(s) and "reg1-SECRET" not in repr(s)  # what `starting` logs
+    for name, value in {**BASE, "SCHEMA_REGISTRY_URL": TWO_REGISTRIES}.items():
+        monkeypatch.setenv(name, value)
+    assert check_config.main(argparse.Namespace()) == 0
+    out = capsys.readouterr().out
+    assert "u2:***@r2.example/sr" in out and "reg2-SECRET" not in out and "reg1-SECRET" not in out
+
+
+def test_a_schema_registry_url_problem_line_masks_every_password() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, "SCHEMA_REGISTRY_URL": "u1:reg1-SECRET@r1,https://u2:reg2-SECRET@r2"})
+    lines = [p for p in err.value.problems if p.startswith("SCHEMA_REGISTRY_URL:")]
+    assert lines and not any("SECRET" in p for p in lines), lines

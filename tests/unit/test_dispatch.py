@@ -517,3 +517,50 @@ async def test_the_shutdown_drain_does_not_wait_for_lanes_in_a_long_backoff() ->
     assert await asyncio.wait_for(d.drain(2.0), 5.0)  # its first phase could last 1 s
     assert asyncio.get_running_loop().time() - began < 0.5  # the backoff (4 s with this seed) outlasts it
     assert tracker.pending_total == 1 and not client.calls[1:]
+
+
+class LateClient(FakeClient):
+    """A POST preceded by a lookup of `lookup_s` (the Domain API, a token); then asked if it may go
+    (`still_ours`, as the real client does right before writing); a POST hangs to HTTP_TIMEOUT_S."""
+
+    def __init__(self, lookup_s: float, timeout_s: float) -> None:
+        super().__init__()
+        self.lookup_s, self.timeout_s = lookup_s, timeout_s
+        self.posts, self.cancelled_on_the_wire = 0, 0
+
+    async def send(self, visit: Visit, body: bytes, account: Account, still_ours: object = None) -> Reply:
+        await asyncio.sleep(self.lookup_s)
+        if callable(still_ours) and not still_ours():
+            return Reply(None, "not_ours", "not sent")
+        self.posts += 1
+        try:
+            await asyncio.sleep(self.timeout_s)
+        except asyncio.CancelledError:
+            self.cancelled_on_the_wire += 1  # pyreqwest would go on sending it, past the drain
+            raise
+        return Reply(None, "timeout", "no answer")
+
+
+async def test_with_pyreqwest_the_shutdown_drain_leaves_no_request_on_the_wire() -> None:
+    """Issue 27 item 13: a POST that began late in the drain's first phase was still on the wire when
+    the drain gave up (its last phase was min(HTTP_TIMEOUT_S, half the budget)) and was cancelled;
+    pyreqwest goes on sending a cancelled request, which can then land after the next owner's."""
+    d, _, _, tracker = build(lambda v, t: Reply(200), HTTP_TIMEOUT_S="0.8", SHUTDOWN_DRAIN_S="3.8")
+    client = LateClient(lookup_s=0.45, timeout_s=0.8)
+    d._client = client  # type: ignore[assignment]
+    submit(d, tracker, [("a", "a0")])
+    await asyncio.wait_for(d.drain(1.0), 5.0)
+    assert client.cancelled_on_the_wire == 0, "a request was cut off on the wire"
+    assert client.posts == 0 and tracker.pending_total == 1  # not sent once closing: pending, next owner's
+
+
+async def test_with_aiohttp_the_shutdown_drain_keeps_its_deadline_and_cuts_the_request() -> None:
+    """aiohttp's cancel closes the connection: a request cut off is over, never written later."""
+    d, _, _, tracker = build(lambda v, t: Reply(200), HTTP_CLIENT="aiohttp", HTTP_TIMEOUT_S="0.8")
+    client = LateClient(lookup_s=0.45, timeout_s=0.8)
+    d._client = client  # type: ignore[assignment]
+    submit(d, tracker, [("a", "a0")])
+    began = asyncio.get_running_loop().time()
+    await asyncio.wait_for(d.drain(1.0), 5.0)
+    assert asyncio.get_running_loop().time() - began < 1.2
+    assert client.cancelled_on_the_wire == 1 and tracker.pending_total == 1

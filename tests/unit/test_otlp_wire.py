@@ -80,3 +80,25 @@ def test_the_attribute_cache_does_not_mix_equal_values_of_other_types() -> None:
     assert cache.encode(9, {"a": 1}) != cache.encode(9, {"a": True}) != cache.encode(9, {"a": 1.0})
     assert ExportTraceServiceRequest.FromString(encode(spans, cache)) == encode_spans(spans)
     assert ExportTraceServiceRequest.FromString(encode(spans, cache)) == encode_spans(spans)
+
+
+def test_an_attribute_cached_for_an_event_is_written_in_the_span_s_own_field() -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "t"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("engagement-consumer")
+    first = tracer.start_span("POST")
+    first.add_event("attempt", {"engagement.outcome": "retry"})  # cached as event field 3 first
+    first.end()
+    second = tracer.start_span("POST", attributes={"engagement.outcome": "retry"})  # span field 9
+    second.add_event("attempt", {"engagement.outcome": "retry"})
+    second.end()
+    spans = list(memory.get_finished_spans())
+
+    parsed = ExportTraceServiceRequest.FromString(encode(spans)).resource_spans[0].scope_spans[0].spans
+    assert [(a.key, a.value.string_value) for a in parsed[1].attributes] == [("engagement.outcome", "retry")]
+    assert [(a.key, a.value.string_value) for a in parsed[1].events[0].attributes] == [
+        ("engagement.outcome", "retry")
+    ]
+    assert parsed[0].events[0].attributes[0].key == "engagement.outcome" and not parsed[0].attributes
+    assert ExportTraceServiceRequest.FromString(encode(spans)) == encode_spans(spans)

@@ -43,3 +43,15 @@ def test_summary_notes_and_details_keep_square_brackets() -> None:
     Console(file=out, width=300, color_system=None).print(summary_table(summary))
     text = out.getvalue()
     assert "engagement-consumer[demo]" in text and "at [offset] 3" in text and "NO" in text
+
+
+def test_the_last_progress_line_shows_the_last_committed_figure() -> None:
+    """Issue 27 item 15: once the daemon closed its consumer its committed-offset gauges are gone;
+    the last line read `committed 0` a line after `committed 5000`, above a summary saying all is."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=300, color_system=None)
+    with Display(console, "demo") as display:
+        display.update(Snapshot(target=5000, produced=5000, delivered=5000, committed=5000), final=True)
+        display.update(Snapshot(target=5000, produced=5000, delivered=5000, committed=0), final=True)
+    lines = [line for line in out.getvalue().splitlines() if "committed" in line]
+    assert len(lines) == 2 and all("committed 5000 " in line for line in lines), lines

@@ -164,3 +164,62 @@ async def test_an_unsampled_request_exports_nothing_and_still_carries_a_tracepar
         "00-0af7651916cd43dd8448eb211c80319c-"
     )
     assert verdict.traceparent.endswith("-00"), "not sampled, and says so downstream"
+
+
+async def test_a_batch_parked_after_a_401_is_traced_as_parked_not_delivered() -> None:
+    """Issue 27 item 13: the park settles the records it takes, and the span said `delivered`."""
+    import asyncio
+    import random
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from consumer.accounts.registry import AccountRegistry
+    from consumer.delivery.dispatch import Dispatcher
+    from consumer.delivery.parking import Park
+    from consumer.formats.events import parse_event
+    from consumer.kafka.offsets import OffsetTracker
+    from consumer.ops.otel import OtelTracing
+    from consumer.values.reply import Reply
+
+    settings = load_settings(
+        {**ENV, "LEAD_TOPICS": "leads", "LP_CONSUMER_KEY": "k", "LP_CONSUMER_SECRET": "s"}
+        | {"LP_ACCESS_TOKEN": "t", "LP_ACCESS_TOKEN_SECRET": "ts", "HALT_BACKOFF_INITIAL_S": "60"}
+    )
+    memory = InMemorySpanExporter()
+    on = OtelTracing(settings, memory)
+
+    class Client:  # the real client's span around each POST; 401 for every request
+        async def ready(self, visit: object, account: object) -> None:
+            """No lookups."""
+
+        async def send(self, visit: object, body: bytes, account: object, still_ours: object = None) -> Reply:
+            with on.request(visit, account) as span:  # type: ignore[arg-type]
+                await asyncio.sleep(0)
+                reply = Reply(401, None, "unauthorized")
+                span.reply(reply)
+            return reply
+
+    tracker, parked = OffsetTracker(), []
+    accounts = AccountRegistry(settings, lambda *a: None)  # type: ignore[arg-type,return-value]
+    d = Dispatcher(settings, Client(), accounts, tracker, random.Random(1), on)  # type: ignore[arg-type]
+    writer = SimpleNamespace(partitions=[], pending_by_tp=Counter(), send=lambda r, a, s: parked.append(r))
+    d.park = Park(writer, None, accounts, tracker, 100, d.submit, print, print, 60.0)  # type: ignore[arg-type]
+    generation = tracker.assign(("leads", 0))
+    value = b'{"account": "1234", "visitor": "v", "sid": "s", "topic": "t"}'
+    tracker.add(("leads", 0), 0)
+    d.submit(Record("leads", 0, 0, generation, b"v", value, None, None, parse_event(value, "lead")))
+
+    async def until_parked() -> None:  # and the lane gone: its delivery span has ended
+        while not parked or d.lanes.by_visit:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(until_parked(), 5)
+    on.shutdown()
+    (span,) = memory.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["engagement.outcome"] == "parked", dict(span.attributes)
+    assert span.attributes["http.response.status_code"] == 401
+    assert [e.name for e in span.events] == ["parked"]
+    await accounts.close()
