@@ -13,8 +13,13 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+from pathlib import Path
+from typing import Any
 
 import confluent_kafka
+from confluent_kafka import Consumer, TopicPartition
+from harness import Topics
+from kafka_io import QUIET
 
 OFFSET_COMMIT, OFFSET_FETCH = 8, 9  # Kafka protocol ApiKeys
 NOT_COORDINATOR = 16  # answered while the group's coordinator moves: librdkafka gives it up at once
@@ -80,3 +85,29 @@ class FaultyMockCluster:
         if self._rk:
             self._lib.rd_kafka_destroy(self._rk)
             self._rk = None
+
+
+def park_env(daemon_env: Any, api: Any, cluster: Any, topics: Topics, creds_dir: Path) -> dict[str, str]:
+    """The daemon's settings on a mock cluster, the park on, per-account credentials only (no single set)."""
+    env: dict[str, str] = daemon_env(
+        api.base_url,
+        KAFKA_BOOTSTRAP_SERVERS=cluster.bootstrap,
+        **topics.env(),
+        LP_CREDENTIALS_DIR=str(creds_dir),
+        KAFKA_SESSION_TIMEOUT_MS="3000",
+        KAFKA_HEARTBEAT_INTERVAL_MS="300",
+    )
+    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
+        env.pop(key)
+    return env
+
+
+def group_commits(cluster: Any, topics: Topics) -> dict[tuple[str, int], tuple[int, str]]:
+    """The group's commits (offset, metadata) of every source partition."""
+    tps = [TopicPartition(t, p) for t in (topics.leads, topics.services) for p in range(topics.partitions)]
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": topics.group, **QUIET})
+    try:
+        got = consumer.committed(tps, timeout=10)
+    finally:
+        consumer.close()
+    return {(c.topic, c.partition): (c.offset, c.metadata or "") for c in got}

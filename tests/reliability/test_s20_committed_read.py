@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from harness import Topics, event, next_id, produce, wait_until
-from kafka_io import QUIET
-from mock_faults import NOT_COORDINATOR, OFFSET_FETCH, FaultyMockCluster
+from mock_faults import NOT_COORDINATOR, OFFSET_FETCH, FaultyMockCluster, group_commits, park_env
 from scenario import Tally
 
 from consumer.accounts.credentials import write_folder
 from consumer.kafka import parkbook
+from consumer.kafka.committed import READ_ATTEMPTS
 from consumer.liveperson.oauth import Credentials
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
@@ -37,15 +35,7 @@ HEALTHY = Credentials("ck-3", "cs-3", "at-3", "ats-3")
 REVOKED = Credentials("ck-old", "cs-old", "at-old", "ats-old")
 ROTATED = Credentials("ck-1", "cs-1", "at-1", "ats-1")
 HELD, OTHER, VISITS = 200, 40, 20
-EVERY_READ = 3  # the reads of the committed offsets the new owner makes at assignment, retries included
-
-
-@pytest.fixture
-def faulty_cluster() -> Iterator[FaultyMockCluster]:
-    """A mock cluster whose answers a test can make fail."""
-    cluster = FaultyMockCluster()
-    yield cluster
-    cluster.close()
+EVERY_READ = READ_ATTEMPTS  # the reads of the committed offsets the new owner makes at assignment
 
 
 @pytest.mark.parametrize("failed_reads", [1, EVERY_READ], ids=["once", "every_read"])
@@ -73,7 +63,7 @@ def test_a_failed_read_of_the_commits_at_assignment_keeps_the_parked_account_and
         held[visit].append(f"1-e{i}")
         msgs.append((topics.leads, visit.encode(), event("1", visit, topic="held", leadId=f"1-e{i}")))
     ends = produce(broker, msgs).end_offsets()  # type: ignore[arg-type]
-    env = _env(daemon_env, api, faulty_cluster, topics, creds_dir)
+    env = park_env(daemon_env, api, faulty_cluster, topics, creds_dir)
     tally = Tally(api)
 
     first = start_daemon(env)
@@ -93,6 +83,8 @@ def test_a_failed_read_of_the_commits_at_assignment_keeps_the_parked_account_and
     parked = _parked_in_commits(faulty_cluster, topics, ends)
     assert parked == HELD, f"the commits after the failed read name {parked} of {HELD} parked records"
     assert not [uid for uid in tally.update().arrivals if uid.startswith("1-")], "1 is still held"
+    unknown = [e for e in second.log_events() if e.get("event") == "committed_unknown"]
+    assert bool(unknown) == (failed_reads == EVERY_READ), f"the path taken is not the one meant: {unknown}"
 
     write_folder(creds_dir / "1", ROTATED)
     everything = {uid for uids in held.values() for uid in uids}
@@ -107,40 +99,12 @@ def test_a_failed_read_of_the_commits_at_assignment_keeps_the_parked_account_and
     )
 
 
-def _env(daemon_env: Any, api: Any, cluster: Any, topics: Topics, creds_dir: Path) -> dict[str, str]:
-    """The daemon's settings on the mock cluster with per-account credentials only (no single set)."""
-    env: dict[str, str] = daemon_env(
-        api.base_url,
-        KAFKA_BOOTSTRAP_SERVERS=cluster.bootstrap,
-        **topics.env(),
-        LP_CREDENTIALS_DIR=str(creds_dir),
-        KAFKA_SESSION_TIMEOUT_MS="3000",
-        KAFKA_HEARTBEAT_INTERVAL_MS="300",
-    )
-    for key in ("LP_CONSUMER_KEY", "LP_CONSUMER_SECRET", "LP_ACCESS_TOKEN", "LP_ACCESS_TOKEN_SECRET"):
-        env.pop(key)
-    return env
-
-
-def _commits(cluster: FaultyMockCluster, topics: Topics) -> dict[tuple[str, int], tuple[int, str]]:
-    """The group's commits (offset, metadata) of every source partition."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    tps = [TopicPartition(t, p) for t in (topics.leads, topics.services) for p in range(topics.partitions)]
-    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": topics.group, **QUIET})
-    try:
-        got = consumer.committed(tps, timeout=10)
-    finally:
-        consumer.close()
-    return {(c.topic, c.partition): (c.offset, c.metadata or "") for c in got}
-
-
 def _parked_in_commits(cluster: FaultyMockCluster, topics: Topics, ends: dict[tuple[str, int], int]) -> int:
     """Parked records the commits of these partitions name (-1 while a commit is not at its end yet).
 
     An unknown park (a census named in the commit: every account parked) counts as all of them.
     """
-    commits = _commits(cluster, topics)
+    commits = group_commits(cluster, topics)
     total = 0
     for tp in ends:
         offset, metadata = commits[tp]
@@ -155,5 +119,5 @@ def _parked_in_commits(cluster: FaultyMockCluster, topics: Topics, ends: dict[tu
 
 def _committed_at(cluster: FaultyMockCluster, topics: Topics, ends: dict[tuple[str, int], int]) -> bool:
     """True once every one of these partitions is committed at (or past) its end."""
-    commits = _commits(cluster, topics)
+    commits = group_commits(cluster, topics)
     return all(commits[tp][0] >= end for tp, end in ends.items())

@@ -79,18 +79,30 @@ def test_positions_that_do_not_fit_become_a_census_from_the_lowest_position() ->
     assert entry.account == ANY and entry.position == min(positions.values()), "read back from the start"
 
 
-def test_a_refused_partition_degrades_alone_and_says_less_each_time() -> None:
-    book, _ = parked_book(20)
+def test_a_refused_partition_steps_down_alone_the_offset_map_first_then_the_park_part() -> None:
+    book, positions = parked_book(20)
     both, _ = parked_book(20, TP2)
     book._entries[TP2] = both._entries[TP2]
     tracker = tracker_over(book, TP, TP2)
     first = tracker.to_commit()
-    tracker.metadata_refused([TP])
-    again = tracker.to_commit()
-    assert list(again) == [TP], "only the refused partition is committed again"
-    assert len(again[TP].metadata) <= len(first[TP].metadata) // 2
-    assert parkbook.split(again[TP].metadata)[0], "the park part goes last"
-    book.enter(TP2, "new")  # TP2 changes: its next commit is as full as before
+    steps = [first[TP].metadata]
+    while steps[-1]:
+        tracker.metadata_refused([TP])
+        again = tracker.to_commit()
+        assert list(again) == [TP], "only the refused partition is committed again"
+        assert len(again[TP].metadata) < len(steps[-1]), "a refused commit must say less"
+        steps.append(again[TP].metadata)
+        assert len(steps) < 10, "the steps down do not end"
+    parks = [parkbook.split(m)[0] for m in steps]
+    full = parks[0]
+    maps = [parkbook.split(m)[1] for m in steps]
+    assert (
+        maps[0] and maps.index(None) >= 1 and parks[: maps.index(None) + 1] == [full] * (maps.index(None) + 1)
+    )
+    named = [{e.account: e.position for e in parkbook.decode(p) or []} for p in parks if p]
+    assert named[0] == positions and positions in named[1:], "positions only comes before the census"
+    assert named[-1] == {ANY: min(positions.values())} and steps[-1] == ""
+    book.enter(TP2, "new")  # TP2 changes: its next commit carries everything, as before
     assert len(tracker.to_commit()[TP2].metadata) >= len(first[TP2].metadata)
 
 
