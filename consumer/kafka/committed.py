@@ -70,13 +70,14 @@ def read_committed(
     attempts: int = READ_ATTEMPTS,
     budget_s: float = READ_BUDGET_S,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Committed:
     """The group's commits of `tps`, those not known asked again (bounded); None where still not known."""
-    deadline = time.monotonic() + budget_s
+    deadline = clock() + budget_s
     out: Committed = dict.fromkeys(tps)
     todo = list(tps)
     for attempt in range(1, attempts + 1):
-        timeout = min(timeout_s, deadline - time.monotonic())
+        timeout = min(timeout_s, deadline - clock())
         if timeout <= 0 or not todo:
             break
         answer: list[Any] | BaseException
@@ -90,7 +91,7 @@ def read_committed(
         if todo:
             log.warning("committed_read_failed", attempt=attempt, error=_why(answer), partitions=fmt(todo))
             pause = RETRY_PAUSE_S * 2 ** (attempt - 1)
-            if attempt < attempts and time.monotonic() + pause < deadline:
+            if attempt < attempts and clock() + pause < deadline:
                 sleep(pause)
     if todo:
         metrics.COMMITTED_UNKNOWN.inc(len(todo))

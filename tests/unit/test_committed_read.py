@@ -18,6 +18,7 @@ from confluent_kafka import TopicPartition as KafkaTP
 from consumer.app import App
 from consumer.config import load_settings
 from consumer.kafka import parkbook
+from consumer.kafka.committed import RETRY_PAUSE_S, Commit, decide, read_committed
 from consumer.kafka.parkbook import ANY, ParkBook
 from consumer.kafka.source import KafkaSource
 
@@ -134,3 +135,46 @@ async def test_the_reads_at_assignment_are_bounded() -> None:
     await assigned(reads, TP)
     assert len(reads.timeouts) > 1, "a failed read is not asked again"
     assert len(reads.timeouts) <= 5 and sum(reads.timeouts) <= 15.0, reads.timeouts
+
+
+def test_decide_tells_committed_never_committed_and_not_known_apart() -> None:
+    tp3 = ("leads", 2)
+    answer = [Got(*TP, 5, "ep1..."), Got(*TP2, -1001)]  # tp3 missing from the answer
+    assert decide([TP, TP2, tp3], answer) == {TP: Commit(5, "ep1..."), TP2: Commit(-1001, None), tp3: None}
+    assert decide([TP], [Got(*TP, 5, "x", KafkaError(KafkaError.NOT_COORDINATOR))]) == {TP: None}
+    assert decide([TP, TP2], timed_out()) == {TP: None, TP2: None}
+
+
+def test_read_committed_asks_again_for_the_partitions_not_known_only() -> None:
+    asked: list[list[tuple[str, int]]] = []
+
+    class Consumer:
+        def committed(self, partitions: list[KafkaTP], timeout: float) -> list[Got]:
+            asked.append([(p.topic, p.partition) for p in partitions])
+            error = KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS) if len(asked) == 1 else None
+            return [Got(*TP, 5), Got(*TP2, 9, None, error)]
+
+    pauses: list[float] = []
+    got = read_committed(Consumer(), [TP, TP2], sleep=pauses.append)
+    assert got == {TP: Commit(5, None), TP2: Commit(9, None)}
+    assert asked == [[TP, TP2], [TP2]] and pauses == [RETRY_PAUSE_S]
+
+
+def test_read_committed_gives_up_within_its_budget() -> None:
+    """Each read times out after the whole timeout it was given (the clock is the test's)."""
+    now = [0.0]
+
+    class Slow(Reads):
+        def committed(self, partitions: list[KafkaTP], timeout: float) -> list[Got]:
+            now[0] += timeout
+            return super().committed(partitions, timeout)
+
+    def pause(seconds: float) -> None:
+        now[0] += seconds
+
+    reads = Slow([timed_out()])
+    got = read_committed(
+        reads, [TP], timeout_s=5.0, attempts=3, budget_s=7.0, sleep=pause, clock=lambda: now[0]
+    )
+    assert got == {TP: None}
+    assert reads.timeouts[0] == 5.0 and len(reads.timeouts) == 2 and now[0] <= 7.0, (reads.timeouts, now)

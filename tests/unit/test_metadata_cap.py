@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from consumer.kafka import parkbook
+from consumer.kafka import offsetmap, parkbook
 from consumer.kafka.commits import commit_sync
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
 from consumer.kafka.parkbook import ANY, ParkBook
@@ -128,3 +130,56 @@ def test_a_synchronous_commit_refused_as_too_large_keeps_the_park_positions() ->
     assert offset == point.offset and broker.committed[TP2] == (7, "")
     got = taken_over(metadata)
     assert {e.account: e.position for _, e in got.entries(TP)} == positions, "the park part was dropped"
+
+
+def _runs(base: int, cuts: list[int]) -> list[tuple[int, int]]:
+    """Sorted disjoint runs above `base`, from gap and length pairs."""
+    runs, at = [], base
+    for gap, length in zip(cuts[::2], cuts[1::2], strict=False):
+        start = at + gap + (1 if runs else 0)
+        runs.append((start, start + length))
+        at = start + length
+    return runs
+
+
+def _offsets(runs: list[tuple[int, int]] | None) -> set[int]:
+    return {o for s, e in runs or () for o in range(s, e)}
+
+
+ACCOUNT = st.text(alphabet="abc:,/%1", min_size=1, max_size=12)  # ("*" is the ANY entry's name)
+ENTRY = st.tuples(st.integers(0, 10**6), st.integers(0, 500), st.lists(st.integers(1, 20), max_size=12))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(ACCOUNT, ENTRY, max_size=40),
+    st.lists(st.integers(1, 30), max_size=80),
+    st.integers(0, 4096),
+)
+def test_fit_and_every_step_down_say_less_never_more(
+    entries: dict[str, tuple[int, int, list[int]]], map_cuts: list[int], max_bytes: int
+) -> None:
+    """Within the limit; every account still parked from at or below its position, skipping only what
+    its map named done; the offset map names only what it named."""
+    offset = 5_000
+    named = {a: (pos, count, _runs(pos, cuts)) for a, (pos, count, cuts) in entries.items()}
+    stored = [(a, p, c, 1.7e9, offsetmap.encode(p, runs, 400)[0]) for a, (p, c, runs) in named.items()]
+    original_map = _runs(offset, map_cuts)
+    metadata = parkbook.encode(stored) + offsetmap.encode(offset, original_map, 4096)[0]
+    skips = {a: _offsets(offsetmap.decode(done, p)[0]) for a, p, _, _, done in stored}
+    candidates = [parkbook.fit(offset, metadata, max_bytes)]
+    while candidates[-1]:
+        candidates.append(parkbook.shorter(offset, candidates[-1]))
+        assert len(candidates[-1]) < len(candidates[-2])
+    assert len(candidates[0]) <= max_bytes
+    for text in [metadata, *candidates]:
+        park, rest = parkbook.split(text)
+        assert _offsets(offsetmap.decode(rest, offset)[0]) <= _offsets(original_map)
+        book = ParkBook()
+        book.assign(TP, offset, park)
+        for account, (pos, _, _) in named.items():
+            entry = book.get(TP, account)
+            assert entry is not None and entry.position is not None and entry.position <= pos, (account, text)
+            if entry.account != ANY:
+                skipped = {o for o in range(entry.position, pos + 300) if entry.skips(o)}
+                assert skipped <= skips[account], (account, text)
