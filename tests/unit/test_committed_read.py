@@ -100,6 +100,7 @@ async def test_a_read_that_times_out_leaves_the_park_unknown_and_the_first_commi
     app, book = await assigned(Reads([timed_out()]), TP)
     entry = book.get(TP, "1")
     assert entry is not None and entry.account == ANY, "a failed read was taken for 'nothing parked'"
+    assert app.tracker.to_commit() == {}, "nothing consumed yet: the old commit must stay as it is"
     named = first_commit_park_part(app, TP, 40)
     assert named is not None and [e.account for e in named] == [ANY], f"the first commit names {named}"
 
