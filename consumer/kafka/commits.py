@@ -75,7 +75,7 @@ def _error(exc: KafkaException) -> KafkaError | None:
 
 
 def refused_maps(err: KafkaError | None, partitions: list[KafkaTP]) -> list[TopicPartition] | None:
-    """The partitions whose offset map the broker refused as too large (None: no map was refused)."""
+    """The partitions whose commit metadata the broker refused as too large (None: none refused)."""
     refused = [
         (p.topic, p.partition) for p in partitions if p.error is not None and p.error.code() == TOO_LARGE
     ]
