@@ -231,7 +231,8 @@ class App:
     def on_assigned(self, tps: list[TopicPartition], committed: Committed) -> None:
         """Track newly assigned partitions (they start unpaused in librdkafka), with their offset maps."""
         for tp in tps:
-            offset, metadata = committed.get(tp, (None, None))
+            commit = committed.get(tp)  # None: not known (the read failed): no map, the park's census
+            offset, metadata = commit if commit is not None else (None, None)
             park_part, map_part = parkbook.split(metadata)
             self.tracker.assign(tp, offset, map_part)
             if self.park is not None:
@@ -275,6 +276,7 @@ class App:
         assert self.source is not None
         while True:
             await asyncio.sleep(self.settings.commit_interval_s)
+            self.tracker.metadata_refused(self.source.refused_metadata())  # those say less from now on
             self.tracker.commit_failed(self.source.failed_commits())
             self.source.commit(self.tracker.to_commit())
 

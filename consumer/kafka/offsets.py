@@ -27,13 +27,15 @@ from typing import NamedTuple
 
 import structlog
 
-from consumer.kafka import offsetmap
+from consumer.kafka import offsetmap, parkbook
 from consumer.kafka.offsetmap import Outcome, Run
+from consumer.kafka.parkbook import Kept
 from consumer.ops import metrics
 
 log = structlog.get_logger("consumer.kafka.offsets")
 
 TopicPartition = tuple[str, int]
+METADATA_MAX_BYTES = 4096  # the broker's default offset.metadata.max.bytes: the limit without maps
 
 
 class CommitPoint(NamedTuple):
@@ -61,6 +63,8 @@ class PartitionOffsets:
     resumed: int | None = None  # the group's committed offset at assignment (>= 0), if any
     unseen: list[Run] = field(default_factory=list)  # fetched, never added: not done (see the module doc)
     floor: int | None = None  # the first offset fetched in this assignment (`OffsetTracker.fetching`)
+    sent: CommitPoint | None = None  # the commit point last handed out
+    kept: Kept = Kept.FULL  # how much of the park part that carried
 
     def skips(self, offset: int) -> bool:
         """True if the previous owner's map names this offset done (then it counts as seen and done)."""
@@ -145,6 +149,7 @@ class OffsetTracker:
 
     def __init__(self, map_max_bytes: int = 0) -> None:
         self.map_max_bytes = map_max_bytes  # 0: plain commits, no offset maps
+        self._limit: dict[TopicPartition, int] = {}  # metadata limits lowered by the broker's refusals
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
         self._generation: dict[TopicPartition, int] = {}
         self._next_generation = 1
@@ -291,6 +296,30 @@ class OffsetTracker:
             if part is not None:
                 part.committed = None
 
+    def metadata_refused(self, tps: Iterable[TopicPartition]) -> None:
+        """The broker refused these partitions' commit metadata as too large: halve their limit (for the
+        life of the process) and hand them out again; other partitions keep theirs."""
+        for tp in tps:
+            part = self._parts.get(tp)
+            sent = part.sent if part is not None else None
+            step = len(parkbook.shorter(*sent)) if sent is not None else self.limit(tp) // 2
+            limit = self._limit[tp] = min(self.limit(tp), step)
+            metrics.COMMIT_METADATA_REFUSED.inc()
+            log.error(
+                "commit_metadata_refused",
+                topic=tp[0],
+                partition=tp[1],
+                limit_bytes=limit,
+                note="the broker's offset.metadata.max.bytes is below OFFSET_MAP_MAX_BYTES: this partition's "
+                "commits say less from now on (more duplicates after a takeover); lower OFFSET_MAP_MAX_BYTES",
+            )
+            if part is not None:
+                part.committed = None
+
+    def limit(self, tp: TopicPartition) -> int:
+        """The most commit metadata (park part and offset map) a partition's commit may carry."""
+        return self._limit.get(tp, self.map_max_bytes or METADATA_MAX_BYTES)
+
     def commit_point(self, tp: TopicPartition) -> CommitPoint | None:
         """The commit point of a partition now (None before its first event)."""
         part = self._parts.get(tp)
@@ -308,14 +337,35 @@ class OffsetTracker:
         return offset
 
     def _point(self, tp: TopicPartition, part: PartitionOffsets, offset: int) -> CommitPoint:
-        annex = self.annex(tp)[1] if self.annex is not None else ""
-        room = self.map_max_bytes - len(annex)
-        if room <= len(offsetmap.HEAD) + 1:
-            return CommitPoint(offset, annex)
-        metadata, outcome = offsetmap.encode(offset, part.done_runs(offset), room)
-        if outcome is Outcome.TRUNCATED or outcome is Outcome.PLAIN:
-            metrics.OFFSET_MAP_OVERSIZE.inc()
-        return CommitPoint(offset, annex + metadata)
+        """The commit point: the park part within the partition's limit, the offset map in what is left."""
+        limit = self.limit(tp)
+        annex = ""
+        if self.annex is not None:
+            annex, kept = parkbook.cap(self.annex(tp)[1], limit)
+            self._note(tp, part, kept, limit)
+        room = (limit if self.map_max_bytes else 0) - len(annex)
+        metadata = ""
+        if room > len(offsetmap.HEAD) + 1:
+            metadata, outcome = offsetmap.encode(offset, part.done_runs(offset), room)
+            if outcome is Outcome.TRUNCATED or outcome is Outcome.PLAIN:
+                metrics.OFFSET_MAP_OVERSIZE.inc()
+        part.sent = CommitPoint(offset, annex + metadata)
+        return part.sent
+
+    @staticmethod
+    def _note(tp: TopicPartition, part: PartitionOffsets, kept: Kept, limit: int) -> None:
+        """Count a park part cut down to fit, and log when a partition's cut changes."""
+        if kept is not Kept.FULL:
+            metrics.COMMIT_METADATA_DEGRADED.labels(kept.value).inc()
+        if kept is not part.kept:
+            part.kept = kept
+            (log.warning if kept is not Kept.FULL else log.info)(
+                "commit_metadata_degraded" if kept is not Kept.FULL else "commit_metadata_full",
+                topic=tp[0],
+                partition=tp[1],
+                kept=kept.value,
+                limit_bytes=limit,
+            )
 
     def position(self, tp: TopicPartition) -> int | None:
         """The committable offset of a partition right now (for tests and logs)."""

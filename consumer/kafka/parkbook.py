@@ -8,9 +8,14 @@ the offset map (`encode`/`split`), so the next owner of the source partition rea
 records back, in order, and treats the same accounts as parked.
 
 An entry for the account `ANY` stands for "every account": the next owner found no park position in
-the commit (a broker that drops commit metadata, a commit written before the park existed), so it
-reads the whole retained park partition back for that source partition, and until it has reached its
-end every account counts as parked for it (order first; duplicates, never a loss).
+the commit (a broker that drops commit metadata, a commit written before the park existed), or could
+not read the commit at all, so it reads the whole retained park partition back for that source
+partition (from its position: 0, or the lowest position of a park part cut down to fit), and until it
+has reached its end every account counts as parked for it (order first; duplicates, never a loss).
+Its position stays where the census began: a commit during the census names that, not how far it read.
+
+The park part must fit the broker's `offset.metadata.max.bytes` beside the offset map; `cap` cuts it
+down saying less, never more (`fit` does the same for a whole commit's metadata).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from urllib.parse import quote, unquote
 
 from consumer.kafka import offsetmap
@@ -75,6 +81,8 @@ class Entry:
 
     def committed(self) -> int | None:
         """The park position to store with the source partition's commit."""
+        if self.census is not None:
+            return self.position  # where the census began: a next owner must count from there too
         if self.pending:
             return next(iter(self.pending))
         if self.position is None:
@@ -168,11 +176,15 @@ class ParkBook:
         self.version.pop(tp, None)
 
     def assign(self, tp: TopicPartition, committed: int | None, text: str | None) -> None:
-        """Take over the parked accounts a source partition's commit names (ANY when it names none)."""
+        """Take over the parked accounts a source partition's commit names (ANY when it names none).
+
+        `committed`: the group's committed offset; negative: never committed (nothing was parked);
+        None: not known (the read of the commits failed), so every account is parked until the census.
+        """
         self.drop(tp)
-        if committed is None or committed < 0:
+        if committed is not None and committed < 0:
             return  # never committed: nothing of it was ever parked
-        entries = decode(text)
+        entries = decode(text) if committed is not None else None
         if entries is None:
             entries = [Entry(ANY, position=0, upto=0, census={})]
         if entries:
@@ -187,7 +199,7 @@ class ParkBook:
         for e in self._entries.get(tp, {}).values():
             pos = e.committed()
             if pos is not None:
-                done, _ = offsetmap.encode(pos, e.done_runs(pos), MAP_MAX_BYTES)
+                done = offsetmap.encode(pos, e.done_runs(pos), MAP_MAX_BYTES)[0] if e.census is None else ""
                 stored.append((e.account, pos, e.count, e.oldest_s, done))
         return encode(stored)
 
@@ -234,3 +246,92 @@ def decode(text: str | None) -> list[Entry] | None:
         return out
     except ValueError:
         return None
+
+
+class Kept(Enum):
+    """How much of the park part a commit carries, down the ladder `cap` follows."""
+
+    FULL = "full"
+    MAPS_SHRUNK = "park_maps_shrunk"  # every entry's done map cut to an equal share of the room
+    POSITIONS = "park_positions_only"  # a takeover resends what was done above each position
+    CENSUS = "park_census"  # one ANY entry at the lowest position: the next owner counts from there
+    PLAIN = "plain"  # no park part: the next owner counts from the park partition's start
+
+
+def cap(text: str, max_bytes: int) -> tuple[str, Kept]:
+    """The park part within `max_bytes`, saying less, never more; and how much of it that kept.
+
+    Every step keeps every parked record within what the next owner reads back: done maps only
+    spare resends, positions only move down, and an ANY entry reads everything from its position.
+    """
+    if len(text) <= max_bytes:
+        return text, Kept.FULL
+    entries = decode(text)
+    if not entries:
+        return "", Kept.PLAIN
+    bare = _positions(entries)
+    spare = max_bytes - len(bare)
+    if spare >= 0:
+        share = spare // len(entries)
+        if share > len(offsetmap.HEAD) + 1:
+            shrunk = encode([_stored(e, _done_within(e, share)) for e in entries])
+            if len(shrunk) <= max_bytes:
+                return shrunk, Kept.MAPS_SHRUNK
+        return bare, Kept.POSITIONS
+    census = _census(entries)
+    return (census, Kept.CENSUS) if len(census) <= max_bytes else ("", Kept.PLAIN)
+
+
+def fit(offset: int, metadata: str, max_bytes: int) -> str:
+    """A commit's whole metadata (park part, then offset map) within `max_bytes`, saying less, never more.
+
+    The park part goes first (`cap`), the offset map (its lowest done runs) in what room is left.
+    """
+    if len(metadata) <= max_bytes:
+        return metadata
+    park, rest = split(metadata)
+    kept = cap(park, max_bytes)[0] if park is not None else ""
+    runs, _ = offsetmap.decode(rest, offset)
+    room = max_bytes - len(kept)
+    return kept + (offsetmap.encode(offset, runs, room)[0] if runs and room > 0 else "")
+
+
+def shorter(offset: int, metadata: str) -> str:
+    """The next step down from a commit's metadata the broker refused: strictly shorter, saying less.
+
+    Half the offset map, then none; then the park part's positions only (no done maps), then one
+    ANY entry at the lowest position (a census), then nothing ("").
+    """
+    park, rest = split(metadata)
+    if rest:
+        return fit(offset, metadata, len(park or "") + len(rest) // 2)
+    entries = decode(park)
+    for step in (_positions(entries), _census(entries)) if entries else ():
+        if len(step) < len(metadata):
+            return step
+    return ""
+
+
+def _positions(entries: list[Entry]) -> str:
+    """The park part naming every entry's position, count and oldest time, without done maps."""
+    return encode([_stored(e, "") for e in entries])
+
+
+def _census(entries: list[Entry]) -> str:
+    """The park part naming one ANY entry at the lowest position of `entries` (the next owner's census).
+
+    No count and no oldest time (the census counts again): shorter than any entry that has them.
+    """
+    low = min(e.position for e in entries if e.position is not None)
+    return encode([(ANY, low, 0, None, "")])
+
+
+def _stored(entry: Entry, done: str) -> Stored:
+    assert entry.position is not None  # every decoded entry has one
+    return (entry.account, entry.position, entry.count, entry.oldest_s, done)
+
+
+def _done_within(entry: Entry, max_bytes: int) -> str:
+    """The entry's done map (as read) again, its lowest runs within `max_bytes`."""
+    assert entry.position is not None
+    return offsetmap.encode(entry.position, list(entry.skip or ()), max_bytes)[0]

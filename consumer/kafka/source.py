@@ -24,7 +24,8 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTP
 
-from consumer.kafka.commits import REFUSED, commit_sync, kafka_tps, record_committed, refused_maps
+from consumer.kafka.commits import commit_sync, kafka_tps, record_committed, refused_maps
+from consumer.kafka.committed import Committed, read_committed
 from consumer.kafka.offsets import CommitPoint, TopicPartition
 from consumer.kafka.partition_metrics import fmt, forget_partition_metrics, record_lag
 from consumer.kafka.unreadable import StuckBatches
@@ -35,9 +36,7 @@ log = structlog.get_logger("consumer.kafka.source")
 POLL_TIMEOUT_S = 0.1
 BATCH_SIZE = 500
 MAX_BATCHES_AHEAD = 2
-COMMITTED_TIMEOUT_S = 5.0  # reading the group's commits (and offset maps) at assignment
-
-Committed = dict[TopicPartition, tuple[int, str | None]]  # offset (negative: none) and metadata
+__all__ = ["Committed", "KafkaSource", "SourceHandler"]
 
 
 class SourceHandler(Protocol):
@@ -47,7 +46,7 @@ class SourceHandler(Protocol):
         """Take a batch of polled messages."""
 
     def on_assigned(self, tps: list[TopicPartition], committed: Committed) -> None:
-        """Start tracking newly assigned partitions, given the group's commits for them (when read)."""
+        """Start tracking newly assigned partitions, given the group's commits for them (None: not known)."""
 
     def on_revoked(self, tps: list[TopicPartition]) -> Awaitable[dict[TopicPartition, CommitPoint]]:
         """Drain (bounded) and return the done-prefix offsets to commit for revoked partitions."""
@@ -82,7 +81,7 @@ class KafkaSource:
         self._revoke_timeout_s = revoke_timeout_s
         self._read_commits = read_commits  # read commit metadata (offset maps) at assignment
         self._failed: set[TopicPartition] = set()  # loop side: partitions whose commit the broker refused
-        self._maps_refused = False  # the broker refused a map (offset.metadata.max.bytes): commit plain
+        self._refused: set[TopicPartition] = set()  # loop side: commit metadata refused as too large
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._final: dict[TopicPartition, CommitPoint] | None = None
@@ -116,6 +115,11 @@ class KafkaSource:
         """Partitions whose last asynchronous commit failed since last asked (to be committed again)."""
         failed, self._failed = list(self._failed), set()
         return failed
+
+    def refused_metadata(self) -> list[TopicPartition]:
+        """Partitions whose commit metadata the broker refused as too large since last asked."""
+        refused, self._refused = sorted(self._refused), set()
+        return refused
 
     def pause(self, tps: list[TopicPartition]) -> None:
         """Stop fetching these partitions (the thread keeps polling)."""
@@ -211,9 +215,7 @@ class KafkaSource:
             try:
                 if cmd.kind == "commit":
                     assert isinstance(cmd.tps, dict)
-                    owned = kafka_tps(
-                        {tp: c for tp, c in cmd.tps.items() if tp in current}, plain=self._maps_refused
-                    )
+                    owned = kafka_tps({tp: c for tp, c in cmd.tps.items() if tp in current})
                     if owned:
                         consumer.commit(offsets=owned, asynchronous=True)
                 elif cmd.kind == "pause":
@@ -252,12 +254,8 @@ class KafkaSource:
         self.joined = True
         log.info("partitions_assigned", partitions=fmt(tps))
         committed: Committed = {}
-        if self._read_commits and partitions:
-            try:  # the same commits librdkafka is about to resume from; on failure: no maps, plain behaviour
-                got = consumer.committed([KafkaTP(t, p) for t, p in tps], timeout=COMMITTED_TIMEOUT_S)
-                committed = {(c.topic, c.partition): (c.offset, c.metadata) for c in got if c.error is None}
-            except KafkaException as exc:
-                log.warning("committed_read_failed", error=str(exc), partitions=fmt(tps))
+        if self._read_commits and partitions:  # the commits librdkafka is about to resume from
+            committed = read_committed(consumer, tps)
         self._call_loop(lambda: self._assigned(tps, epochs, committed))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
@@ -301,9 +299,9 @@ class KafkaSource:
 
     def _on_commit(self, err: KafkaError | None, partitions: list[KafkaTP]) -> None:
         refused = refused_maps(err, partitions)
-        if refused is not None and not self._maps_refused:
-            self._maps_refused = True
-            log.error("offset_map_refused", partitions=fmt(refused), **REFUSED)
+        if refused is not None:  # that partition's commits say less from now on (the loop decides how)
+            refused = refused or [(p.topic, p.partition) for p in partitions]
+            self._loop.call_soon_threadsafe(self._refused.update, refused)
         failed = [(p.topic, p.partition) for p in partitions if err is not None or p.error is not None]
         if failed:  # e.g. ILLEGAL_GENERATION during a rebalance: an idle partition would never be retried
             self._loop.call_soon_threadsafe(self._failed.update, failed)

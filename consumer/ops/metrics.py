@@ -212,6 +212,24 @@ OFFSET_MAP_OVERSIZE = Counter(
     "fits, or plain).",
     registry=REGISTRY,
 )
+COMMITTED_UNKNOWN = Counter(
+    "engagement_committed_unknown",
+    "Partitions assigned whose commit could not be read (timed out, errored, after retries): their "
+    "park is read through (a census) and no offset map is used; duplicates, never a loss.",
+    registry=REGISTRY,
+)
+COMMIT_METADATA_DEGRADED = Counter(
+    "engagement_commit_metadata_degraded",
+    "Commits whose park part did not fit the partition's metadata limit, by what was kept "
+    "(park_maps_shrunk, park_positions_only, park_census, plain); the log names the partition.",
+    ["step"],
+    registry=REGISTRY,
+)
+COMMIT_METADATA_REFUSED = Counter(
+    "engagement_commit_metadata_refused",
+    "Commits the broker refused as too large (offset.metadata.max.bytes): that partition's limit is halved.",
+    registry=REGISTRY,
+)
 OFFSET_MAP_UNREAD = Counter(
     "engagement_offset_map_unread",
     "Commit metadata found at assignment but not read as an offset map, by reason "

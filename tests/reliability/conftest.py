@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from harness import Daemon, LocalBroker, free_port
 from kafka_io import MockCluster
+from mock_faults import FaultyMockCluster
 from scenario import Figures
 from tcp_proxy import TcpProxy
 
@@ -95,5 +96,13 @@ def proxied_broker(tmp_path: Path) -> Iterator[tuple[LocalBroker, TcpProxy]]:
 def mock_cluster() -> Iterator[MockCluster]:
     """A librdkafka mock cluster hosted by this test process (keeps commit metadata)."""
     cluster = MockCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def faulty_cluster() -> Iterator[FaultyMockCluster]:
+    """A librdkafka mock cluster hosted by this test process whose answers a test can make fail."""
+    cluster = FaultyMockCluster()
     yield cluster
     cluster.close()

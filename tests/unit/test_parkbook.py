@@ -66,7 +66,7 @@ def test_a_commit_without_park_positions_makes_every_account_parked_until_the_ce
 
 def test_never_committed_means_nothing_parked_and_an_empty_park_part_means_none() -> None:
     book = ParkBook()
-    book.assign(TP, None, None)
+    book.assign(TP, -1001, None)  # what the broker answers for a partition never committed
     assert not book.parked(TP, "1")
     book.assign(TP, 5, parkbook.encode([]))
     assert not book.parked(TP, "1")
@@ -115,3 +115,27 @@ def test_the_next_owner_skips_the_park_offsets_done_above_the_position() -> None
     taken = other.get(TP, "1")
     assert taken is not None and taken.position == 12
     assert [o for o in range(12, 20) if taken.skips(o)] == [13, 14, 16]
+
+
+def test_a_commit_that_could_not_be_read_makes_every_account_parked_until_the_census() -> None:
+    """None: the read of the group's commits failed (timed out, errored): unknown, never "nothing"."""
+    book = ParkBook()
+    book.assign(TP, None, None)
+    entry = book.get(TP, "1")
+    assert entry is not None and entry.account == ANY and entry.position == 0 and entry.census == {}
+    named = parkbook.decode(book.metadata(TP))
+    assert named is not None and [(e.account, e.position) for e in named] == [(ANY, 0)]
+
+
+def test_a_commit_during_a_census_names_where_the_census_began_not_how_far_it_read() -> None:
+    """A crash mid-census: the next owner must count from the same start, or it misses accounts."""
+    book = ParkBook()
+    book.assign(TP, 100, parkbook.encode([(ANY, 30, 0, None, "")]))
+    entry = book.get(TP, "1")
+    assert entry is not None and entry.account == ANY and entry.position == 30
+    entry.upto = 75  # the census read 30..74 and found account 1 at 40
+    entry.census = {"1": [40, 3]}
+    other = ParkBook()
+    other.assign(TP, 100, book.metadata(TP))
+    taken = other.get(TP, "2")
+    assert taken is not None and taken.account == ANY and taken.position == 30 and taken.upto == 30

@@ -89,17 +89,19 @@ class Refused:
     error = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE)
 
 
-async def test_commits_carry_the_map_until_the_broker_refuses_its_size() -> None:
-    consumer = RecordingConsumer()
+async def test_a_map_refused_as_too_large_degrades_its_own_partition_only() -> None:
+    consumer, other = RecordingConsumer(), ("leads", 1)
     source = KafkaSource({}, ["leads"], Handler(), asyncio.get_running_loop(), 1.0)
-    await asyncio.to_thread(source._on_assign, consumer, [KafkaTP(*TP)])
-    source.commit({TP: CommitPoint(7, "ec1rXYZ")})
+    await asyncio.to_thread(source._on_assign, consumer, [KafkaTP(*TP), KafkaTP(*other)])
+    source.commit({TP: CommitPoint(7, "ec1rXYZ"), other: CommitPoint(3, "ec1rABC")})
     await asyncio.to_thread(source._apply, consumer)
-    source._on_commit(None, [Refused()])  # type: ignore[list-item]
-    source.commit({TP: CommitPoint(8, "ec1rXYZ")})
+    await asyncio.to_thread(source._on_commit, None, [Refused()])  # type: ignore[list-item]
+    source.commit({other: CommitPoint(4, "ec1rABC")})
     await asyncio.to_thread(source._apply, consumer)
-    assert consumer.committed == [(TP, 7), (TP, 8)]
-    assert consumer.metadata[0] == "ec1rXYZ" and not consumer.metadata[1], "still sending a refused map"
+    assert consumer.committed == [(TP, 7), (other, 3), (other, 4)]
+    assert consumer.metadata[-1] == "ec1rABC", "one partition's refusal made every partition commit plain"
+    assert source.refused_metadata() == [TP], "the loop is not told which partition to degrade"
+    assert source.refused_metadata() == []
 
 
 async def test_partitions_of_a_failed_commit_are_handed_back_to_the_loop() -> None:
