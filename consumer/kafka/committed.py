@@ -19,8 +19,8 @@ import structlog
 from confluent_kafka import TopicPartition as KafkaTP
 
 from consumer.kafka.partition_metrics import fmt
-from consumer.kafka.records import TopicPartition
 from consumer.ops import metrics
+from consumer.values.records import TopicPartition
 
 log = structlog.get_logger("consumer.kafka.source")
 
