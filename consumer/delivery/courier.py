@@ -121,6 +121,13 @@ class Courier:
                         with self._tracing.delivery(lane.visit, batch):
                             await self._deliver(lane, batch)
                         lane.failures = 0
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():  # shutdown: the batch stays on its lane, pending
+                        self._put_back(lane, batch)
+                        raise
+                    lane.held = []  # not our cancellation (a shared wait cancelled elsewhere): a fault
+                    await self._lane_failed(lane, batch, exc)
                 except Exception as exc:  # a bug: the lane must never die holding records
                     lane.held = []
                     await self._lane_failed(lane, batch, exc)
@@ -135,11 +142,16 @@ class Courier:
             elif lane.queue and not self.closing:
                 lane.task = asyncio.create_task(self.run(lane))
 
-    async def _lane_failed(self, lane: Lane, batch: list[Record], exc: Exception) -> None:
-        """Log and count an unexpected exception; put the batch's unsettled records back in front."""
-        metrics.LANE_ERRORS.inc()
+    def _put_back(self, lane: Lane, batch: list[Record]) -> list[Record]:
+        """Put a batch's unsettled records of partitions still ours back in front of its lane."""
         retry = [r for r in batch if not r.settled and self._owner.is_current(r)]
         lane.requeue(retry)
+        return retry
+
+    async def _lane_failed(self, lane: Lane, batch: list[Record], exc: BaseException) -> None:
+        """Log and count an unexpected exception; put the batch's unsettled records back in front."""
+        metrics.LANE_ERRORS.inc()
+        retry = self._put_back(lane, batch)
         delay = self._backoff.delay(lane.failures, self._rng)
         lane.failures += 1
         log.error(
