@@ -110,12 +110,17 @@ class Courier:
                     if not lane.queue:
                         break
                 try:
+                    waited = False
                     lookups = self.client.ready(lane.visit, lane.account)
                     if lookups is not None:  # Domain API / token: before a shared slot, never holding one
                         await lookups
+                        waited = True
                     if not lane.account.try_acquire():  # the usual case takes its slot without an await
                         await lane.account.acquire()
+                        waited = True
                     lane.slot = True
+                    if waited and self.park is not None:  # joined meanwhile, its account parked since: parks
+                        lane.queue = self.park.sweep(lane.queue, lane.account)
                     batch = lane.take(self._s.max_batch_attributes, self._owner.is_current)
                     if batch and not self.closing:
                         with self._tracing.delivery(lane.visit, batch):

@@ -4,8 +4,10 @@ A record of account A from source partition tp is parked when A is parked for tp
 later record follows, so a visit's order holds), when A cannot send (halted, paused, its token
 endpoint failing), or when A's records pending in tp outgrow its fair share of the partition's
 pending window while another account shares the partition. Parking goes through the visit's lane
-when the lane holds anything (`sweep`), so a visit's records reach the park in their order; a
-record is done for its source partition once the park acknowledges it, and the commit moves on.
+when the lane holds anything (`sweep`, before the lane's waits and again after them, right before
+it takes a batch), so a visit's records reach the park in their order and none joins a waiting lane
+to be sent before its visit's parked records; a record is done for its source partition once the
+park acknowledges it, and the commit moves on.
 
 Reading back: while an account parked for tp can send again, the park partition of tp is read from
 the lowest position of the entries being read (consumer.kafka.parkread); a record of such an entry

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 
 from consumer.accounts.account import Account
-from consumer.formats.events import Visit
+from consumer.delivery.parking import Park
+from consumer.formats.events import Visit, parse_event
+from consumer.kafka.records import Record
 from consumer.liveperson.client import Reply
 from tests.unit.test_dispatch import TP, TP1, GatedClient, gated, record_on, until
 from tests.unit.test_domain import HeldResolver
+from tests.unit.test_parking import StubReader, StubWriter
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -72,6 +77,68 @@ async def test_a_revoke_of_one_lane_does_not_cancel_the_lookup_another_lane_wait
     resolver.answer.set()
     await until(lambda: tracker.pending(TP1) == 0)
     assert [t for v, t in client.calls if v.visitor == "b"] == [["b0"], ["b0"]]
+    assert not dl.letters
+
+
+def with_park(d: Any, tracker: Any) -> StubWriter:
+    """A park over the dispatcher's accounts and tracker, its producer and reader stubs; its writer."""
+    writer = StubWriter()
+    d.park = Park(
+        writer,  # type: ignore[arg-type]
+        StubReader(),  # type: ignore[arg-type]
+        d._accounts,
+        tracker,
+        1000,
+        d.submit,
+        lambda r: tracker.done(r.tp, r.offset, r.generation),
+        lambda r, why: None,
+        3600.0,
+    )
+    return writer
+
+
+def read_back(tracker: Any, visitor: str, topic: str, park_offset: int) -> Record:
+    """A record of account 1 read back from the park (its source offset done long ago)."""
+    value = orjson.dumps({"account": "1", "visitor": visitor, "sid": "s", "topic": topic})
+    generation = tracker.generation(TP) or tracker.assign(TP)
+    record = Record(
+        "leads", 0, 0, generation, visitor.encode(), value, None, None, parse_event(value, "lead")
+    )
+    record.parked = (0, park_offset, time.time() - 10)
+    return record
+
+
+@pytest.mark.parametrize("wait", ["lookups", "slot"])
+async def test_a_record_joining_a_waiting_lane_never_overtakes_its_visits_parked_records(wait: str) -> None:
+    """Issue 27 item 4: account 1 is parked for TP and its first parked record of visit a is read
+    back; its lane waits (lookups, or a slot another lane holds). A record of visit a consumed meanwhile
+    joins the lane: it must park behind the visit's records still in the park, not be sent before them."""
+    d, client, dl, tracker = with_lookups(MAX_IN_FLIGHT="1")
+    writer = with_park(d, tracker)
+    assert d.park is not None
+    entry = d.park.book.enter(TP, "1")  # parked for TP: records at 10 and 11, reading back from 10
+    entry.position, entry.upto, entry.count, entry.reading = 10, 11, 2, True
+    opened = asyncio.Event()
+    if wait == "lookups":
+        client.sent.add("a")
+        client.lookup = lambda visit: opened.wait()
+    else:
+        client.hold["z"] = opened
+        d.submit(record_on(tracker, TP1, "z", "z0"))  # takes the only slot and keeps it
+        await until(lambda: client.calls)
+    d.submit(read_back(tracker, "a", "a-parked-10", 10))
+    account = d._accounts.get("1")
+    if wait == "lookups":
+        await until(lambda: opened._waiters)  # type: ignore[attr-defined]
+    else:
+        await until(lambda: account.limiter._waiters)
+    late = record_on(tracker, TP, "a", "a-consumed")
+    d.submit(late)  # the lane is busy: the record joins it
+    opened.set()
+    await until(lambda: any(v.visitor == "a" for v, _ in client.calls))
+    sent_a = [t for v, t in client.calls if v.visitor == "a"]
+    assert sent_a == [["a-parked-10"]], "a record consumed later went out before the visit's record at 11"
+    assert [r for r, _, _ in writer.sent] == [late], "it parks behind the visit's parked records"
     assert not dl.letters
 
 
