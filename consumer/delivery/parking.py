@@ -112,6 +112,10 @@ class Park:
                 keep.append(record)
         return keep
 
+    def revoking(self) -> None:
+        """A revoke began: park writes held behind a failed one for its partitions are let go."""
+        self._writer.release()
+
     @property
     def writes_by_tp(self) -> Counter[TopicPartition]:
         """Park writes not yet acknowledged, by source partition (a revoke waits for them)."""
@@ -187,11 +191,15 @@ class Park:
 
     def drop(self, tps: list[TopicPartition]) -> None:
         """Forget revoked or lost partitions (their next owner reads their commits)."""
+        gone: set[int] = set()
         for tp in tps:
             for _, entry in self.book.entries(tp):
                 entry.reading = False
+                gone.add(id(entry))
             self.book.drop(tp)
             self._fresh.pop(tp, None)
+        if gone:  # their writes acknowledged later count for nobody (the new owner parks them again)
+            self._writing = {k: e for k, e in self._writing.items() if id(e) not in gone}
         self.unpark.drop(tps)
         self.unpark.tick()
 

@@ -38,6 +38,9 @@ class StubWriter:
         self.sent.append((record, account, since_s))
         self.pending_by_tp[record.tp] += 1
 
+    def release(self) -> None:
+        """Nothing is held here."""
+
     async def close(self) -> None:
         """Nothing to flush."""
 
