@@ -12,9 +12,10 @@ park acknowledges it, and the commit moves on.
 Reading back: while an account parked for tp can send again, the park partition of tp is read from
 the lowest position of the entries being read (consumer.kafka.parkread); a record of such an entry
 is decoded and submitted like a consumed one (`Record.parked` set), at the pace its lanes take them
-(read-ahead bounded per park partition). A record read back whose account is held again is parked
-again (to the end, in order). An entry leaves the park when the reader reached the end of its park
-partition and every record of it written or read back is done.
+(read-ahead bounded per park partition). A record read back whose account is held again waits in
+its lane (never parked a second time: that would put it behind later records of its visit). An
+entry leaves the park when the reader reached the end of its park partition and every record of it
+written or read back is done.
 """
 
 from __future__ import annotations
