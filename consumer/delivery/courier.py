@@ -110,36 +110,31 @@ class Courier:
                     if not lane.queue:
                         break
                 try:
-                    waited = False
                     lookups = self.client.ready(lane.visit, lane.account)
                     if lookups is not None:  # Domain API / token: before a shared slot, never holding one
                         await lookups
-                        waited = True
-                    if not lane.account.try_acquire():  # the usual case takes its slot without an await
+                    at_once = lane.account.try_acquire()  # the usual case takes its slot without an await
+                    if not at_once:
                         await lane.account.acquire()
-                        waited = True
                     lane.slot = True
-                    if waited and self.park is not None:  # joined meanwhile, its account parked since: parks
-                        lane.queue = self.park.sweep(lane.queue, lane.account)
+                    if (lookups is not None or not at_once) and self.park is not None:
+                        lane.queue = self.park.sweep(lane.queue, lane.account)  # what joined while we waited
                     batch = lane.take(self._s.max_batch_attributes, self._owner.is_current)
                     if batch and not self.closing:
                         with self._tracing.delivery(lane.visit, batch):
                             await self._deliver(lane, batch)
                         lane.failures = 0
-                except asyncio.CancelledError as exc:
+                except (Exception, asyncio.CancelledError) as exc:  # the lane never dies holding records
                     task = asyncio.current_task()
-                    if task is None or task.cancelling():  # shutdown: the batch stays on its lane, pending
-                        self._put_back(lane, batch)
+                    if isinstance(exc, asyncio.CancelledError) and (task is None or task.cancelling()):
+                        lane.put_back(batch, self._owner.is_current)  # shutdown: it stays pending on its lane
                         raise
-                    lane.held = []  # not our cancellation (a shared wait cancelled elsewhere): a fault
-                    await self._lane_failed(lane, batch, exc)
-                except Exception as exc:  # a bug: the lane must never die holding records
-                    lane.held = []
+                    lane.held = []  # a bug, or a CancelledError not ours (a shared wait cancelled elsewhere)
                     await self._lane_failed(lane, batch, exc)
                 finally:
                     lane.held = []
                     if lane.slot:
-                        self._release(lane)
+                        lane.release_slot()
         finally:
             lane.task = None
             if not lane.queue and self._lanes.by_visit.get(lane.visit) is lane:
@@ -147,16 +142,10 @@ class Courier:
             elif lane.queue and not self.closing:
                 lane.task = asyncio.create_task(self.run(lane))
 
-    def _put_back(self, lane: Lane, batch: list[Record]) -> list[Record]:
-        """Put a batch's unsettled records of partitions still ours back in front of its lane."""
-        retry = [r for r in batch if not r.settled and self._owner.is_current(r)]
-        lane.requeue(retry)
-        return retry
-
     async def _lane_failed(self, lane: Lane, batch: list[Record], exc: BaseException) -> None:
         """Log and count an unexpected exception; put the batch's unsettled records back in front."""
         metrics.LANE_ERRORS.inc()
-        retry = self._put_back(lane, batch)
+        retry = lane.put_back(batch, self._owner.is_current)
         delay = self._backoff.delay(lane.failures, self._rng)
         lane.failures += 1
         log.error(
@@ -170,12 +159,6 @@ class Courier:
             exc_info=exc,
         )
         await pause(self.stop, delay)
-
-    @staticmethod
-    def _release(lane: Lane) -> None:
-        if lane.slot:
-            lane.slot = False
-            lane.account.release()
 
     # ---- one batch -------------------------------------------------------------------------------
     async def _deliver(self, lane: Lane, batch: list[Record]) -> None:
@@ -197,7 +180,7 @@ class Courier:
                 history = History(started, 1) if history is None else history.attempted()
                 reply = await self._send(lane, batch)
                 if lane.slot:
-                    self._release(lane)
+                    lane.release_slot()
                 if reply.error == NOT_OURS:  # not sent: the revoked records stay pending for their new owner
                     history = before
                     continue  # and what is still ours goes again
@@ -221,7 +204,7 @@ class Courier:
                     return
         finally:
             if lane.slot:
-                self._release(lane)
+                lane.release_slot()
 
     def _clear(self, lane: Lane) -> bool:
         """True when no gate stands before a lane that holds a slot (the common case, without a wait)."""
@@ -232,7 +215,7 @@ class Courier:
         """The gates before a send, in order: a replaced account, an invalid account, the halt, a slot."""
         account, visit = lane.account, lane.visit
         if account.removed:  # its folder was removed (or replaced) while we waited
-            self._release(lane)
+            lane.release_slot()
             replacement = self._accounts.get(visit.account)
             if replacement is None:
                 error = f"no credentials for account {visit.account!r}"
@@ -250,11 +233,11 @@ class Courier:
                 return Gate.DONE
             batch[:] = lane.held
         if account.paused or (account.held == "token_unavailable" and self.park is not None):
-            self._release(lane)  # what is left (read back from the park) waits, holding no slot
+            lane.release_slot()  # what is left (read back from the park) waits, holding no slot
             await lane.backoff(1.0, self.stop, self._owner.is_current)
             return Gate.AGAIN
         if account.halt.halted:
-            self._release(lane)
+            lane.release_slot()
             if await lane.wait(account.halt.wait(self.stop)) is False:
                 return Gate.DONE  # stopping: the batch stays pending
             return Gate.AGAIN  # re-check ownership after waiting
