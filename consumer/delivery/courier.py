@@ -102,6 +102,7 @@ class Courier:
     # ---- the lane loop -------------------------------------------------------------------------
     async def run(self, lane: Lane) -> None:
         """A lane's task: deliver coalesced batches until its queue is empty (or we close)."""
+        cancelled = False
         try:
             while lane.queue and not self.closing:
                 batch: list[Record] = []
@@ -128,6 +129,7 @@ class Courier:
                     task = asyncio.current_task()
                     if isinstance(exc, asyncio.CancelledError) and (task is None or task.cancelling()):
                         lane.put_back(batch, self._owner.is_current)  # shutdown: it stays pending on its lane
+                        cancelled = True
                         raise
                     lane.held = []  # a bug, or a CancelledError not ours (a shared wait cancelled elsewhere)
                     await self._lane_failed(lane, batch, exc)
@@ -139,7 +141,7 @@ class Courier:
             lane.task = None
             if not lane.queue and self._lanes.by_visit.get(lane.visit) is lane:
                 del self._lanes.by_visit[lane.visit]
-            elif lane.queue and not self.closing:
+            elif lane.queue and not self.closing and not cancelled:  # cancelled: the next submit restarts it
                 lane.task = asyncio.create_task(self.run(lane))
 
     async def _lane_failed(self, lane: Lane, batch: list[Record], exc: BaseException) -> None:

@@ -162,3 +162,21 @@ async def test_a_wait_cancelled_by_something_else_than_a_revoke_keeps_the_batch_
     await until(lambda: tracker.pending(TP) == 0)
     assert [t for v, t in client.calls] == [["a0"], ["a0"]]
     assert not d.lanes.by_visit and not dl.letters
+
+
+async def test_a_cancelled_lane_keeps_its_batch_and_is_restarted_by_the_next_record() -> None:
+    """A lane task cancelled from outside (not its cut, not the shutdown drain) neither drops its batch
+    nor starts itself again in the middle of a teardown; the next record of its visit restarts it."""
+    d, client, dl, tracker = gated(first_503(), RETRY_INITIAL_S="30", RETRY_MAX_BACKOFF_S="30")
+    d.submit(record_on(tracker, TP, "a", "a0"))
+    await until(lambda: client.calls and d.lanes.by_visit and next(iter(d.lanes.by_visit.values())).waiting)
+    lane = next(iter(d.lanes.by_visit.values()))
+    task = lane.task
+    assert task is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert lane.task is None and [r.event.attribute["lead"]["topic"] for r in lane.queue] == ["a0"]
+    d.submit(record_on(tracker, TP, "a", "a1"))
+    await until(lambda: tracker.pending(TP) == 0)
+    assert [t for _, t in client.calls] == [["a0"], ["a0", "a1"]] and not dl.letters
