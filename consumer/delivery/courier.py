@@ -104,6 +104,7 @@ class Courier:
     # ---- the lane loop -------------------------------------------------------------------------
     async def run(self, lane: Lane) -> None:
         """A lane's task: deliver coalesced batches until its queue is empty (or we close)."""
+        cancelled = False
         try:
             while lane.queue and not self.closing:
                 batch: list[Record] = []
@@ -115,33 +116,40 @@ class Courier:
                     lookups = self.client.ready(lane.visit, lane.account)
                     if lookups is not None:  # Domain API / token: before a shared slot, never holding one
                         await lookups
-                    if not lane.account.try_acquire():  # the usual case takes its slot without an await
+                    at_once = lane.account.try_acquire()  # the usual case takes its slot without an await
+                    if not at_once:
                         await lane.account.acquire()
                     lane.slot = True
+                    if (lookups is not None or not at_once) and self.park is not None:
+                        lane.queue = self.park.sweep(lane.queue, lane.account)  # what joined while we waited
                     batch = lane.take(self._s.max_batch_attributes, self._owner.is_current)
                     if batch and not self.closing:
                         with self._tracing.delivery(lane.visit, batch):
                             await self._deliver(lane, batch)
                         lane.failures = 0
-                except Exception as exc:  # a bug: the lane must never die holding records
-                    lane.held = []
+                except (Exception, asyncio.CancelledError) as exc:  # the lane never dies holding records
+                    task = asyncio.current_task()
+                    if isinstance(exc, asyncio.CancelledError) and (task is None or task.cancelling()):
+                        lane.put_back(batch, self._owner.is_current)  # shutdown: it stays pending on its lane
+                        cancelled = True
+                        raise
+                    lane.held = []  # a bug, or a CancelledError not ours (a shared wait cancelled elsewhere)
                     await self._lane_failed(lane, batch, exc)
                 finally:
                     lane.held = []
                     if lane.slot:
-                        self._release(lane)
+                        lane.release_slot()
         finally:
             lane.task = None
             if not lane.queue and self._lanes.by_visit.get(lane.visit) is lane:
                 del self._lanes.by_visit[lane.visit]
-            elif lane.queue and not self.closing:
+            elif lane.queue and not self.closing and not cancelled:  # cancelled: the next submit restarts it
                 lane.task = asyncio.create_task(self.run(lane))
 
-    async def _lane_failed(self, lane: Lane, batch: list[Record], exc: Exception) -> None:
+    async def _lane_failed(self, lane: Lane, batch: list[Record], exc: BaseException) -> None:
         """Log and count an unexpected exception; put the batch's unsettled records back in front."""
         metrics.LANE_ERRORS.inc()
-        retry = [r for r in batch if not r.settled and self._owner.is_current(r)]
-        lane.requeue(retry)
+        retry = lane.put_back(batch, self._owner.is_current)
         delay = self._backoff.delay(lane.failures, self._rng)
         lane.failures += 1
         log.error(
@@ -155,12 +163,6 @@ class Courier:
             exc_info=exc,
         )
         await pause(self.stop, delay)
-
-    @staticmethod
-    def _release(lane: Lane) -> None:
-        if lane.slot:
-            lane.slot = False
-            lane.account.release()
 
     # ---- one batch -------------------------------------------------------------------------------
     async def _deliver(self, lane: Lane, batch: list[Record]) -> None:
@@ -182,7 +184,7 @@ class Courier:
                 history = History(started, 1) if history is None else history.attempted()
                 reply = await self._send(lane, batch)
                 if lane.slot:
-                    self._release(lane)
+                    lane.release_slot()
                 if reply.error == NOT_OURS:  # not sent: the revoked records stay pending for their new owner
                     history = before
                     continue  # and what is still ours goes again
@@ -206,7 +208,7 @@ class Courier:
                     return
         finally:
             if lane.slot:
-                self._release(lane)
+                lane.release_slot()
 
     def _clear(self, lane: Lane) -> bool:
         """True when no gate stands before a lane that holds a slot (the common case, without a wait)."""
@@ -217,7 +219,7 @@ class Courier:
         """The gates before a send, in order: a replaced account, an invalid account, the halt, a slot."""
         account, visit = lane.account, lane.visit
         if account.removed:  # its folder was removed (or replaced) while we waited
-            self._release(lane)
+            lane.release_slot()
             replacement = self._accounts.get(visit.account)
             if replacement is None:
                 error = f"no credentials for account {visit.account!r}"
@@ -237,11 +239,11 @@ class Courier:
                 return Gate.DONE
             batch[:] = lane.held
         if account.paused or (account.held == "token_unavailable" and self.park is not None):
-            self._release(lane)  # what is left (read back from the park) waits, holding no slot
+            lane.release_slot()  # what is left (read back from the park) waits, holding no slot
             await lane.backoff(1.0, self.stop, self._owner.is_current)
             return Gate.AGAIN
         if account.halt.halted:
-            self._release(lane)
+            lane.release_slot()
             if await lane.wait(account.halt.wait(self.stop)) is False:
                 return Gate.DONE  # stopping: the batch stays pending
             return Gate.AGAIN  # re-check ownership after waiting

@@ -179,6 +179,8 @@ class Dispatcher:
         gone = set(tps)
         generations = {(tp, g) for tp in tps if (g := self._tracker.generation(tp)) is not None}
         self._revoking |= generations
+        if self.park is not None:
+            self.park.revoking()  # park writes held behind a failed one: not waited for
         self.lanes.forget(gone)
         cut = self.lanes.cut_waits(gone)
         # After the shutdown drain (the revoke inside consumer.close()) nothing more is waited for:

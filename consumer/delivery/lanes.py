@@ -79,6 +79,18 @@ class Lane:
         """Put records back in front of the queue, in their order."""
         self.queue.extendleft(reversed(records))
 
+    def release_slot(self) -> None:
+        """Give the account's request slot back, if the lane holds one."""
+        if self.slot:
+            self.slot = False
+            self.account.release()
+
+    def put_back(self, batch: list[Record], current: Callable[[Record], bool]) -> list[Record]:
+        """Put a batch's records not settled, of partitions still ours, back in front; those records."""
+        retry = [r for r in batch if not r.settled and current(r)]
+        self.requeue(retry)
+        return retry
+
     async def wait(self, step: Awaitable[T]) -> T | Cut:
         """Await a wait of a lane holding a batch; CUT when a revoke of the batch's partitions ended it.
 

@@ -4,15 +4,18 @@ A record of account A from source partition tp is parked when A is parked for tp
 later record follows, so a visit's order holds), when A cannot send (halted, paused, its token
 endpoint failing), or when A's records pending in tp outgrow its fair share of the partition's
 pending window while another account shares the partition. Parking goes through the visit's lane
-when the lane holds anything (`sweep`), so a visit's records reach the park in their order; a
-record is done for its source partition once the park acknowledges it, and the commit moves on.
+when the lane holds anything (`sweep`, before the lane's waits and again after them, right before
+it takes a batch), so a visit's records reach the park in their order and none joins a waiting lane
+to be sent before its visit's parked records; a record is done for its source partition once the
+park acknowledges it, and the commit moves on.
 
 Reading back: while an account parked for tp can send again, the park partition of tp is read from
 the lowest position of the entries being read (consumer.kafka.parkread); a record of such an entry
 is decoded and submitted like a consumed one (`Record.parked` set), at the pace its lanes take them
-(read-ahead bounded per park partition). A record read back whose account is held again is parked
-again (to the end, in order). An entry leaves the park when the reader reached the end of its park
-partition and every record of it written or read back is done.
+(read-ahead bounded per park partition). A record read back whose account is held again waits in
+its lane (never parked a second time: that would put it behind later records of its visit). An
+entry leaves the park when the reader reached the end of its park partition and every record of it
+written or read back is done.
 """
 
 from __future__ import annotations
@@ -122,6 +125,10 @@ class Park:
                 keep.append(record)
         return keep
 
+    def revoking(self) -> None:
+        """A revoke began: park writes held behind a failed one for its partitions are let go."""
+        self._writer.release()
+
     @property
     def writes_by_tp(self) -> Counter[TopicPartition]:
         """Park writes not yet acknowledged, by source partition (a revoke waits for them)."""
@@ -210,11 +217,16 @@ class Park:
         self.unpark.tick()
 
     def _forget(self, tps: list[TopicPartition]) -> None:
+        """Drop the park state of these source partitions: entries, counts, writes, records read back."""
+        gone: set[int] = set()
         for tp in tps:
             for _, entry in self.book.entries(tp):
                 entry.reading = False
+                gone.add(id(entry))
             self.book.drop(tp)
             self._fresh.pop(tp, None)
+        if gone:  # their writes acknowledged later count for nobody (the new owner parks them again)
+            self._writing = {k: e for k, e in self._writing.items() if id(e) not in gone}
         self.unpark.drop(tps)
         if self._waiting is not None:
             self._waiting.drop(tps)

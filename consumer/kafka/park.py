@@ -6,6 +6,10 @@ parked, kept when it is parked again), then the original headers. Its park parti
 partition's number modulo the park topic's partition count, so the owner of a source partition
 finds its parked records in one park partition (DESIGN.md *Park*). The producer is idempotent,
 so the records of one park partition are written in the order they were produced (a visit's order).
+A failed write keeps its place: while it is retried, later writes of its park partition are held
+behind it (a FIFO per park partition) and produced in order once it landed; a revoke lets go of held
+writes of its partitions. A write already on the wire when an earlier one failed may still land
+first: that cannot be undone here and is logged (`park_write_overtook`).
 
 A failed write is told apart like a dead letter's (consumer.kafka.deadletter): transient or
 operator-fixable (topic missing, broker down) retried with backoff; permanent ones retried every
@@ -16,8 +20,10 @@ so its source partition's commit never passes it: an unwritable park holds the p
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -31,6 +37,8 @@ from consumer.values.records import Record, TopicPartition
 log = structlog.get_logger("consumer.kafka.park")
 
 METADATA_TIMEOUT_S = 5.0
+UNKNOWN = -1  # the queue of writes held while the park topic's partitions are not known
+FREE = -2  # the queue of a write not held
 Headers = list[tuple[str, str | bytes | None]]
 Acked = Callable[[Record, int, float], None]  # record, park offset, park time (epoch s)
 
@@ -46,6 +54,22 @@ def park_headers(record: Record, account: str, since_s: float) -> Headers:
     ]
     headers.extend((k, v) for k, v in (record.headers or []) if not k.startswith("park."))
     return headers
+
+
+@dataclass(slots=True, eq=False)
+class Write:
+    """One park write: the record, the account and first park time it carries, its place in produce order."""
+
+    record: Record
+    account: str
+    since_s: float
+    seq: int
+    attempt: int = 0  # retries so far
+    queue: int = FREE  # the queue it is held in
+
+
+def _seq(w: Write) -> int:
+    return w.seq
 
 
 class ParkWriter(Outbox):
@@ -67,6 +91,12 @@ class ParkWriter(Outbox):
         self._on_acked = on_acked
         self.partitions = 0  # of the park topic (0: not known yet, writes wait)
         self._learning: asyncio.Task[int] | None = None
+        self._seq = 0  # produce order of first writes
+        # Per park partition (UNKNOWN: its partitions not known yet): the writes held behind a failed
+        # one, in produce order; the first is retried, the rest follow once it landed.
+        self._held: dict[int, list[Write]] = {}
+        self._retrying: dict[int, Write] = {}  # the held write on the wire again, per queue
+        self._timers: dict[int, asyncio.TimerHandle] = {}  # the next retry, per queue
 
     async def learn_partitions(self) -> int:
         """The park topic's partition count from the broker's metadata (0 when missing: logged)."""
@@ -89,44 +119,86 @@ class ParkWriter(Outbox):
         """The park partition of a source partition."""
         return tp[1] % self.partitions
 
-    def send(self, record: Record, account: str, since_s: float, attempt: int = 0) -> None:
+    def send(self, record: Record, account: str, since_s: float) -> None:
         """Park one record; `on_acked` runs on the loop once the broker has it."""
-        if not self._admit(record, attempt):  # revoked meanwhile: the new owner parks it again
-            return
+        self._admit(record, 0)
+        self._seq += 1
+        self._write(Write(record, account, since_s, self._seq))
+
+    def release(self) -> None:
+        """Let go of held writes of partitions no longer ours (a revoke: the new owner parks them again)."""
+        for queue, held in list(self._held.items()):
+            retried, keep = self._retrying.get(queue), []
+            for w in held:
+                if w is retried or self._is_current(w.record):
+                    keep.append(w)
+                else:
+                    self._settle(w.record)
+            held[:] = keep
+            if not held:
+                self._forget(queue)
+
+    def _queue(self, tp: TopicPartition) -> int:
+        """The queue a write of this source partition joins: its park partition's, or UNKNOWN's."""
+        return UNKNOWN if not self.partitions or UNKNOWN in self._held else self.park_partition(tp)
+
+    def _write(self, w: Write) -> None:
+        """Produce, or hold the write behind a failed one of its park partition (they land in order)."""
+        queue = self._queue(w.record.tp)
+        held = self._held.get(queue)
+        if held is None:
+            self._produce(w)
+        else:
+            w.queue = queue
+            bisect.insort(held, w, key=_seq)
+
+    def _produce(self, w: Write) -> bool:
+        """Hand a write to the producer; False when it failed at once (then it is held)."""
+        record = w.record
         if not self.partitions:
-            self._failed(record, account, since_s, attempt, None, "park topic partitions not known yet")
-            return
+            self._failed(w, None, "park topic partitions not known yet")
+            return False
         try:
             self._producer.produce(
                 self.topic,
                 value=record.value,
                 key=record.key,
                 partition=self.park_partition(record.tp),
-                headers=park_headers(record, account, since_s),
-                on_delivery=self._on_loop(self._acked, (record, account, since_s, attempt)),
+                headers=park_headers(record, w.account, w.since_s),
+                on_delivery=self._on_loop(self._reported, w),
             )
         except Exception as exc:  # queue full, too large, refused up front
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            self._failed(record, account, since_s, attempt, err, f"{type(exc).__name__}: {exc}")
+            self._failed(w, err, f"{type(exc).__name__}: {exc}")
+            return False
+        return True
 
-    def _acked(self, parcel: tuple[Record, str, float, int], err: KafkaError | None, msg: Message) -> None:
-        record, account, since_s, attempt = parcel
+    def _reported(self, w: Write, err: KafkaError | None, msg: Message) -> None:
+        queue = w.queue
+        retried = self._retrying.get(queue) is w
+        if retried:
+            del self._retrying[queue]
         if err is not None:
-            self._failed(record, account, since_s, attempt, err, err.str())
+            self._failed(w, err, err.str())
             return
-        self._settle(record)
+        if retried:
+            self._held[queue].remove(w)
+        held = self._held.get(self._queue(w.record.tp))
+        if held and held[0].seq < w.seq:  # produced before an earlier one's failure was known
+            log.error(
+                "park_write_overtook",
+                **w.record.where(),
+                park_topic=self.topic,
+                note="an earlier write of its park partition failed: it is retried after this one",
+            )
+        self._settle(w.record)
         offset = msg.offset()
-        self._on_acked(record, offset if offset is not None else -1, since_s)
+        self._on_acked(w.record, offset if offset is not None else -1, w.since_s)
+        if retried:
+            self._drain(queue)
 
-    def _failed(
-        self,
-        record: Record,
-        account: str,
-        since_s: float,
-        attempt: int,
-        err: KafkaError | None,
-        error: str,
-    ) -> None:
+    def _failed(self, w: Write, err: KafkaError | None, error: str) -> None:
+        record = w.record
         kind = produce_failure_kind(err)
         metrics.RETRIES.labels("park_produce").inc()
         if kind != "transient":
@@ -142,8 +214,8 @@ class ParkWriter(Outbox):
                 note="the park topic refuses this record: its partition's commit is held here",
             )
         else:
-            delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2**attempt)
-            if attempt == 0 or self._repeats.admit(f"park:{error}") is not None:
+            delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2**w.attempt)
+            if w.attempt == 0 or self._repeats.admit(f"park:{error}") is not None:
                 log.error(
                     "park_produce_failed",
                     **record.where(),
@@ -154,7 +226,53 @@ class ParkWriter(Outbox):
                 )
             if not self.partitions and (self._learning is None or self._learning.done()):
                 self._learning = self._loop.create_task(self.learn_partitions())
-        self._loop.call_later(delay, self.send, record, account, since_s, attempt + 1)
+        self._hold(w, delay)
+
+    def _hold(self, w: Write, delay: float) -> None:
+        """Keep a failed write in its park partition's queue, in produce order; a retry after `delay`."""
+        if w not in self._held.get(w.queue, ()):
+            w.queue = self._queue(w.record.tp)
+            bisect.insort(self._held.setdefault(w.queue, []), w, key=_seq)
+        if w.queue in self._retrying:
+            return  # the write being retried reports first; what comes next is decided then
+        due = self._loop.time() + delay
+        timer = self._timers.get(w.queue)
+        if timer is not None and timer.when() <= due:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timers[w.queue] = self._loop.call_at(due, self._retry, w.queue)
+
+    def _retry(self, queue: int) -> None:
+        """Produce the first held write of a queue again (those no longer ours are let go)."""
+        self._timers.pop(queue, None)
+        held = self._held.get(queue, [])
+        while held and not self._is_current(held[0].record):
+            self._settle(held.pop(0).record)
+        if not held:
+            self._forget(queue)
+            return
+        w = held[0]
+        w.attempt += 1
+        if self._produce(w):
+            self._retrying[queue] = w
+
+    def _drain(self, queue: int) -> None:
+        """A retried write landed: produce the writes held behind it, in order (a failure holds the rest)."""
+        held = self._held.get(queue, [])
+        self._forget(queue)
+        for w in held:
+            w.queue = FREE
+            if self._is_current(w.record):
+                self._write(w)
+            else:
+                self._settle(w.record)
+
+    def _forget(self, queue: int) -> None:
+        self._held.pop(queue, None)
+        timer = self._timers.pop(queue, None)
+        if timer is not None:
+            timer.cancel()
 
     async def close(self) -> None:
         """Flush, stop the delivery-report thread, close the producer."""

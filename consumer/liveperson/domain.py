@@ -45,7 +45,7 @@ class DomainResolver:
         self._last_good: ExpiringMap[str, str] = ExpiringMap(max_entries, max(ttl_s, STALE_MAX_S))
         self._failed: ExpiringMap[str, str] = ExpiringMap(max_entries, failure_ttl_s)
         self._failure_ttl = failure_ttl_s
-        self._inflight: dict[str, asyncio.Future[str]] = {}
+        self._inflight: dict[str, asyncio.Task[str]] = {}
 
     def lookup_url(self, account: str) -> str:
         """The Domain API URL for an account's service (`smt`: the Engagement Attributes API)."""
@@ -65,30 +65,35 @@ class DomainResolver:
                 return stale
             raise RetryableError("domain_lookup", f"{failed} (remembered for {self._failure_ttl:g}s)")
         pending = self._inflight.get(account)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._inflight[account] = fut
+        if pending is None:  # one call for every lane of the account, in a task of its own
+            pending = self._inflight[account] = asyncio.get_running_loop().create_task(
+                self._lookup(session, account)
+            )
+            pending.add_done_callback(lambda task: self._finished(account, task))
+        # shielded: a waiter cancelled (a revoke cutting its lane's wait) never cancels the others' lookup
+        return await asyncio.shield(pending)
+
+    async def _lookup(self, session: aiohttp.ClientSession, account: str) -> str:
+        """Ask the Domain API once (the shared lookup); cache the answer, or stand in the stale one."""
         try:
-            try:
-                base = await self._fetch(session, account)
-            except RetryableError as exc:
-                stale = self._stale_after(account, exc)
-                if stale is None:
-                    raise
-                base = stale
-            else:
-                self._cache.set(account, base)
-                self._last_good.set(account, base)
-                self._failed.pop(account)
-            fut.set_result(base)
+            base = await self._fetch(session, account)
+        except RetryableError as exc:
+            stale = self._stale_after(account, exc)
+            if stale is None:
+                raise
+            return stale
+        else:
+            self._cache.set(account, base)
+            self._last_good.set(account, base)
+            self._failed.pop(account)
             return base
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters re-raise it, nobody is left unobserved
-            raise
-        finally:
+
+    def _finished(self, account: str, task: asyncio.Task[str]) -> None:
+        """A shared lookup ended: the next one asks again; its outcome is marked seen (its waiters had it)."""
+        if self._inflight.get(account) is task:
             del self._inflight[account]
+        if not task.cancelled():
+            task.exception()
 
     def _stale_after(self, account: str, exc: RetryableError) -> str | None:
         """Remember a failed lookup; the last good base URI to use meanwhile, if there is one."""

@@ -1,0 +1,249 @@
+"""Park writes (consumer.kafka.park): a retried write keeps its place in its park partition.
+
+The librdkafka Producer is a stub that keeps what lands, per park partition, and answers each produce
+with a delivery report (an error for the records told to fail); the reports come back on the loop
+through the writer's own callback path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+from structlog.testing import capture_logs
+
+from consumer.kafka import park as park_module
+from consumer.kafka.park import ParkWriter
+from consumer.ops import metrics
+from consumer.values.records import Record
+
+pytestmark = pytest.mark.timeout(10)
+TIMED_OUT = KafkaError(KafkaError._MSG_TIMED_OUT, "timed out")  # transient (retried with backoff)
+TOO_LARGE = KafkaError(KafkaError.INVALID_RECORD, "refused")  # permanent
+
+
+@dataclass
+class Landed:
+    """What a delivery report reads of a produced message."""
+
+    at: int | None
+
+    def offset(self) -> int | None:
+        return self.at
+
+
+@dataclass
+class StubProducer:
+    """Lands every produce in its park partition's log, except those `fail` names (value -> errors left).
+
+    With `hold`, reports wait for `report()` (produced, in flight); else each is answered at once.
+    """
+
+    config: dict[str, Any]
+    log: dict[int, list[bytes]] = field(default_factory=dict)
+    fail: dict[bytes, list[KafkaError]] = field(default_factory=dict)
+    produced: list[bytes] = field(default_factory=list)
+    hold: bool = False
+    unreported: list[tuple[int, bytes, Callable[..., None]]] = field(default_factory=list)
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes, partition: int, headers: Any, on_delivery: Any
+    ) -> None:
+        self.produced.append(value)
+        self.unreported.append((partition, value, on_delivery))
+        if not self.hold:
+            self.report()
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        """The park topic has two partitions."""
+        meta = SimpleNamespace(error=None, partitions={0: None, 1: None})
+        return SimpleNamespace(topics={topic: meta})
+
+    def report(self) -> None:
+        """Answer every produce not answered yet, in produce order."""
+        waiting, self.unreported = self.unreported, []
+        for partition, value, on_delivery in waiting:
+            errors = self.fail.get(value)
+            if errors:
+                on_delivery(errors.pop(0), Landed(None))
+                continue
+            log = self.log.setdefault(partition, [])
+            log.append(value)
+            on_delivery(None, Landed(len(log) - 1))
+
+
+@dataclass
+class Writes:
+    """A ParkWriter over a stub producer, and what it reported acknowledged."""
+
+    writer: ParkWriter
+    producer: StubProducer
+    acked: list[bytes] = field(default_factory=list)
+    ours: set[tuple[str, int]] = field(default_factory=lambda: {("leads", 0), ("leads", 2), ("leads", 1)})
+
+
+def make(monkeypatch: pytest.MonkeyPatch) -> Writes:
+    monkeypatch.setattr("consumer.kafka.outbox.Producer", StubProducer)
+    monkeypatch.setattr(park_module, "RETRY_INITIAL_S", 0.01)  # transient retries come soon
+    monkeypatch.setattr(park_module, "RETRY_MAX_S", 0.05)
+    out = Writes(None, None)  # type: ignore[arg-type]
+
+    def acked(record: Record, offset: int, since: float) -> None:
+        assert record.value is not None
+        out.acked.append(record.value)
+
+    out.writer = ParkWriter({}, "park", asyncio.get_running_loop(), acked, lambda r: r.tp in out.ours)
+    out.writer.partitions = 2  # source partitions 0 and 2 share park partition 0
+    out.producer = out.writer._producer  # type: ignore[assignment]
+    return out
+
+
+def rec(value: str, partition: int = 0, offset: int = 0) -> Record:
+    return Record("leads", partition, offset, 1, b"v", value.encode(), None, None)
+
+
+def retried() -> float:
+    """Park writes that failed so far (each failed attempt counts once)."""
+    return float(metrics.RETRIES.labels("park_produce")._value.get())
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_writes_after_a_failed_one_wait_behind_its_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 5: the first write of park partition 0 fails (a delivery report with an error);
+    the next two succeed at once. They must land after the first one's retry, not before it."""
+    w = make(monkeypatch)
+    w.producer.fail[b"r1"] = [TIMED_OUT]
+    retries = retried()
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    await until(lambda: retried() == retries + 1)  # the writer has r1's failed report
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    w.writer.send(rec("r3", partition=2, offset=0), "acct", 1.0)  # another source partition, same park one
+    w.writer.send(rec("o1", partition=1, offset=0), "acct", 1.0)  # park partition 1: not held up
+    await until(lambda: len(w.acked) == 4)
+    assert w.producer.log[0] == [b"r1", b"r2", b"r3"], "a later write landed before the retried one"
+    assert w.acked.index(b"r1") < w.acked.index(b"r2") < w.acked.index(b"r3")
+    assert w.producer.log[1] == [b"o1"] and w.acked[0] == b"o1", "other park partitions flow meanwhile"
+    assert w.writer.pending == 0 and not w.writer.pending_by_tp
+
+
+async def test_writes_in_flight_that_fail_too_keep_their_order_behind_the_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker outage times out every write in flight: they are retried in the order they were produced,
+    and a write made after their failures waits behind them."""
+    w = make(monkeypatch)
+    w.producer.hold = True
+    w.producer.fail[b"r1"] = [TIMED_OUT]
+    w.producer.fail[b"r2"] = [TIMED_OUT]
+    retries = retried()
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    w.producer.report()
+    await until(lambda: retried() == retries + 2)
+    w.producer.hold = False
+    w.writer.send(rec("r3", offset=3), "acct", 1.0)
+    await until(lambda: len(w.acked) == 3)
+    assert w.producer.log[0] == [b"r1", b"r2", b"r3"]
+    assert w.acked == [b"r1", b"r2", b"r3"]
+
+
+async def test_a_write_the_park_refuses_holds_its_park_partition_until_it_lands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A permanent error holds the writes behind it (their partitions stay uncommitted); once the
+    refused write lands, they follow in order."""
+    w = make(monkeypatch)
+    w.producer.fail[b"r1"] = [TOO_LARGE, TOO_LARGE]
+    retries = retried()
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    await until(lambda: retried() == retries + 1)
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    await until(lambda: retried() == retries + 2)  # refused again, r2 still behind it
+    assert b"r2" not in w.producer.produced and not w.acked
+    assert w.writer.pending_by_tp[("leads", 0)] == 2
+    assert metrics.PARK_BLOCKED._value.get() == 1
+    await until(lambda: len(w.acked) == 2)
+    assert w.producer.log[0] == [b"r1", b"r2"] and w.acked == [b"r1", b"r2"]
+    assert metrics.PARK_BLOCKED._value.get() == 0 and w.writer.pending == 0
+
+
+async def test_a_revoke_lets_go_of_held_writes_of_its_partitions_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writes held behind a refused one, of a partition being revoked, are released at once (the revoke
+    does not wait for them; the new owner parks their records again); the others keep their place."""
+    w = make(monkeypatch)
+    w.producer.fail[b"r1"] = [TOO_LARGE] * 3
+    retries = retried()
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    await until(lambda: retried() == retries + 1)
+    w.writer.send(rec("x1", partition=2, offset=7), "acct", 1.0)  # same park partition, source partition 2
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    assert w.writer.pending_by_tp[("leads", 2)] == 1
+    w.ours.discard(("leads", 2))
+    w.writer.release()  # what the dispatcher's revoke does first
+    assert ("leads", 2) not in w.writer.pending_by_tp, "the revoke would wait for a held write"
+    await until(lambda: len(w.acked) == 2)
+    assert w.producer.log[0] == [b"r1", b"r2"] and b"x1" not in w.producer.produced
+    assert w.writer.pending == 0
+
+
+async def test_a_held_write_no_longer_ours_is_dropped_when_the_queue_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = make(monkeypatch)
+    w.producer.fail[b"r1"] = [TIMED_OUT]
+    retries = retried()
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    await until(lambda: retried() == retries + 1)
+    w.writer.send(rec("x1", partition=2, offset=7), "acct", 1.0)
+    w.ours.discard(("leads", 2))  # revoked before the retry (no release asked)
+    await until(lambda: w.acked == [b"r1"] and w.writer.pending == 0)
+    assert b"x1" not in w.producer.produced and not w.writer.pending_by_tp
+
+
+async def test_a_write_that_lands_before_an_earlier_failed_one_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writes already in flight when an earlier one fails may still land before its retry (the broker
+    has them): that cannot be undone here, so it is never silent."""
+    w = make(monkeypatch)
+    w.producer.hold = True
+    w.producer.fail[b"r1"] = [TIMED_OUT]
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    with capture_logs() as logs:
+        w.producer.report()
+        w.producer.hold = False
+        await until(lambda: len(w.acked) == 2)
+    overtook = [e for e in logs if e["event"] == "park_write_overtook"]
+    assert len(overtook) == 1 and overtook[0]["offset"] == 2 and overtook[0]["log_level"] == "error"
+
+
+async def test_writes_made_while_the_park_partitions_are_unknown_land_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The park topic's partitions are not known at first (it was missing): every write waits, in order,
+    and a write made once they are known still lands after those."""
+    w = make(monkeypatch)
+    monkeypatch.setattr(park_module, "RETRY_INITIAL_S", 0.2)  # r3 is made before the first retry
+    monkeypatch.setattr(park_module, "RETRY_MAX_S", 1.0)
+    w.writer.partitions = 0
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    await until(lambda: w.writer.partitions == 2)  # learnt from the broker's metadata
+    w.writer.send(rec("r3", offset=3), "acct", 1.0)
+    await until(lambda: len(w.acked) == 3)
+    assert w.producer.log[0] == [b"r1", b"r2", b"r3"]
