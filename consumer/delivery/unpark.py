@@ -52,7 +52,7 @@ class Unpark:
         submit: Callable[[Record], None],
         expire: Callable[[Record, str], None],
         max_age_s: float,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.book = book
         self._writer = writer
@@ -62,7 +62,7 @@ class Unpark:
         self._submit = submit
         self._expire = expire
         self._max_age = max_age_s
-        self._clock = clock
+        self._clock = clock = clock or time.time  # read when made: a test may have replaced the clock
         self._handed: dict[tuple[int, int], tuple[TopicPartition, Entry]] = {}  # (park p, offset)
         self._ahead: Counter[int] = Counter()  # records read back not done, per park partition
         self._paused: set[int] = set()

@@ -43,9 +43,9 @@ class TokenRejected(Exception):
 class TokenCache:
     """One account's current bearer token; `token()` returns a valid one, fetching when needed."""
 
-    def __init__(self, fetch: Fetch, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, fetch: Fetch, clock: Callable[[], float] | None = None) -> None:
         self._fetch = fetch
-        self._clock = clock
+        self._clock = clock or time.monotonic  # read when made: a test may have replaced the clock
         self._token: str | None = None
         self._expires = 0.0
         self._refresh_at = 0.0

@@ -50,9 +50,9 @@ class Repeats:
     broker is unreachable; an outage of minutes must not write thousands of identical lines.
     """
 
-    def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, every_s: float = 30.0, clock: Callable[[], float] | None = None) -> None:
         self._every = every_s
-        self._clock = clock
+        self._clock = clock or time.monotonic  # read when made: a test may have replaced the clock
         self._said: dict[str, float] = {}
         self._held: Counter[str] = Counter()
         self._lock = threading.Lock()

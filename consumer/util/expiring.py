@@ -20,12 +20,12 @@ V = TypeVar("V")
 class ExpiringMap(Generic[K, V]):
     """At most `max_entries` entries, each kept for `ttl_s` (or its own ttl) after it was set."""
 
-    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float] | None = None) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = max_entries
         self.ttl_s = ttl_s
-        self._clock = clock
+        self._clock = clock or time.monotonic  # read when made: a test may have replaced the clock
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
 
     def __len__(self) -> int:
