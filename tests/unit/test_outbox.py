@@ -64,9 +64,21 @@ class Box:
         return float(self.gauge._value.get())
 
 
+class Said:
+    """Stands in for the module's structlog logger: the warnings it was given."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        """Record one warning line."""
+        self.lines.append((event, fields))
+
+
 @pytest.fixture
-def box() -> Iterator[Box]:
-    """An outbox whose producer never connects (its report thread not started)."""
+def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Box]:
+    """An outbox whose producer never connects (its report thread not started; its errors unlogged)."""
+    monkeypatch.setattr(outbox_module, "log", Said())
     loop = asyncio.new_event_loop()
     b = Box(loop)
     yield b
@@ -148,17 +160,6 @@ async def test_a_report_from_the_producer_thread_runs_on_the_loop_with_its_argum
         assert got == [("letter", 3, None, msg, True)]
     finally:
         box.outbox._producer.close()
-
-
-class Said:
-    """Stands in for the module's structlog logger: the warnings it was given."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, dict[str, object]]] = []
-
-    def warning(self, event: str, **fields: object) -> None:
-        """Record one warning line."""
-        self.lines.append((event, fields))
 
 
 def test_producer_errors_are_logged_at_once_then_at_most_once_per_period_with_the_count_held(
