@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from harness import Topics, event, free_port, next_id, produce, wait_until
@@ -25,7 +26,7 @@ from kafka_io import QUIET, MockCluster, read_all
 from scenario import Tally, owned
 
 from consumer.accounts.credentials import write_folder
-from consumer.kafka import parkbook
+from consumer.kafka import offsetmap, parkbook
 from consumer.liveperson.oauth import Credentials
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(180)]
@@ -205,21 +206,28 @@ def test_a_rebalance_while_parked_hands_the_parked_records_over_with_their_parti
 
 
 def _not_done_in_commit(bootstrap: str, topics: Topics, tps: list[tuple[str, int]]) -> set[str]:
-    """The held events the group's commit does not name done: the next owner may bring them back.
-
-    Per source partition, the park part of its commit metadata names account 1's park position and
-    the park offsets done above it; a park part without account 1 means all of them are done, a
-    commit without a park part means none is (the next owner reads the whole park partition again).
-    """
-    stored = {
-        tp: parkbook.decode(parkbook.split(m)[0])
-        for tp, (_, m) in _metadata(bootstrap, topics.group, tps).items()
-    }
+    """The held events the group's commit does not name done: the next owner may bring them back."""
+    stored = {tp: _park_part(m) for tp, (_, m) in _metadata(bootstrap, topics.group, tps).items()}
     return {
         json.loads(m.value())["leadId"]
         for m in read_all(bootstrap, topics.park)
         if not _done_in(stored.get(_source(m)), m.offset())
     }
+
+
+def _park_part(metadata: str) -> dict[str, tuple[int, list[tuple[int, int]]]] | None:
+    """A commit's park part read by its format, apart from the daemon's own reader (whose faults it
+    would share): `ep1`, a CRC (8 hex), `account:position:count:oldest:done-map` comma-separated,
+    `/`; account -> (park position, park offsets done above it as runs). None: no park part."""
+    if not metadata.startswith(parkbook.PREFIX) or parkbook.SEP not in metadata:
+        return None
+    body = metadata[len(parkbook.PREFIX) + 8 : metadata.index(parkbook.SEP)]
+    out = {}
+    for item in body.split(",") if body else []:
+        account, position, _, _, done = item.split(":")
+        runs, _ = offsetmap.decode(done, int(position))
+        out[unquote(account)] = (int(position), list(runs or []))
+    return out
 
 
 def _source(m: Any) -> tuple[str, int]:
@@ -228,14 +236,17 @@ def _source(m: Any) -> tuple[str, int]:
     return head["park.topic"].decode(), int(head["park.partition"])
 
 
-def _done_in(entries: list[parkbook.Entry] | None, park_offset: int) -> bool:
-    """Whether a commit's park part (its entries) names account 1's park record at this offset done."""
-    if entries is None:
-        return False  # no park part: the next owner reads the whole park partition again
-    entry = next((e for e in entries if e.account == "1"), None)
-    if entry is None or entry.position is None or park_offset < entry.position:
-        return True  # 1 left the park for this partition, or the record is below its position
-    return any(start <= park_offset < end for start, end in entry.skip or ())
+def _done_in(park: dict[str, tuple[int, list[tuple[int, int]]]] | None, park_offset: int) -> bool:
+    """Whether a commit's park part names account 1's park record at this offset done.
+
+    A park part without account 1: all of them are done; no park part: none is (the next owner
+    reads the whole park partition again)."""
+    if park is None:
+        return False
+    if "1" not in park:
+        return True
+    position, runs = park["1"]
+    return park_offset < position or any(start <= park_offset < end for start, end in runs)
 
 
 def _held(topics: Topics) -> tuple[dict[str, list[str]], list[tuple[str, bytes, bytes]]]:
