@@ -36,6 +36,7 @@ __all__ = [
     "LocalBroker",
     "ThreadedAPI",
     "Topics",
+    "dead_letter_reasons",
     "free_port",
     "hold_for",
     "next_id",
@@ -200,6 +201,17 @@ def read_topic(broker: LocalBroker, topic: str, count: int, timeout: float = 30.
     out = read_to_end(broker.bootstrap, topic, at_least=count, timeout=timeout)
     assert len(out) == count, f"{topic}: {len(out)} messages, expected exactly {count}"
     return out
+
+
+def dead_letter_reasons(broker: LocalBroker, topic: str) -> list[str]:
+    """The `dlq.reason` of every dead letter in a DLQ topic, read to its end.
+
+    Checks that nothing was dead-lettered read this, not a metric: a counter child is absent
+    until first counted, and a dead letter with another reason than the one asked about is missed.
+    Read after the daemon stopped (its dead letters flushed) or after the commits passed the
+    records in question (a dead letter is acknowledged before its record counts as done).
+    """
+    return [dict(m.headers())["dlq.reason"].decode() for m in read_to_end(broker.bootstrap, topic)]
 
 
 def committed(

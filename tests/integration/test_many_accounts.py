@@ -67,7 +67,6 @@ def test_three_accounts_share_partitions_one_revoked_is_held_then_delivered_afte
     status, body = d.get("/readyz")
     assert status == 200 and "200" in body, "ready while any account can send; the reason names 200"
     assert len([s for a, s in api.token_requests if a == "300"]) >= 2, "a new token after expiry"
-    assert d.metric_or_zero("engagement_dead_letters_total", reason="http_401") == 0
     assert not [r for r in api.received if r.account == "999"], "no call for an unknown account"
     wait_until(
         lambda: d.metric_or_zero("engagement_dead_letters_total", reason="unknown_account") == 50,
@@ -93,7 +92,7 @@ def test_three_accounts_share_partitions_one_revoked_is_held_then_delivered_afte
     letters = read_to_end(broker.bootstrap, topics.dlq, at_least=50)
     assert len(letters) == 50
     reasons = {dict(m.headers())["dlq.reason"] for m in letters}
-    assert reasons == {b"unknown_account"}
+    assert reasons == {b"unknown_account"}, "999's events only: 200's halt dead-letters nothing"
 
     assert d.stop() == 0
     ends = produced.end_offsets()

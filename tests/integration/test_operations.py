@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from harness import CREDS, Topics, committed, event, produce, read_topic, wait_until
+from harness import CREDS, Topics, committed, dead_letter_reasons, event, produce, read_topic, wait_until
 
 from consumer.config.credentials import Credentials
 
@@ -119,12 +119,12 @@ def test_auth_failure_halts_without_losing_anything_and_rotation_resumes(
     api.wait_delivered(50, timeout=30)
     wait_until(lambda: d.metric("engagement_halted") == 0, 10, "halt to end")
     wait_until(lambda: d.get("/readyz")[0] == 200, 10, "ready again")
-    assert d.metric_or_zero("engagement_dead_letters_total", reason="http_401") == 0
     assert sorted(a["lead"]["topic"] for _, a in api.delivered()) == sorted(f"e{i}" for i in range(50))
     assert '"auth_recovered"' in d.logs()
     assert d.stop() == 0
     ends = produced.end_offsets()
     assert committed(broker, topics.group, list(ends)) == ends
+    assert dead_letter_reasons(broker, topics.dlq) == [], "a halt dead-letters nothing"
     assert not any(s in d.logs() for s in (*SECRETS, rotated.consumer_secret, rotated.access_token_secret))
 
 
@@ -145,8 +145,8 @@ def test_domain_lookup_finds_the_base_uri_retries_failures_and_caches(
     assert lookups.count("5678") == 1, "cached: one lookup per account"
     assert 3 <= lookups.count(ACCOUNT) <= 4, "two failures retried, then cached"
     assert d.metric("engagement_requests_total", status="domain_lookup") >= 1
-    assert d.metric_or_zero("engagement_dead_letters_total", reason="retries_exhausted") == 0
     assert d.stop() == 0
+    assert dead_letter_reasons(broker, topics.dlq) == [], "a failed lookup is retried, never dead-lettered"
 
 
 def test_bad_configuration_stops_start_up_with_one_line_per_problem(

@@ -15,8 +15,7 @@ import orjson
 import pytest
 from harness import Topics, committed, event, hold_for, produce, read_to_end, wait_until
 
-from consumer.config.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -14,8 +14,7 @@ import orjson
 import pytest
 from harness import Topics, committed, produce, wait_until
 
-from consumer.config.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 from consumer.sandbox.registry import SandboxRegistry
 from consumer.tools.encode import Encoder
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from harness import Topics, event, hold_for, produce, read_to_end, wait_until
 
-from consumer.config.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

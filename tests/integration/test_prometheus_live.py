@@ -19,8 +19,7 @@ from dashboard import dashboard, interpolate, label_values_queries, targets
 from harness import Daemon, Topics, event, produce, wait_until
 from promserver import PromServer, binary, rule_groups, write_yaml
 
-from consumer.config.credentials import write_folder
-from consumer.liveperson.oauth import Credentials
+from consumer.config.credentials import Credentials, write_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -1,4 +1,4 @@
-"""/accounts and `top` against a running daemon: a revoked key's halt shows within 2 s, worst first."""
+"""/accounts and `top` against a running daemon: a revoked key's halt shows in the next frame, worst first."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -59,20 +57,21 @@ def _started(tmp_path: Path, broker, topics: Topics, api, daemon_env, start_daem
     return d, url, creds_dir
 
 
-def test_top_shows_a_halted_account_within_two_seconds_of_its_halt(
+def test_top_shows_a_halted_account_in_its_first_frame_after_the_halt(
     broker, topics: Topics, api, daemon_env, start_daemon, tmp_path: Path
 ) -> None:
-    """200's first request is refused (its key was revoked): the next `top` frame (polled) shows it
-    halted, first, with its reason and its held events; `top --once` (the CLI) prints the same;
-    /accounts is bounded and has no secret."""
+    """200's first request is refused (its key was revoked): the first `top` frame fetched after the
+    daemon logged the halt shows it halted, first, with its reason and its held events (nothing
+    cached, whatever the machine's load); `top --once` (the CLI) prints the same; /accounts is
+    bounded and has no secret."""
     d, url, _ = _started(tmp_path, broker, topics, api, daemon_env, start_daemon)
-    seen = wait_until(
-        lambda: time.time() if "halted" in _row(_frame(url), "200") else None, 30, "200 halted in top"
-    )
-    halt = next(e for e in d.log_events() if e.get("event") == "halted_on_auth")
-    halted_at = datetime.fromisoformat(halt["timestamp"]).timestamp()
-    print(f"top showed the halt {seen - halted_at:.3f} s after it")
-    assert seen - halted_at <= 2.0, f"top showed the halt {seen - halted_at:.2f} s after it"
+
+    def halted_logged() -> bool:
+        return any(e.get("event") == "halted_on_auth" for e in d.log_events())
+
+    wait_until(halted_logged, 30, "200's halt logged")
+    # the daemon sets the halt before it logs it: a frame fetched now must show it
+    assert "halted" in _row(_frame(url), "200"), "top's first frame after the halt"
 
     status, body = d.get("/accounts")
     doc = json.loads(body)

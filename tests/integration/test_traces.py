@@ -134,17 +134,31 @@ def test_spans_of_a_run_arrive_with_their_parents_links_and_attributes(
     assert (dead_line["trace_id"], dead_line["span_id"]) == (lost.trace_id, lost.span_id)
 
 
+@pytest.mark.parametrize("off", ["no_endpoint", "exporter_none"])
 def test_nothing_is_exported_without_the_variables(
-    broker, topics: Topics, api, daemon_env, start_daemon, receiver: OtlpReceiver
+    broker, topics: Topics, api, daemon_env, start_daemon, receiver: OtlpReceiver, off: str
 ) -> None:
-    """Events with producer contexts, a receiver listening, no OTEL_* variables: no span, no trace ids."""
+    """Events with producer contexts, a receiver listening, traces not asked for: no span, no trace ids.
+
+    `no_endpoint`: no OTEL_EXPORTER_* variable. Spans exported anyway would go to the SDK's default
+    endpoint, not to this receiver, so what can fail here is the logs: the event's first attempt is
+    answered 503, and its `retry_scheduled` line, logged inside the delivery, carries trace ids
+    whenever tracing is on. `exporter_none`: the endpoint names this receiver but
+    OTEL_TRACES_EXPORTER=none turns traces off, so an export would arrive here.
+    """
     env = daemon_env(api.base_url, OTEL_SERVICE_NAME="engagement-consumer-test")
-    for key in [k for k in env if k.startswith("OTEL_EXPORTER_")]:
+    for key in [k for k in env if k.startswith("OTEL_")]:
         env.pop(key)
+    env["OTEL_SERVICE_NAME"] = "engagement-consumer-test"
+    if off == "exporter_none":
+        env.update(OTEL_TRACES_EXPORTER="none", **_tracing_env(receiver))
+    api.fail_visitor("v1", 503, times=1)
     d = start_daemon(env)
     ctx = producer_context()
     produce(broker, [(topics.leads, b"v1", event(ACCOUNT, "v1"), [("traceparent", ctx[2].encode())])])
     api.wait_delivered(1)
     assert d.stop() == 0
     assert receiver.requests == 0 and receiver.spans() == []  # after a shutdown, which would have flushed
-    assert not [e for e in d.log_events() if "trace_id" in e]
+    logged = d.log_events()
+    assert [e["event"] for e in logged if e.get("event") == "retry_scheduled"] == ["retry_scheduled"]
+    assert not [e for e in logged if "trace_id" in e]

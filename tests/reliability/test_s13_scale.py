@@ -4,9 +4,16 @@ Two replicas consume a mixed workload at a steady rate (most visits answered 200
 404 until dead-lettered, a few 503 or 429 with Retry-After every other request, so lanes are
 waiting out backoffs when partitions move); a third joins mid-run (scale up), then one leaves
 with SIGTERM (scale down), then one is killed with SIGKILL (a crash). After each change every
-partition must be owned by exactly one live replica within a deadline; at the end nothing is
-lost, nothing out of order per visit, every dead letter written, the group's commits at the end
-offsets.
+partition must be owned by exactly one live replica, in even shares, within a deadline; at the end
+nothing is lost, nothing out of order per visit, every dead letter written, the group's commits at
+the end offsets.
+
+Even shares, not only "each partition owned once": cooperative-sticky moves partitions in rounds
+(revoke, then assign), and after the join's first assignment every partition can be owned once
+while a further round is still to move one more to the new replica. A change made then lands
+inside that rebalance: a SIGTERM there left Tansu (0.6) assigning nothing for the rest of the run
+(the leaver's two partitions and one just revoked stayed unowned for 24 s, until the test stopped
+the others). The next change waits for the round to end, as an operator's next step would.
 
 Runs on Tansu and on librdkafka's mock cluster (hosted in the test process). The time from each
 change to full reassignment and the duplicates (by the phase their second arrival fell in) go
@@ -60,6 +67,13 @@ EXIT_S = SHUTDOWN_DRAIN_S + 2.0
 # (the replica takes part in one more, then leaves).
 ROUND_S = HEARTBEAT_S + SESSION_S / 2 + 1.0 + 0.8 * SESSION_S  # 9.3 s
 LEAVE_S = 2 * ROUND_S
+# What one membership change can make come twice: what the replicas that gave partitions up had
+# delivered on them since their last commit the broker accepted. Both brokers refuse commits while
+# a round runs (ILLEGAL_GENERATION), a change takes up to two rounds, and the most one replica gives
+# up at once here is half the partitions (the SIGKILL, right after the leave's rounds): two rounds
+# of half the stream. Measured in 5 runs per broker with each change after the rebalance ended:
+# the SIGKILL's 0-178 (Tansu) and 0-283 (mock cluster), the join's 0-30, the SIGTERM's 0-17.
+PER_CHANGE = int(2 * ROUND_S * RATE / 2)  # 465
 
 
 def _visitor(i: int) -> str:
@@ -79,15 +93,17 @@ def _script(api: Any, specs: list[Spec]) -> None:
             s.expect = "dead_letter"
 
 
-def _all_owned(live: list[Daemon], everything: set[str]) -> bool:
-    """Every partition owned by exactly one live replica."""
+def _settled(live: list[Daemon], everything: set[str]) -> bool:
+    """Every partition owned by exactly one live replica, the shares even (the rebalance is over)."""
     shares = [owned(d) for d in live]
-    return set().union(*shares) == everything and sum(map(len, shares)) == len(everything)
+    sizes = [len(share) for share in shares]
+    even = max(sizes) - min(sizes) <= 1
+    return set().union(*shares) == everything and sum(sizes) == len(everything) and even
 
 
 def _reassigned(live: list[Daemon], everything: set[str], what: str, within: float) -> float:
     began = time.monotonic()
-    wait_until(lambda: _all_owned(live, everything), within, what, interval=0.05)
+    wait_until(lambda: _settled(live, everything), within, what, interval=0.05)
     return time.monotonic() - began
 
 
@@ -170,7 +186,7 @@ def test_scale_up_sigterm_and_sigkill_while_events_flow(
         leave_s=round(leave_s, 1),
         kill_s=round(kill_s, 1),
         duplicates_by_phase=dups,
-        duplicate_note="not bounded: counted by phase",
+        duplicate_note=f"at most {PER_CHANGE} per change",
         revokes=len(revokes),
         slowest_revoke_s=slowest,
         waits_cut=cut,
@@ -181,6 +197,9 @@ def test_scale_up_sigterm_and_sigkill_while_events_flow(
     assert stopped.get("uncommitted") == 0, stopped
     assert_sound(fig)
     assert fig.dead_lettered == sum(s.expect == "dead_letter" for s in specs) > 0
+    # the SIGKILL's redeliveries arrive once its partitions have a new owner ("end")
+    per_change = {k: n for k, n in dups.items() if k != "end"} | {"kill": dups["kill"] + dups["end"]}
+    assert max(per_change.values()) <= PER_CHANGE, f"more than {PER_CHANGE} duplicates in a change: {dups}"
 
 
 def _log_seconds(daemon: Daemon, start: str, end: str) -> float:

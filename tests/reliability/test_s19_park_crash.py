@@ -3,8 +3,10 @@
 Runs on librdkafka's mock cluster, which keeps commit metadata: the park position of each source
 partition rides in its commit beside the offset map, so the next owner of the partition takes the
 parked account over (it stays parked, its later records park behind it) and reads its records back
-from where the last commit says. Lost: 0; order per visit (first arrivals); what comes twice is what
-was delivered since the last commit before the kill (COMMIT_INTERVAL_S 0.5 s) plus what was in flight.
+from where the last commit says. Lost: 0; order per visit (first arrivals); what comes twice is only
+what the last commit before the kill did not name done (read back from the broker after the kill:
+its park positions and the done maps above them), each at most twice. Measured against the commit,
+not against a window of wall time before the kill, which a loaded machine's late commit overran.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from harness import Topics, event, free_port, next_id, produce, wait_until
-from kafka_io import QUIET, MockCluster
-from scenario import Tally
+from kafka_io import QUIET, MockCluster, read_all
+from scenario import Tally, owned
 
 from consumer.config.credentials import Credentials, write_folder
-from consumer.kafka import parkbook
+from consumer.kafka import offsetmap, parkbook
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(180)]
 
@@ -105,15 +108,15 @@ def test_sigkill_while_parked_and_while_unparking_loses_nothing_and_keeps_each_v
     killed_at = time.monotonic()
     second.kill()
     tally.update()
-    recent = {u for u, ts in tally.times.items() if u.startswith("1-") and ts[0] >= killed_at - 1.5}
+    undone = _not_done_in_commit(mock_cluster.bootstrap, topics, list(ends))
 
     third = start_daemon(env)
     wait_until(
         lambda: not set(u for vs in expected.values() for u in vs) - set(tally.update().count), 60, "all of 1"
     )
-    wait_until(
-        lambda: third.metric_or_zero("engagement_parked_events", account="1") == 0, 20, "the park empty"
-    )
+    # series that must exist: the third took 1's entries over from the commits and brought records back
+    wait_until(lambda: third.metric("engagement_parked_events", account="1") == 0, 20, "the park empty")
+    assert third.metric("engagement_unparked_total", account="1") > 0
     assert third.stop() == 0
     tally.update()
     order_broken = []
@@ -130,7 +133,9 @@ def test_sigkill_while_parked_and_while_unparking_loses_nothing_and_keeps_each_v
         "lost": sum(1 for vs in expected.values() for u in vs if not tally.count[u]),
         "out_of_order_visits": len(order_broken),
         "duplicated": len(duplicated),
-        "duplicated_outside_last_1_5_s": len(duplicated - recent),
+        "not_done_in_last_commit": len(undone),
+        "duplicated_though_committed_done": len(duplicated - undone),
+        "came_more_than_twice": sum(1 for c in tally.count.values() if c > 2),
         "delivered_before_second_kill": len(
             [u for u in tally.times if u.startswith("1-") and tally.times[u][0] < killed_at]
         ),
@@ -139,7 +144,8 @@ def test_sigkill_while_parked_and_while_unparking_loses_nothing_and_keeps_each_v
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(figures, indent=2) + "\n")
     assert figures["lost"] == 0 and not order_broken, figures
-    assert figures["duplicated_outside_last_1_5_s"] == 0, figures
+    assert figures["duplicated_though_committed_done"] == 0, sorted(duplicated - undone)[:10]
+    assert figures["came_more_than_twice"] == 0, figures
 
 
 def test_a_rebalance_while_parked_hands_the_parked_records_over_with_their_partitions(
@@ -173,6 +179,12 @@ def test_a_rebalance_while_parked_hands_the_parked_records_over_with_their_parti
         40,
         "the second daemon took over part of the park",
     )
+    everywhere = {f"{t}[{p}]" for t in (topics.leads, topics.services) for p in range(topics.partitions)}
+    wait_until(
+        lambda: owned(first) | owned(second) == everywhere and not owned(first) & owned(second),
+        40,
+        "every partition with one of the two (the rebalance over)",
+    )
     assert not [u for u in tally.update().arrivals if u.startswith("1-")]
     write_folder(creds_dir / "1", ROTATED)
     everything = {u for vs in expected.values() for u in vs}
@@ -184,10 +196,56 @@ def test_a_rebalance_while_parked_hands_the_parked_records_over_with_their_parti
             if uid in set(uids) and uid not in seen:
                 seen.append(uid)
         assert seen == uids, v
-    print(
-        "\n[s19-rebalance]",
-        json.dumps({"held": HELD, "lost": 0, "duplicated": sum(c > 1 for c in tally.count.values())}),
-    )
+    duplicated = sum(c > 1 for c in tally.count.values())
+    print("\n[s19-rebalance]", json.dumps({"held": HELD, "lost": 0, "duplicated": duplicated}))
+    # Nobody crashes and the records come back only after the handover settled: each partition's
+    # parked records are read back by its one owner, from the park positions its revoke committed.
+    # A duplicate here means a handover re-read records its commit named done.
+    assert duplicated == 0
+
+
+def _not_done_in_commit(bootstrap: str, topics: Topics, tps: list[tuple[str, int]]) -> set[str]:
+    """The held events the group's commit does not name done: the next owner may bring them back."""
+    stored = {tp: _park_part(m) for tp, (_, m) in _metadata(bootstrap, topics.group, tps).items()}
+    return {
+        json.loads(m.value())["leadId"]
+        for m in read_all(bootstrap, topics.park)
+        if not _done_in(stored.get(_source(m)), m.offset())
+    }
+
+
+def _park_part(metadata: str) -> dict[str, tuple[int, list[tuple[int, int]]]] | None:
+    """A commit's park part read by its format, apart from the daemon's own reader (whose faults it
+    would share): `ep1`, a CRC (8 hex), `account:position:count:oldest:done-map` comma-separated,
+    `/`; account -> (park position, park offsets done above it as runs). None: no park part."""
+    if not metadata.startswith(parkbook.PREFIX) or parkbook.SEP not in metadata:
+        return None
+    body = metadata[len(parkbook.PREFIX) + 8 : metadata.index(parkbook.SEP)]
+    out = {}
+    for item in body.split(",") if body else []:
+        account, position, _, _, done = item.split(":")
+        runs, _ = offsetmap.decode(done, int(position))
+        out[unquote(account)] = (int(position), list(runs or []))
+    return out
+
+
+def _source(m: Any) -> tuple[str, int]:
+    """The source partition of a park record (its headers)."""
+    head = dict(m.headers())
+    return head["park.topic"].decode(), int(head["park.partition"])
+
+
+def _done_in(park: dict[str, tuple[int, list[tuple[int, int]]]] | None, park_offset: int) -> bool:
+    """Whether a commit's park part names account 1's park record at this offset done.
+
+    A park part without account 1: all of them are done; no park part: none is (the next owner
+    reads the whole park partition again)."""
+    if park is None:
+        return False
+    if "1" not in park:
+        return True
+    position, runs = park["1"]
+    return park_offset < position or any(start <= park_offset < end for start, end in runs)
 
 
 def _held(topics: Topics) -> tuple[dict[str, list[str]], list[tuple[str, bytes, bytes]]]:

@@ -24,10 +24,9 @@ from harness import Topics, event, next_id, produce, wait_until
 from mock_faults import NOT_COORDINATOR, OFFSET_FETCH, FaultyMockCluster, group_commits, park_env
 from scenario import Tally
 
-from consumer.config.credentials import write_folder
+from consumer.config.credentials import Credentials, write_folder
 from consumer.kafka import parkbook
 from consumer.kafka.committed import READ_ATTEMPTS
-from consumer.liveperson.oauth import Credentials
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 

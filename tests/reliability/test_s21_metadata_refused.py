@@ -21,9 +21,8 @@ from harness import Topics, event, next_id, produce, wait_until
 from mock_faults import OFFSET_COMMIT, FaultyMockCluster, group_commits, park_env
 from scenario import Tally
 
-from consumer.config.credentials import write_folder
+from consumer.config.credentials import Credentials, write_folder
 from consumer.kafka import parkbook
-from consumer.liveperson.oauth import Credentials
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 
