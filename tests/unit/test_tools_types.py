@@ -70,3 +70,17 @@ def test_convert_prints_a_personal_attribute(monkeypatch: pytest.MonkeyPatch, ca
     assert main(["convert", "--topic", TOPICS["personal"], "-"]) == 0
     out = orjson.loads(capsys.readouterr().out)
     assert out["type"] == "personal" and out["body"][0]["personal"]["gender"] == "MALE"
+
+
+def test_the_connect_schema_of_an_array_is_an_array_of_its_items() -> None:
+    from consumer.tools.encode import connect_schema
+
+    (keywords, products) = connect_schema({"keywords": ["a"], "products": [{"quantity": 1}]})["fields"]
+    assert keywords == {
+        "type": "array",
+        "items": {"type": "string", "optional": False},
+        "optional": True,
+        "field": "keywords",
+    }
+    assert products["type"] == "array" and products["items"]["type"] == "struct"
+    assert products["items"]["fields"] == [{"type": "int64", "optional": True, "field": "quantity"}]
