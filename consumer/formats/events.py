@@ -1,7 +1,9 @@
 """Parse a Kafka message value into a LivePerson engagement attribute, or say exactly why not.
 
 The event contract (DESIGN.md): a UTF-8 JSON object carrying the routing fields ``account``,
-``visitor`` and ``sid`` plus the attribute fields of its type, flat; the topic decides the type.
+``visitor`` and ``sid`` plus the attribute fields of its type (one of the ten in
+`consumer.values.attributes`), flat; the topic decides the type. Each field is checked by the
+schema walker (`consumer.formats.fields`); a refusal names the field's path in the message.
 ``parse_event`` turns one message value into an :class:`Event` (the visit it belongs to and the
 attribute, ready to serialise) or raises :class:`~consumer.errors.InvalidEvent` whose ``kind`` is
 a short metric label and whose detail is one line naming the field.
@@ -29,12 +31,17 @@ Decisions beyond the written contract:
 - A leading UTF-8 byte order mark is skipped (some .NET producers write one); nothing else is.
 - Unknown keys, including the other type's attribute fields and a stray ``type`` key, are ignored
   and listed in ``Event.unknown_fields`` in message order; the caller counts them.
-- The attribute always carries its typed object, possibly empty: ``{"type": "lead", "lead": {}}``.
+- A nested type's attribute always carries its object, possibly empty: ``{"type": "lead", "lead": {}}``;
+  cart, purchase, prodView and searchInfo put their fields beside ``type``. Required fields
+  (cart's ``total`` and ``numItems``, ...) missing or null: ``missing_field``.
+- Other enumerations (``channel``, ``gender``, ``phoneType``), ranges (dates, counts) and array
+  bounds: ``bad_value`` or ``too_large``; a personal field's refusal never shows its value.
 
 Cost (CPython 3.11 on this 2-vCPU machine, ``python -m consumer.formats.events``): about 4 µs per call for
-the contract's lead example and for a service event with a status name. Of that, orjson.loads is
-~0.7 µs and building the frozen Event and Visit ~1.1 µs; the rest is one validator call per field.
-Beside the ~250 µs of CPU each HTTP request costs, parsing is noise.
+the contract's lead example and for a service event with a status name, as before the schema
+walker (bench/attributes.py has every type). Of that, orjson.loads is ~0.7 µs and building the
+frozen Event and Visit ~0.8 µs; the rest is one check per field. Beside the ~250 µs of CPU each
+HTTP request costs, parsing is noise.
 """
 
 from __future__ import annotations
@@ -71,10 +78,14 @@ SERVICE_STATUS: dict[int, str] = dict(enumerate(SERVICE_STATUS_NAMES))
 MAX_ROUTING_CHARS = 1024
 _ROUTING = ("account", "visitor", "sid")
 _BOM = b"\xef\xbb\xbf"
+# Visit(a, v, s) runs NamedTuple's __new__, a Python function; tuple.__new__ makes the same Visit in
+# half the time (~150 ns of a lead's ~3.5 us parse: what the schema walker's generality costs back).
+_new_visit = tuple.__new__
 INT_MAX = INT64_MAX
 
 # Per type, compiled once from the schema: each top-level field's check, the required ones, the nest.
-_COMPILED: dict[str, tuple[dict[str, Check], tuple[str, ...], str | None]] = {
+_Compiled = tuple[dict[str, Check], tuple[str, ...], str | None]
+_COMPILED: dict[str, _Compiled] = {
     name: (
         {f.name: compile_field(f) for f in kind.fields},
         tuple(f.name for f in kind.fields if f.required),
@@ -124,12 +135,13 @@ def _not_json(value: bytes, exc: orjson.JSONDecodeError) -> InvalidEvent:
 
 def parse_event(value: bytes | None, attribute_type: str, *, max_bytes: int = 65536) -> Event:
     """Parse one message value of the given type (one of the ten) into an Event, or raise InvalidEvent."""
-    if attribute_type not in _COMPILED:
+    compiled = _COMPILED.get(attribute_type)
+    if compiled is None:
         raise ValueError(f"attribute_type must be one of {', '.join(TYPES)}, not {attribute_type!r}")
     obj = load_object(value, max_bytes=max_bytes)
     if type(obj) is not dict:
         raise InvalidEvent("not_object", f"message is a JSON {json_type(obj)}, not an object")
-    return build_event(obj, attribute_type)
+    return build_event(obj, attribute_type, compiled)
 
 
 def load_object(value: bytes | None, *, max_bytes: int = 65536) -> Any:
@@ -148,11 +160,12 @@ def load_object(value: bytes | None, *, max_bytes: int = 65536) -> Any:
         raise _not_json(value, exc) from None
 
 
-def build_event(obj: dict[str, Any], attribute_type: str) -> Event:
+def build_event(obj: dict[str, Any], attribute_type: str, compiled: _Compiled | None = None) -> Event:
     """Validate a decoded flat object of the given type into an Event (the contract's rules), or raise."""
-    compiled = _COMPILED.get(attribute_type)
     if compiled is None:
-        raise ValueError(f"attribute_type must be one of {', '.join(TYPES)}, not {attribute_type!r}")
+        compiled = _COMPILED.get(attribute_type)
+        if compiled is None:
+            raise ValueError(f"attribute_type must be one of {', '.join(TYPES)}, not {attribute_type!r}")
     checks, required, nest = compiled
     account, visitor, sid = obj.get("account"), obj.get("visitor"), obj.get("sid")
     if not (
@@ -164,7 +177,7 @@ def build_event(obj: dict[str, Any], attribute_type: str) -> Event:
         and 0 < len(sid) <= MAX_ROUTING_CHARS
     ):  # the slow path converts a numeric account or raises naming the first bad field
         account, visitor, sid = _routing(obj, "account"), _routing(obj, "visitor"), _routing(obj, "sid")
-    visit = Visit(account, visitor, sid)
+    visit = _new_visit(Visit, (account, visitor, sid))
     body: dict[str, Any] = {}
     unknown: list[str] = []
     for key, raw in obj.items():

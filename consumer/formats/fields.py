@@ -108,13 +108,18 @@ def _string(field: Field) -> Check:
     def check(raw: Any, unknown: list[str]) -> Any:
         if type(raw) is not str:
             raise wrong_type("a string", raw)
+        if len(raw) > hi:
+            raise _too_long(len(raw), hi)
+        return raw
+
+    def bounded(raw: Any, unknown: list[str]) -> Any:
+        if type(raw) is not str:
+            raise wrong_type("a string", raw)
         if not lo <= len(raw) <= hi:
-            if lo == 0:
-                raise _too_long(len(raw), hi)
             raise Refusal("bad_value", f"must be {lo}..{hi} characters, got {len(raw)}")
         return raw
 
-    return check
+    return bounded if lo else check
 
 
 def _number(field: Field) -> Check:
