@@ -300,3 +300,58 @@ def test_bad_field_map_targets_are_named_at_start(field_map: str, needle: str) -
     with pytest.raises(ConfigError) as caught:
         _reader(EVENT_TOPICS="t", FIELD_MAP=field_map)
     assert needle in str(caught.value)
+
+
+async def test_every_cart_update_of_a_visit_is_sent_in_order() -> None:
+    """LivePerson keeps the last cart; the daemon drops none for a later one (coalesced, in order)."""
+    import asyncio
+    import random
+
+    from consumer.accounts.registry import AccountRegistry
+    from consumer.delivery.dispatch import Dispatcher
+    from consumer.kafka.offsets import OffsetTracker
+    from consumer.values.records import Record
+    from consumer.values.reply import Reply
+
+    settings = load_settings(
+        {
+            "LP_CONSUMER_KEY": "k",
+            "LP_CONSUMER_SECRET": "s",
+            "LP_ACCESS_TOKEN": "t",
+            "LP_ACCESS_TOKEN_SECRET": "x",
+        }
+        | {"CART_TOPICS": "carts", "ADAPTIVE_CONCURRENCY": "false"},
+        require_kafka=False,
+    )
+    bodies: list[list[dict[str, Any]]] = []
+    gate = asyncio.Event()
+
+    class Client:
+        async def ready(self, visit: object, account: object) -> None:
+            """No lookups."""
+
+        async def send(self, visit: object, body: bytes, account: object, still_ours: object = None) -> Reply:
+            await gate.wait()  # the first request waits: the later updates queue behind it
+            bodies.append(orjson.loads(body))
+            return Reply(200)
+
+    tracker = OffsetTracker()
+    accounts = AccountRegistry(settings, lambda *a: None)  # type: ignore[arg-type,return-value]
+    d = Dispatcher(settings, Client(), accounts, tracker, random.Random(1))  # type: ignore[arg-type]
+    generation = tracker.assign(("carts", 0))
+    for offset, total in enumerate((10, 20, 30, 40)):
+        value = orjson.dumps({**ROUTING, "total": total, "numItems": offset + 1})
+        tracker.add(("carts", 0), offset)
+        d.submit(
+            Record("carts", 0, offset, generation, b"xyz", value, None, None, parse_event(value, "cart"))
+        )
+    gate.set()
+
+    async def settled() -> None:
+        while tracker.pending_total:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(settled(), 10)
+    await accounts.close()
+    assert [a["total"] for body in bodies for a in body] == [10, 20, 30, 40]
+    assert all(a["type"] == "cart" for body in bodies for a in body)
