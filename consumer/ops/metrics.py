@@ -86,7 +86,7 @@ class LoopHistogram:
 
 EVENTS_CONSUMED = Counter(
     "engagement_events_consumed",
-    "Kafka messages consumed from the lead and service topics.",
+    "Kafka messages consumed, by topic and its attribute type (one of the ten, or event: EVENT_TOPICS).",
     ["topic", "type"],
     registry=REGISTRY,
 )
