@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from confluent_kafka import Producer
 from harness import CREDS, LocalBroker, Topics, committed, read_to_end
 
 from consumer.tools.demo_accounts import UNKNOWN_ACCOUNT
-from consumer.tools.demo_feed import BAD_ACCOUNT, MALFORMED, plan_events
+from consumer.tools.demo_feed import BAD_ACCOUNT, MALFORMED_VALUES, plan_events
+from consumer.tools.demo_types import TOPIC_TYPES, attribute_uid, event_uid
+from consumer.values.attributes import TYPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -230,12 +233,13 @@ def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> No
     assert "accounts" in frame and "state" in frame and "in process" in frame, "ends with a top frame"
 
     # What was produced (the demo's plan for this seed) against what the sandbox accepted: every
-    # deliverable event exactly once; the rest (malformed, gone visitors, the 422 account, the
-    # account without credentials) dead-lettered, one log line each.
+    # deliverable event exactly once, by (type, its unique mark); the rest (malformed, gone visitors,
+    # the 422 account, the account without credentials) dead-lettered, one log line each.
     plan = plan_events(events, seed)
-    deliverable, undeliverable = set(), 0
-    for _, _, value in plan.messages:
-        body = json.loads(value) if value not in MALFORMED else None
+    deliverable: set[tuple[str, str | None]] = set()
+    undeliverable = 0
+    for topic, _, value in plan.messages:
+        body = json.loads(value) if value not in MALFORMED_VALUES else None
         if (
             body is None
             or body["account"] in (BAD_ACCOUNT, UNKNOWN_ACCOUNT)
@@ -243,17 +247,30 @@ def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> No
         ):
             undeliverable += 1
         else:
-            deliverable.add(body.get("leadId") or body["serviceId"])
+            kind = TOPIC_TYPES[topic]
+            deliverable.add((kind, event_uid(kind, body)))
+    assert all(uid is not None for _, uid in deliverable)
     record = json.loads((tmp_path / "record.json").read_text())
-    accepted = Counter(
-        (attr.get("lead") or attr.get("service") or {}).get("leadId")
-        or (attr.get("service") or {}).get("serviceId")
-        for *_, attr in record["accepted"]
-    )
+    accepted = Counter(attribute_uid(attr) for *_, attr in record["accepted"])
     assert set(accepted) == deliverable, sorted(set(accepted) ^ deliverable)[:10]
     duplicated = {uid: n for uid, n in accepted.items() if n > 1}
     assert not duplicated, f"accepted more than once: {duplicated}"
     assert deliverable and undeliverable, (len(deliverable), undeliverable)
+
+    # The summary counts each of the ten types: produced (the plan's), delivered (the daemon's
+    # engagement_attributes_delivered_total{type}) and accepted (the sandbox's), all as expected.
+    rows = {
+        m["kind"]: (int(m["produced"]), int(m["delivered"]), int(m["accepted"]))
+        for m in re.finditer(
+            r"type (?P<kind>\w+) +│ +\d+ │ produced (?P<produced>\d+), delivered (?P<delivered>\d+), "
+            r"sandbox accepted (?P<accepted>\d+)",
+            out,
+        )
+    }
+    per_type = Counter(kind for kind, _ in deliverable)
+    expected = {kind: (plan.kinds[kind], per_type[kind], per_type[kind]) for kind in TYPES}
+    assert rows == expected, (rows, expected)
+    assert all(per_type[kind] > 0 for kind in TYPES), per_type
     logged = [
         json.loads(line) for line in (tmp_path / "demo.log").read_text().splitlines() if line.startswith("{")
     ]
