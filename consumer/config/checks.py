@@ -17,6 +17,7 @@ from consumer.config.fieldmap import parse_field_map, parse_path, parse_type_map
 from consumer.config.policy import parse_status_policy
 from consumer.config.settings import CLOSE_RESERVE_S, MIN_SHUTDOWN_DRAIN_S, SECRET_FIELDS, Settings
 from consumer.util.urls import base_url_problem, mask_url
+from consumer.values.attributes import ATTRIBUTES
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _TRUE = {"true", "t", "1"}  # librdkafka's spellings of true
@@ -147,16 +148,7 @@ def semantic_problems(s: Settings, require_kafka: bool, require_credentials: boo
             continue  # an unreadable file is reported where it is read
         if getattr(s, name) is None or not getattr(s, name).get_secret_value():
             problems.append(f"{name.upper()}: required (set it or {name.upper()}_FILE)")
-    if not s.lead_topics and not s.service_topics and not s.event_topics:
-        problems.append("LEAD_TOPICS/SERVICE_TOPICS/EVENT_TOPICS: at least one topic is required")
-    both = set(s.lead_topics) & set(s.service_topics)
-    if both:
-        problems.append(f"LEAD_TOPICS/SERVICE_TOPICS: a topic cannot be both: {', '.join(sorted(both))}")
-    mixed = set(s.event_topics) & (set(s.lead_topics) | set(s.service_topics))
-    if mixed:
-        problems.append(
-            f"EVENT_TOPICS: a topic cannot also be a lead or service topic: {', '.join(sorted(mixed))}"
-        )
+    problems.extend(_topic_list_problems(s))
     problems.extend(_topic_name_problems(s))
     problems.extend(input_format_problems(s))
     if s.dlq_topic in s.topics:
@@ -185,10 +177,33 @@ def semantic_problems(s: Settings, require_kafka: bool, require_credentials: boo
     return problems
 
 
+def _topic_lists(s: Settings) -> dict[str, list[str]]:
+    """Each topic setting (LEAD_TOPICS, ..., the eight other types', EVENT_TOPICS) and its topics."""
+    named = {ATTRIBUTES[kind].setting: topics for kind, topics in s.typed_topics.items()}
+    return {**named, "EVENT_TOPICS": s.event_topics}
+
+
+def _topic_list_problems(s: Settings) -> list[str]:
+    """At least one topic; no topic in two lists (the list a topic is in decides its type)."""
+    lists = _topic_lists(s)
+    if not any(lists.values()):
+        return ["LEAD_TOPICS/SERVICE_TOPICS/.../EVENT_TOPICS: at least one topic is required"]
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for var, topics in lists.items():
+        for topic in topics:
+            first = seen.setdefault(topic, var)
+            if first != var and var == "EVENT_TOPICS":
+                problems.append(f"EVENT_TOPICS: a topic cannot also be in {first}: {topic}")
+            elif first != var:
+                problems.append(f"{first}/{var}: a topic cannot be both: {topic}")
+    return problems
+
+
 def _topic_name_problems(s: Settings) -> list[str]:
     """Topics that are not plain Kafka topic names: a `^` pattern would subscribe by regex."""
     problems: list[str] = []
-    named = {"LEAD_TOPICS": s.lead_topics, "SERVICE_TOPICS": s.service_topics, "EVENT_TOPICS": s.event_topics}
+    named = _topic_lists(s)
     for var, topics in {**named, "DLQ_TOPIC": [s.dlq_topic]}.items():
         for topic in topics:
             if topic.startswith("^"):

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from consumer.config.credentials import Credentials
 from consumer.config.policy import StatusPolicy, parse_status_policy
 from consumer.util.urls import mask_url
+from consumer.values.attributes import ATTRIBUTES
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -75,6 +76,15 @@ class Settings(BaseSettings):
     kafka_properties: dict[str, str] = Field(default_factory=dict)
     lead_topics: CommaList = ["engagement.leads"]
     service_topics: CommaList = ["engagement.services"]
+    # The other eight types LivePerson documents: one topic list each (consumer.values.attributes).
+    error_topics: CommaList = []
+    searchinfo_topics: CommaList = []
+    cart_topics: CommaList = []
+    purchase_topics: CommaList = []
+    prodview_topics: CommaList = []
+    ctmrinfo_topics: CommaList = []
+    mrktinfo_topics: CommaList = []
+    personal_topics: CommaList = []
     dlq_topic: str = "engagement.dlq"
     park_topic: str = "engagement.park"
     park_max_age_s: float = Field(259200.0, gt=0)
@@ -151,7 +161,7 @@ class Settings(BaseSettings):
         """Read only what `load_settings` hands over, so a given mapping is the whole truth."""
         return (init_settings,)
 
-    @field_validator("lead_topics", "service_topics", "event_topics", mode="before")
+    @field_validator(*(t.setting.lower() for t in ATTRIBUTES.values()), "event_topics", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -168,10 +178,16 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> dict[str, str]:
         """Map each subscribed topic to the attribute type it carries (`event`: the event says)."""
-        out = dict.fromkeys(self.lead_topics, "lead")
-        out.update(dict.fromkeys(self.service_topics, "service"))
+        out: dict[str, str] = {}
+        for kind, topics in self.typed_topics.items():
+            out.update(dict.fromkeys(topics, kind))
         out.update(dict.fromkeys(self.event_topics, EVENT))
         return out
+
+    @property
+    def typed_topics(self) -> dict[str, list[str]]:
+        """Each attribute type's topic list (LEAD_TOPICS, CART_TOPICS, ...), by type name."""
+        return {name: getattr(self, kind.setting.lower()) for name, kind in ATTRIBUTES.items()}
 
     @property
     def per_account_limit(self) -> int:

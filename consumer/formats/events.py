@@ -39,18 +39,21 @@ Beside the ~250 µs of CPU each HTTP request costs, parsing is noise.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from decimal import Decimal
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from consumer.errors import InvalidEvent
+from consumer.formats.fields import Check, Refusal, compile_field, int_text, json_type, wrong_type
+from consumer.values.attributes import ATTRIBUTES, SERVICE_STATUS_NAMES, TYPES
 from consumer.values.event import Event, Visit
+from consumer.values.schema import INT64_MAX, MAX_CURRENCY_CHARS, MAX_STRING_CHARS
 
 __all__ = [
     "LEAD",
+    "MAX_CURRENCY_CHARS",
+    "MAX_STRING_CHARS",
     "SERVICE",
     "SERVICE_STATUS",
     "build_event",
@@ -63,141 +66,30 @@ __all__ = [
 LEAD = "lead"
 SERVICE = "service"
 
-SERVICE_STATUS: dict[int, str] = {
-    0: "Complete",
-    1: "In Progress",
-    2: "Approved",
-    3: "Cancelled",
-    4: "Not Approved",
-    5: "Reviewed",
-    6: "Missing Details",
-    7: "Closed",
-    8: "Removed",
-    9: "Assigned",
-    10: "Waiting for Customer Response",
-    11: "Waiting for Response",
-    12: "Pending",
-    13: "Resolved",
-}
+SERVICE_STATUS: dict[int, str] = dict(enumerate(SERVICE_STATUS_NAMES))
 
 MAX_ROUTING_CHARS = 1024
-MAX_STRING_CHARS = 4096
-MAX_CURRENCY_CHARS = 16
 _ROUTING = ("account", "visitor", "sid")
 _BOM = b"\xef\xbb\xbf"
-_SEPARATORS = str.maketrans("_-", "  ")
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # the integers orjson writes ("Integer exceeds 64-bit range")
+INT_MAX = INT64_MAX
 
-
-def _normalise_name(name: str) -> str:
-    return " ".join(name.translate(_SEPARATORS).split()).casefold()
-
-
-_STATUS_BY_NAME: dict[str, int] = {_normalise_name(name): code for code, name in SERVICE_STATUS.items()}
-# Spellings producers commonly send, looked up before the (slower) normalisation.
-_STATUS_EXACT: dict[str, int] = {
-    spelling: code
-    for code, name in SERVICE_STATUS.items()
-    for spelling in (name, name.lower(), name.upper(), name.upper().replace(" ", "_"))
+# Per type, compiled once from the schema: each top-level field's check, the required ones, the nest.
+_COMPILED: dict[str, tuple[dict[str, Check], tuple[str, ...], str | None]] = {
+    name: (
+        {f.name: compile_field(f) for f in kind.fields},
+        tuple(f.name for f in kind.fields if f.required),
+        kind.nest,
+    )
+    for name, kind in ATTRIBUTES.items()
 }
 
 
-def json_type(value: object) -> str:
-    """Name a decoded JSON value's type the way a producer would (no repr: it may nest deeply)."""
-    if value is None:
-        return "null"
-    if type(value) is bool:
-        return "boolean"
-    if type(value) is int or type(value) is float:
-        return "number"
-    if type(value) is str:
-        return "string"
-    if type(value) is list:
-        return "array"
-    if type(value) is dict:
-        return "object"
-    return type(value).__name__
-
-
-def _preview(text: str, limit: int = 48) -> str:
-    """A one-line, bounded repr of a string for an error detail."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _wrong_type(field: str, expected: str, raw: object) -> InvalidEvent:
-    return InvalidEvent("wrong_type", f"field {field!r}: expected {expected}, got {json_type(raw)}", field)
-
-
-def _string(field: str, raw: object) -> str:
-    if type(raw) is not str:
-        raise _wrong_type(field, "a string", raw)
-    if len(raw) > MAX_STRING_CHARS:
-        raise InvalidEvent(
-            "too_large", f"field {field!r}: {len(raw)} characters, above the {MAX_STRING_CHARS} limit", field
-        )
-    return raw
-
-
-def _currency(field: str, raw: object) -> str:
-    if type(raw) is not str:
-        raise _wrong_type(field, "a string", raw)
-    if not 0 < len(raw) <= MAX_CURRENCY_CHARS:
-        raise InvalidEvent(
-            "bad_value", f"field {field!r}: must be 1..{MAX_CURRENCY_CHARS} characters, got {len(raw)}", field
-        )
-    return raw
-
-
-def _number(field: str, raw: object) -> int | float:
-    if type(raw) is int:
-        if INT_MIN <= raw <= INT_MAX:
-            return raw
-        raise InvalidEvent(
-            "bad_value", f"field {field!r}: {_int_text(raw)} is outside the 64-bit integer range", field
-        )
-    if type(raw) is float:
-        if math.isfinite(raw):
-            return raw
-        raise InvalidEvent("bad_value", f"field {field!r}: {raw} is not a finite number", field)
-    if type(raw) is Decimal:  # what the mapping left a decimal as: not finite, or beyond a double's range
-        raise InvalidEvent(
-            "bad_value", f"field {field!r}: decimal {_preview(str(raw))} is not a finite 64-bit number", field
-        )
-    raise _wrong_type(field, "a number", raw)
-
-
-def _int_text(raw: int) -> str:
-    """An integer for an error detail: its digits when short, else its size (str() of a huge int raises)."""
-    return str(raw) if raw.bit_length() <= 128 else f"a {raw.bit_length()}-bit integer"
-
-
-def _status(field: str, raw: object) -> int:
-    if type(raw) is int:
-        if 0 <= raw <= 13:
-            return raw
-        raise InvalidEvent("bad_status", f"field {field!r}: {_int_text(raw)} is out of range 0..13", field)
-    if type(raw) is str:
-        if len(raw) > MAX_STRING_CHARS:
-            raise InvalidEvent(
-                "too_large",
-                f"field {field!r}: {len(raw)} characters, above the {MAX_STRING_CHARS} limit",
-                field,
-            )
-        code = _STATUS_EXACT.get(raw)
-        if code is None:
-            code = _STATUS_BY_NAME.get(_normalise_name(raw))
-        if code is None:
-            raise InvalidEvent("bad_status", f"field {field!r}: unknown status name {_preview(raw)}", field)
-        return code
-    raise _wrong_type(field, "an integer 0..13 or a status name", raw)
-
-
-_Validator = Callable[[str, object], Any]
-
-_FIELDS: dict[str, dict[str, _Validator]] = {
-    LEAD: {"topic": _string, "value": _number, "currency": _currency, "leadId": _string},
-    SERVICE: {"topic": _string, "status": _status, "category": _string, "serviceId": _string},
-}
+def _refused(top: str, refusal: Refusal) -> InvalidEvent:
+    """The InvalidEvent of a refused value below the top-level field `top`, naming its full path."""
+    path = refusal.path(top)
+    if refusal.kind == "missing_field":
+        return InvalidEvent("missing_field", f"field {path!r} is missing", path)
+    return InvalidEvent(refusal.kind, f"field {path!r}: {refusal.problem}", path)
 
 
 def _routing(obj: dict[str, Any], field: str) -> str:
@@ -217,9 +109,9 @@ def _routing(obj: dict[str, Any], field: str) -> str:
     if field == "account" and type(raw) is int:
         if 0 <= raw <= INT_MAX:
             return str(raw)
-        raise InvalidEvent("wrong_type", f"field {field!r}: {_int_text(raw)} is not an account number", field)
+        raise InvalidEvent("wrong_type", f"field {field!r}: {int_text(raw)} is not an account number", field)
     expected = "a string or a non-negative integer" if field == "account" else "a string"
-    raise _wrong_type(field, expected, raw)
+    raise _refused(field, wrong_type(expected, raw))
 
 
 def _not_json(value: bytes, exc: orjson.JSONDecodeError) -> InvalidEvent:
@@ -231,14 +123,13 @@ def _not_json(value: bytes, exc: orjson.JSONDecodeError) -> InvalidEvent:
 
 
 def parse_event(value: bytes | None, attribute_type: str, *, max_bytes: int = 65536) -> Event:
-    """Parse one message value of the given type ("lead"/"service") into an Event, or raise InvalidEvent."""
-    fields = _FIELDS.get(attribute_type)
-    if fields is None:
-        raise ValueError(f"attribute_type must be {LEAD!r} or {SERVICE!r}, not {attribute_type!r}")
+    """Parse one message value of the given type (one of the ten) into an Event, or raise InvalidEvent."""
+    if attribute_type not in _COMPILED:
+        raise ValueError(f"attribute_type must be one of {', '.join(TYPES)}, not {attribute_type!r}")
     obj = load_object(value, max_bytes=max_bytes)
     if type(obj) is not dict:
         raise InvalidEvent("not_object", f"message is a JSON {json_type(obj)}, not an object")
-    return build_event(obj, attribute_type, fields)
+    return build_event(obj, attribute_type)
 
 
 def load_object(value: bytes | None, *, max_bytes: int = 65536) -> Any:
@@ -257,14 +148,12 @@ def load_object(value: bytes | None, *, max_bytes: int = 65536) -> Any:
         raise _not_json(value, exc) from None
 
 
-def build_event(
-    obj: dict[str, Any], attribute_type: str, fields: dict[str, _Validator] | None = None
-) -> Event:
+def build_event(obj: dict[str, Any], attribute_type: str) -> Event:
     """Validate a decoded flat object of the given type into an Event (the contract's rules), or raise."""
-    if fields is None:
-        fields = _FIELDS.get(attribute_type)
-        if fields is None:
-            raise ValueError(f"attribute_type must be {LEAD!r} or {SERVICE!r}, not {attribute_type!r}")
+    compiled = _COMPILED.get(attribute_type)
+    if compiled is None:
+        raise ValueError(f"attribute_type must be one of {', '.join(TYPES)}, not {attribute_type!r}")
+    checks, required, nest = compiled
     account, visitor, sid = obj.get("account"), obj.get("visitor"), obj.get("sid")
     if not (
         type(account) is str
@@ -279,13 +168,21 @@ def build_event(
     body: dict[str, Any] = {}
     unknown: list[str] = []
     for key, raw in obj.items():
-        check = fields.get(key)
+        check = checks.get(key)
         if check is not None:
             if raw is not None:
-                body[key] = check(key, raw)
+                try:
+                    body[key] = check(raw, unknown)
+                except Refusal as refusal:
+                    raise _refused(key, refusal) from None
         elif key not in _ROUTING:
             unknown.append(key)
-    return Event(visit, attribute_type, {"type": attribute_type, attribute_type: body}, tuple(unknown))
+    if required:
+        for name in required:
+            if name not in body:
+                raise InvalidEvent("missing_field", f"field {name!r} is missing", name)
+    attribute = {"type": attribute_type, nest: body} if nest is not None else {"type": attribute_type, **body}
+    return Event(visit, attribute_type, attribute, tuple(unknown))
 
 
 def encode_attributes(attributes: Sequence[dict[str, Any]]) -> bytes:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 from fnmatch import fnmatchcase
+from itertools import pairwise
 from typing import Any
 
-from consumer.config.fieldmap import CE, HEADER, TYPES, FieldMap, Path
+from consumer.config.fieldmap import CE, HEADER, FieldMap, Path
 from consumer.formats.message import Decoded, Headers, find_header
+from consumer.values.attributes import TYPES
 
 
 def lookup(path: Path, decoded: Decoded, headers: Headers | None) -> Any:
@@ -43,8 +45,48 @@ def flatten(decoded: Decoded, kind: str, field_map: FieldMap, headers: Headers |
     obj = decoded.obj
     flat = {k: _plain(v) for k, v in obj.items()}
     for target, path in field_map.paths(kind).items():
-        flat[target] = lookup(path, decoded, headers)
+        value = lookup(path, decoded, headers)
+        if "." not in target:
+            flat[target] = value
+        elif value is not None:  # a missing value leaves the structure as the producer sent it
+            _put(flat, target.split("."), value)
     return flat
+
+
+def _put(flat: dict[str, Any], steps: list[str], value: Any) -> None:
+    """Set a nested target (``contacts.0.email``), copying each container on the way (never the producer's).
+
+    A missing container is made (a list before a numeric step, else an object); a list too short
+    for an index is padded with nulls, which validation refuses naming their path.
+    """
+    node: Any = flat
+    for step, after in pairwise(steps):
+        child = _get(node, step)
+        if type(child) is dict:
+            child = dict(child)
+        elif type(child) is list:
+            child = list(child)
+        else:
+            child = [] if after.isdigit() else {}
+        _set(node, step, child)
+        node = child
+    _set(node, steps[-1], value)
+
+
+def _get(node: Any, step: str) -> Any:
+    if type(node) is list:
+        index = int(step) if step.isdigit() else len(node)
+        return node[index] if index < len(node) else None
+    return node.get(step) if type(node) is dict else None
+
+
+def _set(node: Any, step: str, value: Any) -> None:
+    if type(node) is list and step.isdigit():
+        index = int(step)
+        node.extend([None] * (index + 1 - len(node)))
+        node[index] = value
+    elif type(node) is dict:
+        node[step] = value
 
 
 def plain_object(obj: Any) -> Any:
@@ -72,3 +114,13 @@ def _plain(value: Any) -> Any:
         as_float = float(value)
         return as_float if math.isfinite(as_float) else value
     return value
+
+
+def mapped_source(field: str, paths: dict[str, Path]) -> Path | None:
+    """The mapped path a refused field (``contacts[0].email``) came from: its target or an enclosing one."""
+    dotted = field.replace("[", ".").replace("]", "")
+    while True:
+        path = paths.get(dotted)
+        if path is not None or "." not in dotted:
+            return path
+        dotted = dotted.rpartition(".")[0]

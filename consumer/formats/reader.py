@@ -23,7 +23,7 @@ from consumer.config.fieldmap import DATA, FieldMap, Path, parse_field_map, pars
 from consumer.errors import InvalidEvent
 from consumer.formats import cloudevents, connect
 from consumer.formats.events import build_event, json_type, load_object
-from consumer.formats.mapping import flatten, lookup, plain_object, resolve_type
+from consumer.formats.mapping import flatten, lookup, mapped_source, plain_object, resolve_type
 from consumer.formats.message import CE_BINARY, CE_STRUCTURED, CONNECT, JSON, Decoded, Headers
 from consumer.formats.registry import SchemaRegistry, is_wire_format, schema_id_of
 from consumer.values.event import Event
@@ -120,7 +120,7 @@ class EventReader:
         try:
             event = build_event(flat, kind)
         except InvalidEvent as exc:
-            path = self.field_map.paths(kind).get(exc.field or "")
+            path = mapped_source(exc.field or "", self.field_map.paths(kind))
             if path is None:
                 raise
             raise InvalidEvent(exc.kind, f"{exc} (mapped from {path.text})", exc.field) from None

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from consumer.errors import DeadLetterError, InvalidEvent
-from consumer.formats.events import LEAD, SERVICE, SERVICE_STATUS, _number, encode_attributes, parse_event
+from consumer.formats.events import LEAD, SERVICE, SERVICE_STATUS, build_event, encode_attributes, parse_event
 from consumer.values.event import Event, Visit
 
 pytestmark = pytest.mark.timeout(60)
@@ -231,7 +231,7 @@ def test_non_finite_value_in_the_message_is_not_json(literal: bytes) -> None:
 @pytest.mark.parametrize("raw", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_float_is_refused_by_the_validator(raw: float) -> None:
     with pytest.raises(InvalidEvent) as caught:
-        _number("value", raw)
+        build_event({**ROUTING, "value": raw}, LEAD)
     assert (caught.value.kind, caught.value.field) == ("bad_value", "value")
 
 
