@@ -123,21 +123,9 @@ def test_every_type_arrives_in_its_documented_shape_and_invalid_ones_are_dead_le
         assert canonical(received[f"ok-{kind}"]) == canonical(DOCUMENTED[kind]), kind
     assert all(r.status == 200 for r in api.received), [(r.visit, r.status, r.detail) for r in api.received]
 
-    # Each invalid event dead-lettered as invalid_event, its original bytes kept, its path named.
-    by_key = {m.key().decode(): m for m in letters}
-    assert sorted(by_key) == sorted(f"bad-{k}" for k in TYPES)
-    origin = {(t, key.decode()): value for t, key, value in invalid}
-    for kind in TYPES:
-        letter = by_key[f"bad-{kind}"]
-        headers = {k: (v or b"").decode() for k, v in letter.headers()}
-        assert headers["dlq.reason"] == "invalid_event", (kind, headers)
-        assert headers["dlq.topic"] == type_topics[kind]
-        assert letter.value() == origin[(type_topics[kind], f"bad-{kind}")]
-        assert f"'{INVALID[kind][1]}'" in headers["dlq.error"], (kind, headers["dlq.error"])
-        for secret in SECRETS:
-            assert secret not in headers["dlq.error"], (kind, secret, headers["dlq.error"])
+    check_dead_letters(letters, {key.decode(): (topic, value) for topic, key, value in invalid})
 
-    # The `type` label takes the ten values (and no other).
+    # The `type` label takes the ten values (and no other, for delivered attributes).
     samples = daemon.scrape()[1]
     consumed = {
         dict(labels).get("type") for name, labels in samples if name == "engagement_events_consumed_total"
@@ -156,3 +144,18 @@ def test_every_type_arrives_in_its_documented_shape_and_invalid_ones_are_dead_le
     assert len(produced.records) == 2 * len(TYPES)
     for secret in SECRETS:
         assert secret not in logs, f"{secret!r} in the daemon's DEBUG output"
+
+
+def check_dead_letters(letters: list[Any], origin: dict[str, tuple[str, bytes]]) -> None:
+    """Each invalid event dead-lettered as invalid_event from its topic, its original bytes kept, its
+    path named in dlq.error and no personal value there."""
+    by_key = {m.key().decode(): m for m in letters}
+    assert sorted(by_key) == sorted(origin)
+    for kind in TYPES:
+        letter = by_key[f"bad-{kind}"]
+        headers = {k: (v or b"").decode() for k, v in letter.headers()}
+        assert headers["dlq.reason"] == "invalid_event", (kind, headers)
+        assert (headers["dlq.topic"], letter.value()) == origin[f"bad-{kind}"]
+        assert f"'{INVALID[kind][1]}'" in headers["dlq.error"], (kind, headers["dlq.error"])
+        for secret in SECRETS:
+            assert secret not in headers["dlq.error"], (kind, secret, headers["dlq.error"])
