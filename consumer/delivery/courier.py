@@ -25,7 +25,7 @@ from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.lanes import CUT, Lane, Lanes, pause
-from consumer.delivery.outcome import Decision, History, Kind, Rules, decide
+from consumer.delivery.outcome import Decision, History, Kind, Rules, decide, halt_detail
 from consumer.delivery.parking import Park
 from consumer.formats.events import encode_attributes
 from consumer.liveperson.client import EngagementClient
@@ -280,7 +280,7 @@ class Courier:
             account = lane.account
             account.probe_id = lane.visit.account
             assert account.probe is not None
-            account.halt.halt(reply.cause or reply.label, reply.detail, account.probe)
+            account.halt.halt(reply.cause or reply.label, halt_detail(reply, batch), account.probe)
             self._lanes.settled.set()  # a drain waiting for quiet may now stop waiting for this account
             return True
         else:  # RETRY

@@ -26,7 +26,7 @@ from consumer.config import Settings
 from consumer.config.policy import Action
 from consumer.delivery.courier import Courier
 from consumer.delivery.lanes import Lane, Lanes
-from consumer.delivery.outcome import action_of
+from consumer.delivery.outcome import action_of, withhold_personal
 from consumer.delivery.parking import Park
 from consumer.kafka.deadletter import DeadLetters
 from consumer.kafka.offsets import CommitPoint, OffsetTracker
@@ -125,7 +125,8 @@ class Dispatcher:
     def dead_letter(self, records: Iterable[Record], verdict: Verdict) -> None:
         """Hand records to the dead-letter producer; they are done when the broker acknowledges."""
         assert self.dead_letters is not None
-        verdict = self._tracing.dead_letter(verdict)  # its traceparent, with tracing on
+        records = list(records)
+        verdict = self._tracing.dead_letter(withhold_personal(verdict, records))  # and its traceparent
         for record in records:
             record.settled = True
             self.dead_letters.send(record, verdict)

@@ -10,14 +10,18 @@ N s, split, halt, refresh-and-resend, or remember the account as invalid.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
 
 from consumer.config.policy import Action, StatusPolicy
 from consumer.delivery.backoff import Backoff, parse_retry_after, throttle_delay
 from consumer.liveperson.causes import CERTIFICATE_CAUSES
+from consumer.values.attributes import ATTRIBUTES
+from consumer.values.records import Record
 from consumer.values.reply import Reply
+from consumer.values.schema import walk
 from consumer.values.verdict import Verdict
 
 HALT_ERRORS = frozenset({"credentials", "token_rejected"})  # no usable credentials: halt the account
@@ -162,3 +166,28 @@ def _retry(
 
 def _dead_letter(reason: str, reply: Reply, history: History) -> Decision:
     return Decision(Kind.DEAD_LETTER, history, verdict=verdict(reason, reply, history.attempts))
+
+
+# The types whose attributes carry personal data (a field marked personal in the schema).
+PERSONAL_TYPES = frozenset(n for n, t in ATTRIBUTES.items() if any(f.personal for _, f in walk(t.fields)))
+
+
+WITHHELD = "the answer's body is withheld: the attribute carries personal data"
+
+
+def _personal(records: Sequence[Record]) -> bool:
+    return any(r.event is not None and r.event.type in PERSONAL_TYPES for r in records)
+
+
+def withhold_personal(verdict: Verdict, records: Sequence[Record]) -> Verdict:
+    """A verdict on an API answer about personal data, without the answer's body (it may quote the data)."""
+    if verdict.status is None or not _personal(records):
+        return verdict
+    return replace(verdict, error=f"HTTP {verdict.status} ({WITHHELD})")
+
+
+def halt_detail(reply: Reply, batch: Sequence[Record]) -> str:
+    """The detail a halt keeps of an answer (logged, on /readyz): not the body of one about personal data."""
+    if reply.status is None or not reply.detail or not _personal(batch):
+        return reply.detail
+    return f"HTTP {reply.status} ({WITHHELD}; the halt's probes carry none and show it)"

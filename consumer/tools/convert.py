@@ -31,8 +31,9 @@ def add_parser(sub: Any) -> None:
         "convert",
         help="print what the daemon would send for one message (or the invalid-event reason, exit 1)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        epilog="Input settings from the environment: LEAD_TOPICS, SERVICE_TOPICS, EVENT_TOPICS, TYPE_FIELD, "
-        "TYPE_MAP, FIELD_MAP, SCHEMA_REGISTRY_URL (Kafka and LivePerson settings are not needed).",
+        epilog="Input settings from the environment: LEAD_TOPICS, SERVICE_TOPICS, the other types' *_TOPICS "
+        "(CART_TOPICS, PERSONAL_TOPICS, ...), EVENT_TOPICS, TYPE_FIELD, TYPE_MAP, FIELD_MAP, "
+        "SCHEMA_REGISTRY_URL (Kafka and LivePerson settings are not needed).",
     )
     p.add_argument("file", nargs="?", default="-", help="file holding one message value ('-': stdin)")
     p.add_argument("--topic", required=True, help="the topic the message would be consumed from")

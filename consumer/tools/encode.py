@@ -130,6 +130,10 @@ def connect_schema(obj: dict[str, Any]) -> dict[str, Any]:
 def _connect_field(key: str, value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return {**connect_schema(value), "optional": True, "field": key}
+    if isinstance(value, list):
+        items = _connect_field("", value[0]) if value else {"type": "string"}
+        items.pop("field", None)
+        return {"type": "array", "items": {**items, "optional": False}, "optional": True, "field": key}
     kind = (
         "boolean"
         if isinstance(value, bool)

@@ -1,19 +1,24 @@
 """`engagement-consumer produce`: send events (JSON lines, or generated samples) to the topics.
 
-For smoke tests in a real cluster. Each line is one event object. A `"type": "lead"|"service"`
-key routes it (and is removed from the message); without one, an event carrying `status`,
-`category` or `serviceId` goes to the first service topic, anything else to the first lead topic.
-The key is the visitor, so one visit stays in one partition. `--format` encodes each event as
-producers other than ours do: CloudEvents binary or structured mode (CloudEvents `type` is `lead` or
-`service`), a Kafka Connect JsonConverter envelope, or Avro via SCHEMA_REGISTRY_URL (schema inferred,
-registered under `{topic}-value`). Prints the count per topic; exit 1 when a line is not a JSON
-object or a delivery failed (the other lines are still sent).
+For smoke tests in a real cluster. Each line is one event object. A `"type"` key naming one of the
+ten attribute types (lead, service, error, searchInfo, cart, purchase, prodView, ctmrinfo, mrktInfo,
+personal) routes it to the first topic of that type (and is removed from the message); without one,
+the type whose fields the event carries most of (ties: the first in that order; a type whose
+required fields are missing is not chosen) does: an event
+carrying `status` goes to the service topic, one with only `topic` to the lead topic. `--sample N`
+generates events of every type that has a topic. The key is the visitor, so one visit stays in one
+partition. `--format` encodes each event as producers other than ours do: CloudEvents binary or
+structured mode (CloudEvents `type` is the attribute type), a Kafka Connect JsonConverter envelope, or
+Avro via SCHEMA_REGISTRY_URL (schema inferred, registered under `{topic}-value`). Prints the count
+per topic; exit 1 when a line is not a JSON object or a delivery failed (the other lines are still
+sent).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import random
 import sys
 import time
@@ -26,8 +31,9 @@ import orjson
 
 from consumer.tools.common import settings_or_report
 from consumer.tools.encode import FORMATS, Encoder
+from consumer.values.attributes import ATTRIBUTES, TYPES
 
-SERVICE_FIELDS = ("status", "category", "serviceId")
+SERVICE_FIELDS = ATTRIBUTES["service"].field_names
 SERVICE_TOPICS = ("add user", "password reset", "plan change", "billing question")
 LEAD_TOPICS = ("upgrade inquiry", "new plan", "add-on", "renewal")
 
@@ -36,10 +42,10 @@ def add_parser(sub: Any) -> None:
     """Register `produce`."""
     p = sub.add_parser(
         "produce",
-        help="send events from a JSON-lines file/stdin (or generated samples) to the lead/service topics",
+        help="send events from a JSON-lines file/stdin (or generated samples) to the topics of their types",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         epilog="Kafka settings from the environment: KAFKA_BOOTSTRAP_SERVERS, LEAD_TOPICS, SERVICE_TOPICS, "
-        "KAFKA_* (LivePerson credentials are not needed).",
+        "CART_TOPICS and the other types' *_TOPICS, KAFKA_* (LivePerson credentials are not needed).",
     )
     p.add_argument("file", nargs="?", default="-", help="JSON-lines file of events ('-': stdin, the default)")
     p.add_argument("--sample", type=int, metavar="N", help="send N generated events instead of reading input")
@@ -73,11 +79,20 @@ class Report:
 
 
 def route(obj: dict[str, Any]) -> str:
-    """The attribute type of an event object: its `type` hint, else service if it has service fields."""
+    """The attribute type of an event object: its `type` hint, else the type it has most fields of."""
     hint = obj.get("type")
-    if hint in ("lead", "service"):
+    if hint in ATTRIBUTES:
         return str(hint)
-    return "service" if any(k in obj for k in SERVICE_FIELDS) else "lead"
+    scores = [_score(obj, kind) for kind in TYPES]
+    return TYPES[scores.index(max(scores))]
+
+
+def _score(obj: dict[str, Any], kind: str) -> int:
+    """How many of the type's fields the object has; -1 when it lacks one the type requires."""
+    fields = ATTRIBUTES[kind].fields
+    if any(f.required and obj.get(f.name) is None for f in fields):
+        return -1
+    return sum(1 for f in fields if f.name in obj)
 
 
 def parse_line(number: int, raw: bytes) -> Outgoing:
@@ -89,8 +104,8 @@ def parse_line(number: int, raw: bytes) -> Outgoing:
     if not isinstance(obj, dict):
         return Outgoing(number, error=f"line {number}: not a JSON object")
     hint = obj.get("type")
-    if hint is not None and hint not in ("lead", "service"):
-        return Outgoing(number, error=f"line {number}: type must be lead or service, not {hint!r}")
+    if hint is not None and hint not in ATTRIBUTES:
+        return Outgoing(number, error=f"line {number}: type must be one of {', '.join(TYPES)}, not {hint!r}")
     kind = route(obj)
     value = raw
     if hint is not None:
@@ -110,28 +125,42 @@ def read_lines(stream: IO[bytes]) -> Iterator[Outgoing]:
 
 
 def sample_event(
-    i: int, rng: random.Random, account: str, visitor: str, sid: str
+    i: int, rng: random.Random, account: str, visitor: str, sid: str, kind: str | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """A plausible lead or service event (its `topic` names it uniquely: `e{i}`)."""
-    if rng.random() < 0.5:
+    """A plausible event of `kind` (None: lead or service, even odds), named uniquely by `e{i}`."""
+    routing = {"account": account, "visitor": visitor, "sid": sid}
+    if kind is None:
+        kind = "lead" if rng.random() < 0.5 else "service"
+    if kind == "lead":
         return "lead", {
-            "account": account,
-            "visitor": visitor,
-            "sid": sid,
+            **routing,
             "topic": f"{rng.choice(LEAD_TOPICS)} e{i}",
             "value": rng.choice((50, 99.5, 200, 1200)),
             "currency": rng.choice(("USD", "EUR", "GBP")),
             "leadId": f"lead-{i}",
         }
-    return "service", {
-        "account": account,
-        "visitor": visitor,
-        "sid": sid,
-        "topic": f"{rng.choice(SERVICE_TOPICS)} e{i}",
-        "status": rng.choice((0, 1, 9, 12, "Waiting for Customer Response", "resolved")),
-        "category": rng.choice(("account maintenance", "billing", "support")),
-        "serviceId": f"svc-{i}",
-    }
+    if kind == "service":
+        return "service", {
+            **routing,
+            "topic": f"{rng.choice(SERVICE_TOPICS)} e{i}",
+            "status": rng.choice((0, 1, 9, 12, "Waiting for Customer Response", "resolved")),
+            "category": rng.choice(("account maintenance", "billing", "support")),
+            "serviceId": f"svc-{i}",
+        }
+    fields = copy.deepcopy(ATTRIBUTES[kind].example)  # the schema's example, named by e{i}
+    if "products" in fields:
+        fields["products"][0]["product"]["sku"] = f"sku e{i}"
+    if kind == "cart":
+        fields["total"] = rng.choice((11.7, 49.0, 250.5))
+    elif kind == "searchInfo":
+        fields["keywords"] = [f"{rng.choice(('reset password', 'roaming', 'refund'))} e{i}"]
+    elif kind in _NAMED_BY:
+        fields[_NAMED_BY[kind]] = f"{fields[_NAMED_BY[kind]]} e{i}"
+    return kind, {**routing, **fields}
+
+
+_NAMED_BY = {"error": "contextId", "purchase": "orderId", "ctmrinfo": "storeNumber", "mrktInfo": "campaignId"}
+_NAMED_BY |= {"personal": "company"}
 
 
 def visitor_id(rng: random.Random) -> str:
@@ -140,13 +169,13 @@ def visitor_id(rng: random.Random) -> str:
     return base64.b64encode(raw).decode()
 
 
-def samples(n: int, account: str, seed: int | None) -> Iterator[Outgoing]:
-    """N generated events spread over about n/5 visits."""
+def samples(n: int, account: str, seed: int | None, kinds: tuple[str, ...] = ()) -> Iterator[Outgoing]:
+    """N generated events spread over about n/5 visits, of `kinds` in turn (none: lead or service)."""
     rng = random.Random(seed)
     visits = [(visitor_id(rng), f"sid-{j}") for j in range(max(1, n // 5))]
     for i in range(n):
         visitor, sid = rng.choice(visits)
-        kind, obj = sample_event(i, rng, account, visitor, sid)
+        kind, obj = sample_event(i, rng, account, visitor, sid, kinds[i % len(kinds)] if kinds else None)
         yield Outgoing(i + 1, kind, visitor.encode(), orjson.dumps(obj))
 
 
@@ -214,11 +243,7 @@ def main(args: argparse.Namespace) -> int:
     settings = settings_or_report(require_credentials=False)
     if settings is None:
         return 1
-    topics = {}
-    if settings.lead_topics:
-        topics["lead"] = settings.lead_topics[0]
-    if settings.service_topics:
-        topics["service"] = settings.service_topics[0]
+    topics = {kind: listed[0] for kind, listed in settings.typed_topics.items() if listed}
     try:
         secret = settings.schema_registry_basic_auth_user_info
         encoder = Encoder(
@@ -231,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
     config = settings.producer_config()
     if args.sample is not None:
         report = send(
-            encoded(samples(args.sample, args.account, args.seed), encoder, topics),
+            encoded(samples(args.sample, args.account, args.seed, tuple(topics)), encoder, topics),
             topics,
             config,
             args.timeout,
