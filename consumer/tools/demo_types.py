@@ -85,10 +85,10 @@ def demo_event(
 ) -> tuple[str, dict[str, Any]]:
     """(type, event) `i` for one visit (account, visitor, sid): routing fields plus its own, flat.
 
-    A lead or a service is `produce --sample`'s own (it picks one of the two, half and half)."""
+    A lead or a service is `produce --sample`'s own."""
     account, visitor, sid = visit
     if kind in ("lead", "service"):
-        return sample_event(i, rng, account, visitor, sid)
+        return sample_event(i, rng, account, visitor, sid, kind)
     return kind, {"account": account, "visitor": visitor, "sid": sid, **_GENERATORS[kind](i, rng)}
 
 
