@@ -369,10 +369,9 @@ class ThreadedAPI:
             setattr(self.api, name, value)
 
     def wait_delivered(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until at least `count` attributes were answered 2xx."""
-        wait_until(
-            lambda: len(self.api.delivered()) >= count,
-            timeout,
-            f"{count} attributes delivered (have {len(self.api.delivered())}, "
-            f"statuses {dict(self.api.requests_by_status())})",
-        )
+        """Wait until at least `count` attributes were answered 2xx (the failure says what there was then)."""
+        try:
+            wait_until(lambda: len(self.api.delivered()) >= count, timeout, f"{count} attributes delivered")
+        except AssertionError as exc:
+            seen = f"have {len(self.api.delivered())}, statuses {dict(self.api.requests_by_status())}"
+            raise AssertionError(f"{exc} ({seen})") from None

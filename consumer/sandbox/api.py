@@ -5,8 +5,10 @@ Used by the integration tests, the reliability suite, the benchmark and the `dem
 is checked like the real service would: OAuth 1.0 (oauthlib's `SignatureOnlyEndpoint`, over the
 URL exactly as received; a reused nonce is refused; `oauth_body_hash`, when sent, must match the
 body) -> 401; query (exactly `v=1` and a non-empty `sid`), headers (`Content-Type:
-application/json`, `x-http-method-override: PUT`) and body (a JSON array of 1+ lead/service
-attributes) -> 400; then the scripted outcome (see `consumer.sandbox.script`), 200 `{}` by default.
+application/json`, `x-http-method-override: PUT`) and body (a JSON array of 1+ attributes, each
+exactly in a documented shape of one of the ten types: `consumer.sandbox.shape`, which reads the
+daemon's own schema) -> 400 naming the attribute and the path; then the scripted outcome (see
+`consumer.sandbox.script`), 200 `{}` by default.
 
 `GET /api/account/{account}/service/{smt|sentinel}/baseURI.json?version=1.0` answers
 `{"baseURI": "127.0.0.1:PORT"}`: this same server, as a bare domain like LivePerson's.
@@ -42,6 +44,7 @@ from aiohttp import web
 from consumer.config.credentials import ClientCredentials, Credentials
 from consumer.sandbox.auth import BearerTokens, OAuth1Verifier
 from consumer.sandbox.script import Attribute, Received, Reply, Scripting, VisitKey
+from consumer.sandbox.shape import attribute_problem
 
 DEFAULT_CREDENTIALS = Credentials(
     consumer_key="sandbox-consumer-key",
@@ -49,7 +52,6 @@ DEFAULT_CREDENTIALS = Credentials(
     access_token="sandbox-access-token",
     access_token_secret="sandbox-token-secret",
 )
-_ATTRIBUTE_TYPES = ("lead", "service")
 
 
 def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -68,13 +70,9 @@ def _parse_attributes(body: bytes) -> tuple[list[Attribute], str]:
         return [], "body must be a non-empty JSON array"
     attrs = [a for a in value if isinstance(a, dict)]
     for i, attr in enumerate(value):
-        if not isinstance(attr, dict):
-            return attrs, f"attribute {i} is not an object"
-        kind = attr.get("type")
-        if kind not in _ATTRIBUTE_TYPES:
-            return attrs, f"attribute {i}: type must be lead or service, not {kind!r}"
-        if not isinstance(attr.get(kind), dict):
-            return attrs, f"attribute {i}: missing the {kind!r} object"
+        problem = attribute_problem(attr)
+        if problem:
+            return attrs, f"attribute {i}: {problem}"
     return attrs, ""
 
 

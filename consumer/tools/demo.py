@@ -2,8 +2,9 @@
 
 Starts an embedded Kafka-protocol broker (Tansu, a child process), a local LivePerson sandbox
 (signatures checked; 30 ms +/- 20 ms latency, ~2% 429 with Retry-After, ~1% 500, a few visitors
-that are gone (404), one invalid account (422)), produces lead and service events (a few of them
-malformed) and runs the real daemon between them in this process. Two accounts have their own
+that are gone (404), one invalid account (422)), produces events of all ten engagement attribute
+types, each type on its own topic (a few of them malformed), and runs the real daemon between them
+in this process. Two accounts have their own
 credentials (an OAuth 2.0 app, and OAuth 1.0 keys that were revoked: that account halts alone
 until the demo rotates its files half way through; see `demo_accounts`). Shows live progress, then a
 summary; exit 0 when every produced event was delivered or dead-lettered and its offset committed.
@@ -23,13 +24,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from consumer.tools.demo_accounts import DemoAccounts
 from consumer.tools.demo_feed import BAD_ACCOUNT, Feed, Plan, plan_events
-from consumer.tools.demo_formats import formats_note, start_mix
+from consumer.tools.demo_formats import EVENTS_TOPIC, formats_note, start_mix
 from consumer.tools.demo_record import write_record
+from consumer.tools.demo_types import TYPE_TOPICS, attribute_uid
+from consumer.values.attributes import ATTRIBUTES
 
 if TYPE_CHECKING:
     from consumer.tools.progress import Summary
 
-TOPICS = {"demo.leads": 4, "demo.services": 4, "demo.events": 4, "demo.dlq": 1}
+# lead and service topics 4 partitions, the other types 2, the CloudEvents topic 4, the DLQ 1
+TOPICS = {topic: 4 if kind in ("lead", "service") else 2 for kind, topic in TYPE_TOPICS.items()}
+TOPICS |= {EVENTS_TOPIC: 4, "demo.dlq": 1}
 GROUP = "engagement-demo"
 
 
@@ -66,9 +71,8 @@ def daemon_env(bootstrap: str, base_url: str, credentials: Any, log_level: str) 
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
         "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "COMMIT_INTERVAL_S": "0.5",
-        "LEAD_TOPICS": "demo.leads",
-        "SERVICE_TOPICS": "demo.services",
-        "EVENT_TOPICS": "demo.events",
+        **{ATTRIBUTES[kind].setting: topic for kind, topic in TYPE_TOPICS.items()},  # LEAD_TOPICS, ...
+        "EVENT_TOPICS": EVENTS_TOPIC,
         "DLQ_TOPIC": "demo.dlq",
         "LP_BASE_URL": base_url,
         "LP_CONSUMER_KEY": credentials.consumer_key,
@@ -252,11 +256,10 @@ class Demo:
         stopped: str,
         code: int,
     ) -> Summary:
-        from consumer.tools.progress import Summary
+        from consumer.tools.progress import Summary, by_type, samples
 
-        uids = Counter(
-            str((attr.get("lead") or attr.get("service") or {}).get("topic")) for _, attr in api.delivered()
-        )
+        accepted = [attr for _, attr in api.delivered()]
+        uids = Counter(attribute_uid(attr) for attr in accepted)
         missing = {
             tp: (committed.get(tp), end) for tp, end in sorted(feed.ends.items()) if committed.get(tp) != end
         }
@@ -278,7 +281,8 @@ class Demo:
         summary = Summary(
             snap=snap,
             produced_by_kind=dict(plan.kinds),
-            sandbox_delivered=len(api.delivered()),
+            sandbox_delivered=len(accepted),
+            by_type=by_type(plan.kinds, samples("engagement_attributes_delivered_total"), accepted),
             duplicates=sum(n - 1 for n in uids.values() if n > 1),
             committed_ok=not missing and bool(feed.ends),
             clean=code == 0 and not feed.failed,

@@ -1,4 +1,5 @@
-"""The demo's events: a plan of lead, service and malformed events, and the thread that produces it."""
+"""The demo's events: a plan of events of every attribute type and a few malformed ones, and the thread
+that produces it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,24 @@ from typing import Any
 import orjson
 
 from consumer.tools.demo_accounts import ACCOUNTS, UNKNOWN_ACCOUNT
-from consumer.tools.produce import sample_event, visitor_id
+from consumer.tools.demo_types import MIX, TYPE_TOPICS, demo_event
+from consumer.tools.produce import visitor_id
 
 BAD_ACCOUNT = "99999"  # the sandbox answers 422 to it
-MALFORMED = (
-    b"{not json",
-    b'{"account":"10001","visitor":"broken-visitor"}',
-    b'{"account":"10001","visitor":"broken-visitor","sid":"s","status":42}',
-    b'["an", "array"]',
+# (type whose topic it goes to, value): each is dead-lettered as an invalid event
+MALFORMED: tuple[tuple[str, bytes], ...] = (
+    ("lead", b"{not json"),
+    ("lead", b'{"account":"10001","visitor":"broken-visitor"}'),
+    ("service", b'{"account":"10001","visitor":"broken-visitor","sid":"s","status":42}'),
+    ("service", b'["an", "array"]'),
+    ("cart", b'{"account":"10001","visitor":"broken-visitor","sid":"s","numItems":2}'),
+    (
+        "prodView",
+        b'{"account":"10001","visitor":"broken-visitor","sid":"s","products":[{"product":{"price":"7"}}]}',
+    ),
+    ("personal", b'{"account":"10001","visitor":"broken-visitor","sid":"s","gender":"unknown"}'),
 )
+MALFORMED_VALUES = frozenset(value for _, value in MALFORMED)
 
 
 @dataclass
@@ -33,7 +43,8 @@ class Plan:
 
 
 def plan_events(n: int, seed: int) -> Plan:
-    """N events over ~n/10 visits: 1.5% of visits are gone (404), ~1% on the 422 account, a few malformed."""
+    """N events of every type (`MIX`) over ~n/10 visits: 1.5% of visits are gone (404), ~1% on the 422
+    account, a few malformed."""
     rng = random.Random(seed)
     visits = []
     for j in range(max(20, n // 10)):
@@ -41,15 +52,16 @@ def plan_events(n: int, seed: int) -> Plan:
         visits.append((account, visitor_id(rng), f"sid-{j}.{rng.randrange(10**6)}"))
     plan = Plan(gone_visitors=[v for k, (_, v, _) in enumerate(visits) if k % 67 == 3])
     malformed = set(rng.sample(range(n), min(n, max(3, n // 500))))
+    kinds, weights = list(MIX), list(MIX.values())
     for i in range(n):
-        account, visitor, sid = rng.choice(visits)
+        visit = rng.choice(visits)
         if i in malformed:
-            topic = "demo.leads" if i % 2 else "demo.services"
-            plan.messages.append((topic, visitor.encode(), MALFORMED[i % len(MALFORMED)]))
+            kind, value = MALFORMED[i % len(MALFORMED)]
+            plan.messages.append((TYPE_TOPICS[kind], visit[1].encode(), value))
             plan.kinds["malformed"] += 1
             continue
-        kind, event = sample_event(i, rng, account, visitor, sid)
-        plan.messages.append((f"demo.{kind}s", visitor.encode(), orjson.dumps(event)))
+        kind, event = demo_event(rng.choices(kinds, weights)[0], i, rng, visit)
+        plan.messages.append((TYPE_TOPICS[kind], visit[1].encode(), orjson.dumps(event)))
         plan.kinds[kind] += 1
     return plan
 

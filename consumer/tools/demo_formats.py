@@ -1,8 +1,8 @@
 """The demo's production mix of encodings: most events flat JSON, the rest as other producers write them.
 
 CloudEvents (binary and structured mode) go to a mixed topic (`EVENT_TOPICS`), typed by their
-CloudEvents `type`; Kafka Connect envelopes and Avro (through the Schema Registry stand-in) go to
-the lead and service topics. Malformed demo messages stay as they are.
+CloudEvents `type` (the attribute type's name); Kafka Connect envelopes and Avro (through the Schema
+Registry stand-in) go to the topic of their type. Malformed demo messages stay as they are.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 
 from consumer.sandbox.registry import SandboxRegistry
+from consumer.tools.demo_feed import MALFORMED_VALUES
+from consumer.tools.demo_types import TOPIC_TYPES
 from consumer.tools.encode import Encoder
 
 EVENTS_TOPIC = "demo.events"
@@ -39,11 +41,11 @@ def mix_formats(messages: list[Any], registry_url: str, seed: int) -> tuple[list
             obj = orjson.loads(value)
         except orjson.JSONDecodeError:
             obj = None
-        if not isinstance(obj, dict) or "sid" not in obj or obj.get("status") == 42:
+        if value in MALFORMED_VALUES or not isinstance(obj, dict):
             out.append((topic, key, value, None))  # malformed on purpose: keep its bytes
             continue
         fmt = rng.choices(names, weights)[0]
-        kind = "lead" if topic.endswith("leads") else "service"
+        kind = TOPIC_TYPES[topic]
         target = EVENTS_TOPIC if fmt.startswith("cloudevents") else topic
         encoded, headers = encoders[fmt].encode(obj, kind, target)
         out.append((target, key, encoded, headers))

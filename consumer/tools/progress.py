@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -14,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consumer.ops.metrics import REGISTRY
+from consumer.values.attributes import TYPES
 
 PLAIN_INTERVAL_S = 2.0
 
@@ -137,6 +139,26 @@ def _plain(s: Snapshot) -> str:
     )
 
 
+@dataclass(frozen=True)
+class TypeCounts:
+    """One attribute type's line of the summary."""
+
+    produced: int  # valid events of the type produced
+    delivered: int  # engagement_attributes_delivered_total{type}
+    accepted: int  # attributes of the type the stand-in API answered 2xx
+
+
+def by_type(
+    produced: Mapping[str, int], delivered: Mapping[str, float], accepted: list[dict[str, object]]
+) -> dict[str, TypeCounts]:
+    """Per attribute type produced or delivered, in the documented order: produced, delivered, accepted."""
+    seen = Counter(str(attr.get("type")) for attr in accepted)
+    kinds = [kind for kind in TYPES if kind in produced or kind in delivered]
+    return {
+        kind: TypeCounts(produced.get(kind, 0), int(delivered.get(kind, 0)), seen[kind]) for kind in kinds
+    }
+
+
 @dataclass
 class Summary:
     """The outcome of a demo run, as the summary table shows it."""
@@ -152,6 +174,7 @@ class Summary:
     busy_s: float  # from the first event consumed to the last one settled
     clean: bool = True  # the daemon exited 0 and every event was acknowledged by the broker
     notes: list[str] = field(default_factory=list)
+    by_type: Mapping[str, TypeCounts] = field(default_factory=dict)  # per attribute type
 
     @property
     def ok(self) -> bool:
@@ -170,6 +193,9 @@ def summary_table(r: Summary) -> Table:
     table.add_row("events produced", str(s.produced), by_key(r.produced_by_kind))
     table.add_row("events consumed", str(s.consumed), "")
     table.add_row("attributes delivered", str(s.delivered), f"sandbox recorded {r.sandbox_delivered}")
+    for kind, n in r.by_type.items():
+        detail = f"produced {n.produced}, delivered {n.delivered}, sandbox accepted {n.accepted}"
+        table.add_row(f"  type {kind}", str(n.delivered), detail)
     table.add_row("duplicate deliveries", str(r.duplicates), "same event accepted twice (at-least-once)")
     table.add_row("requests", str(int(sum(s.requests.values()))), by_key(s.requests))
     per = s.delivered / ok_requests if ok_requests else 0.0

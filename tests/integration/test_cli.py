@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from confluent_kafka import Producer
 from harness import CREDS, LocalBroker, Topics, committed, read_to_end
 
 from consumer.tools.demo_accounts import UNKNOWN_ACCOUNT
-from consumer.tools.demo_feed import BAD_ACCOUNT, MALFORMED, plan_events
+from consumer.tools.demo_feed import BAD_ACCOUNT, MALFORMED_VALUES, plan_events
+from consumer.tools.demo_types import TOPIC_TYPES, attribute_uid, event_uid
+from consumer.values.attributes import TYPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -230,12 +233,42 @@ def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> No
     assert "accounts" in frame and "state" in frame and "in process" in frame, "ends with a top frame"
 
     # What was produced (the demo's plan for this seed) against what the sandbox accepted: every
-    # deliverable event exactly once; the rest (malformed, gone visitors, the 422 account, the
-    # account without credentials) dead-lettered, one log line each.
+    # deliverable event exactly once, by (type, its unique mark); the rest (malformed, gone visitors,
+    # the 422 account, the account without credentials) dead-lettered, one log line each.
     plan = plan_events(events, seed)
-    deliverable, undeliverable = set(), 0
-    for _, _, value in plan.messages:
-        body = json.loads(value) if value not in MALFORMED else None
+    deliverable, undeliverable = _outcomes(plan)
+    assert all(uid is not None for _, uid in deliverable)
+    record = json.loads((tmp_path / "record.json").read_text())
+    accepted = Counter(attribute_uid(attr) for *_, attr in record["accepted"])
+    assert set(accepted) == deliverable, sorted(set(accepted) ^ deliverable)[:10]
+    duplicated = {uid: n for uid, n in accepted.items() if n > 1}
+    assert not duplicated, f"accepted more than once: {duplicated}"
+    assert deliverable and undeliverable, (len(deliverable), undeliverable)
+
+    # The summary counts each of the ten types: produced (the plan's), delivered (the daemon's
+    # engagement_attributes_delivered_total{type}) and accepted (the sandbox's), all as expected.
+    rows = _type_rows(out)
+    per_type = Counter(kind for kind, _ in deliverable)
+    expected = {kind: (plan.kinds[kind], per_type[kind], per_type[kind]) for kind in TYPES}
+    assert rows == expected, (rows, expected)
+    assert all(per_type[kind] > 0 for kind in TYPES), per_type
+    log_text = (tmp_path / "demo.log").read_text()
+    assert "@example.com" not in log_text and "CUST-" not in log_text, "personal data in the daemon's log"
+    logged = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    dead = {(e["topic"], e["partition"], e["offset"]) for e in logged if e.get("event") == "dead_lettered"}
+    assert len(dead) == undeliverable, (len(dead), undeliverable)
+    stopped = [e for e in logged if e.get("event") == "stopped"]
+    assert stopped and stopped[0]["uncommitted"] == 0
+    print(f"\nmake demo: {wall:.1f}s wall")
+
+
+def _outcomes(plan: Any) -> tuple[set[tuple[str, str | None]], int]:
+    """(type, unique mark) of every deliverable event of the demo's plan, and how many are not:
+    malformed, on the 422 account or the account without credentials, or for a gone visitor."""
+    deliverable: set[tuple[str, str | None]] = set()
+    undeliverable = 0
+    for topic, _, value in plan.messages:
+        body = json.loads(value) if value not in MALFORMED_VALUES else None
         if (
             body is None
             or body["account"] in (BAD_ACCOUNT, UNKNOWN_ACCOUNT)
@@ -243,25 +276,19 @@ def test_demo_runs_end_to_end_and_accounts_for_every_event(tmp_path: Path) -> No
         ):
             undeliverable += 1
         else:
-            deliverable.add(body.get("leadId") or body["serviceId"])
-    record = json.loads((tmp_path / "record.json").read_text())
-    accepted = Counter(
-        (attr.get("lead") or attr.get("service") or {}).get("leadId")
-        or (attr.get("service") or {}).get("serviceId")
-        for *_, attr in record["accepted"]
+            kind = TOPIC_TYPES[topic]
+            deliverable.add((kind, event_uid(kind, body)))
+    return deliverable, undeliverable
+
+
+def _type_rows(out: str) -> dict[str, tuple[int, int, int]]:
+    """The demo summary's line per type: (produced, delivered, sandbox accepted)."""
+    rows = re.finditer(
+        r"type (?P<kind>\w+) +│ +\d+ │ produced (?P<produced>\d+), delivered (?P<delivered>\d+), "
+        r"sandbox accepted (?P<accepted>\d+)",
+        out,
     )
-    assert set(accepted) == deliverable, sorted(set(accepted) ^ deliverable)[:10]
-    duplicated = {uid: n for uid, n in accepted.items() if n > 1}
-    assert not duplicated, f"accepted more than once: {duplicated}"
-    assert deliverable and undeliverable, (len(deliverable), undeliverable)
-    logged = [
-        json.loads(line) for line in (tmp_path / "demo.log").read_text().splitlines() if line.startswith("{")
-    ]
-    dead = {(e["topic"], e["partition"], e["offset"]) for e in logged if e.get("event") == "dead_lettered"}
-    assert len(dead) == undeliverable, (len(dead), undeliverable)
-    stopped = [e for e in logged if e.get("event") == "stopped"]
-    assert stopped and stopped[0]["uncommitted"] == 0
-    print(f"\nmake demo: {wall:.1f}s wall")
+    return {m["kind"]: (int(m["produced"]), int(m["delivered"]), int(m["accepted"])) for m in rows}
 
 
 def test_check_config_names_each_unreadable_credential_file_without_a_traceback(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from attribute_examples import DOCUMENTED, WRONG
 from yarl import URL
 
 from consumer.config.credentials import Credentials
@@ -15,6 +16,7 @@ from consumer.liveperson.oauth import Signer
 from consumer.liveperson.url import events_url
 from consumer.sandbox.api import DEFAULT_CREDENTIALS, SandboxAPI
 from consumer.sandbox.script import Received, Reply, VisitKey
+from consumer.values.attributes import TYPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -343,3 +345,44 @@ async def test_the_domain_cache_is_bounded_in_entries(
     assert len(resolver._cache) == 5
     await resolver.base_url(session, "acct-11")  # cached: no new lookup
     assert len(sandbox.domain_lookups) == 12
+
+
+# -- every documented attribute type, strictly ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(DOCUMENTED))
+async def test_the_documented_shape_of_each_type_is_accepted(
+    sandbox: SandboxAPI, session: aiohttp.ClientSession, kind: str
+) -> None:
+    status, _, payload = await send(
+        session, events_url(sandbox.base_url, "1", "v", "s"), body_of(DOCUMENTED[kind])
+    )
+    assert (status, payload) == (200, {})
+    assert [a for _, a in sandbox.delivered()] == [DOCUMENTED[kind]]
+
+
+@pytest.mark.parametrize(
+    ("attribute", "path"), [pytest.param(a, p, id=f"{k}: {what}") for k, what, a, p in WRONG]
+)
+async def test_a_wrong_shape_of_each_type_is_400_naming_the_path(
+    sandbox: SandboxAPI, session: aiohttp.ClientSession, attribute: dict[str, Any], path: str
+) -> None:
+    url = events_url(sandbox.base_url, "1", "v", "s")
+    status, _, payload = await send(session, url, body_of(LEAD, attribute))
+    assert status == 400
+    assert payload["error"].startswith(f"attribute 1: {path}: "), payload
+    assert sandbox.delivered() == []
+
+
+async def test_every_type_is_wrong_somewhere_in_the_wrong_shapes() -> None:
+    assert {kind for kind, *_ in WRONG} == set(DOCUMENTED) == set(TYPES)
+
+
+@pytest.mark.parametrize("kind", ["section", "Lead", "visit", None])
+async def test_an_undocumented_type_is_400(
+    sandbox: SandboxAPI, session: aiohttp.ClientSession, kind: str | None
+) -> None:
+    attribute = {"type": kind, "section": ["electronics"]}
+    status, _, payload = await send(session, events_url(sandbox.base_url, "1", "v", "s"), body_of(attribute))
+    assert status == 400
+    assert payload["error"].startswith("attribute 0: type: "), payload

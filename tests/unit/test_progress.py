@@ -55,3 +55,28 @@ def test_the_last_progress_line_shows_the_last_committed_figure() -> None:
         display.update(Snapshot(target=5000, produced=5000, delivered=5000, committed=0), final=True)
     lines = [line for line in out.getvalue().splitlines() if "committed" in line]
     assert len(lines) == 2 and all("committed 5000 " in line for line in lines), lines
+
+
+def test_the_summary_counts_each_type_in_the_documented_order() -> None:
+    from consumer.tools.progress import by_type
+
+    accepted: list[dict[str, object]] = [{"type": "cart"}, {"type": "cart"}, {"type": "lead"}]
+    counts = by_type({"cart": 3, "malformed": 2, "lead": 1}, {"cart": 2.0, "lead": 1.0}, accepted)
+    assert list(counts) == ["lead", "cart"]
+    summary = Summary(
+        snap=Snapshot(),
+        produced_by_kind={},
+        sandbox_delivered=3,
+        duplicates=0,
+        committed_ok=True,
+        committed_detail="",
+        accounted_ok=True,
+        elapsed=1.0,
+        busy_s=1.0,
+        by_type=counts,
+    )
+    out = io.StringIO()
+    Console(file=out, width=300, color_system=None).print(summary_table(summary))
+    assert "type cart" in out.getvalue()
+    assert "produced 3, delivered 2, sandbox accepted 2" in out.getvalue()
+    assert "produced 1, delivered 1, sandbox accepted 1" in out.getvalue()
