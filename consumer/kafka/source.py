@@ -267,6 +267,12 @@ class KafkaSource:
             offsets = fut.result(self._revoke_timeout_s + 5.0)
         except Exception as exc:
             log.error("revoke_drain_failed", error=repr(exc))
+        self._revoked(consumer, tps, offsets)
+
+    def _revoked(
+        self, consumer: Consumer, tps: list[TopicPartition], offsets: dict[TopicPartition, CommitPoint]
+    ) -> None:
+        """The end of a revoke on the poll thread: commit what the loop answered (if it did in time), forget."""
         if offsets:
             commit_sync(consumer, offsets, "revoke_commit")
         self.assignment.difference_update(tps)
