@@ -272,7 +272,7 @@ class KafkaSource:
     def _revoked(
         self, consumer: Consumer, tps: list[TopicPartition], offsets: dict[TopicPartition, CommitPoint]
     ) -> None:
-        """The end of a revoke on the poll thread: commit what the loop answered (if it did in time), forget."""
+        """The end of a revoke on the poll thread: commit what the loop answered in time, then forget."""
         if offsets:
             commit_sync(consumer, offsets, "revoke_commit")
         self.assignment.difference_update(tps)

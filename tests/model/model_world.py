@@ -538,7 +538,7 @@ class StubAPI:
         return None
 
     async def send(self, visit: Any, body: bytes, account: Any, still_ours: Any = None) -> Any:
-        from consumer.liveperson.client import NOT_OURS, Reply
+        from consumer.values.reply import NOT_OURS, Reply
 
         if still_ours is not None and not still_ours():
             return Reply(None, NOT_OURS, "revoked")
@@ -554,7 +554,7 @@ class StubAPI:
                 self.requests.remove(request)
 
     def answer(self, index: int, status: int | None) -> None:
-        from consumer.liveperson.client import Reply
+        from consumer.values.reply import Reply
 
         request = self.requests.pop(index)
         if request.answer.done():
