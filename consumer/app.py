@@ -121,8 +121,8 @@ class App:
             self.dispatcher.settled,
         )
         self.dispatcher.dead_letters = self.dead_letters
-        if s.park_topic:
-            await self._start_park(loop)
+        if s.park_topic:  # the park's producer, reader and book (DESIGN.md *Park*)
+            self.park = await open_park(s, loop, self.dispatcher, accounts, self.tracker, self.reader)
         await self.client.start()
         accounts.start()
         self.health = HealthServer(s.http_port, self.liveness, self.readiness, accounts=self.accounts_view)
@@ -138,13 +138,6 @@ class App:
         )
         self.source.start()
         log.info("started", topics=list(self._topics), dlq_topic=s.dlq_topic, http_port=self.health.port)
-
-    async def _start_park(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The park's producer and reader (DESIGN.md *Park*), wired to the dispatcher and the tracker."""
-        assert self.dispatcher is not None and self.accounts is not None
-        self.park = await open_park(
-            self.settings, loop, self.dispatcher, self.accounts, self.tracker, self.reader
-        )
 
     async def shutdown(self) -> int:
         """Stop fetching, drain within the deadline, commit, close the consumer, flush dead letters."""
@@ -223,10 +216,6 @@ class App:
     @dispatcher.setter
     def dispatcher(self, dispatcher: Dispatcher | None) -> None:
         self.intake.dispatcher = dispatcher
-
-    @property
-    def _fetched(self) -> dict[TopicPartition, int]:
-        return self.intake.fetched
 
     def on_assigned(self, tps: list[TopicPartition], committed: Committed) -> None:
         """Track newly assigned partitions (they start unpaused in librdkafka), with their offset maps."""

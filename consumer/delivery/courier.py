@@ -23,7 +23,6 @@ from prometheus_client import Counter as PromCounter
 
 from consumer.accounts.registry import AccountRegistry
 from consumer.config import Settings
-from consumer.delivery.backoff import Backoff
 from consumer.delivery.lanes import CUT, Lane, Lanes, pause
 from consumer.delivery.outcome import Decision, History, Kind, Rules, decide, halt_detail
 from consumer.delivery.parking import Park
@@ -89,12 +88,8 @@ class Courier:
         self._owner = owner
         self._invalid = invalid_accounts
         self._rng = rng
-        self._backoff = Backoff(
-            settings.retry_initial_s, settings.retry_max_backoff_s, settings.retry_max_elapsed_s
-        )
-        self._rules = Rules(
-            settings.policy, self._backoff, settings.not_found_retries, settings.not_found_backoff_s
-        )
+        self._rules = Rules.of(settings)
+        self._backoff = self._rules.backoff
         self.inflight_by_tp: Counter[TopicPartition] = Counter()
         self._delivered_by_type: dict[str, PromCounter] = {}  # attributes_delivered children by type
         self.stop = asyncio.Event()
@@ -193,7 +188,7 @@ class Courier:
                 if not batch:
                     return
                 if reply.status in self._rules.delivered:  # decide()'s first rule, without the call
-                    self._delivered(batch)
+                    delivered(batch, self._owner.complete, self._delivered_by_type)
                     return
                 bearer = lane.account.tokens is not None
                 now, wall = time.monotonic(), time.time()
@@ -201,7 +196,7 @@ class Courier:
                     reply, len(batch), history, self._rules, bearer=bearer, now=now, wall=wall, rng=self._rng
                 )
                 if decision.kind is Kind.DELIVERED:
-                    self._delivered(batch)
+                    delivered(batch, self._owner.complete, self._delivered_by_type)
                     return
                 history = decision.history
                 if not await self._carry_out(lane, batch, reply, decision):
@@ -318,9 +313,6 @@ class Courier:
             backpressure = reply.status in BACKPRESSURE_STATUSES or reply.error == "timeout"
             lane.account.observe(reply.status, reply.duration, backpressure)
         return reply
-
-    def _delivered(self, batch: list[Record]) -> None:
-        delivered(batch, self._owner.complete, self._delivered_by_type)
 
 
 def visit_name(visit: Visit) -> str:

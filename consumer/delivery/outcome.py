@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
 
+from consumer.config import Settings
 from consumer.config.policy import Action, StatusPolicy
 from consumer.delivery.backoff import Backoff, parse_retry_after, throttle_delay
 from consumer.liveperson.causes import CERTIFICATE_CAUSES
@@ -68,6 +69,12 @@ class Rules:
     def __post_init__(self) -> None:
         success = frozenset(s for s in range(100, 600) if self.policy.action(s) is Action.SUCCESS)
         object.__setattr__(self, "delivered", success)
+
+    @classmethod
+    def of(cls, s: Settings) -> Rules:
+        """The rules the settings give (status policy, retry backoff, 404 retries)."""
+        backoff = Backoff(s.retry_initial_s, s.retry_max_backoff_s, s.retry_max_elapsed_s)
+        return cls(s.policy, backoff, s.not_found_retries, s.not_found_backoff_s)
 
 
 class Decision(NamedTuple):

@@ -36,6 +36,7 @@ log = structlog.get_logger("consumer.kafka.source")
 POLL_TIMEOUT_S = 0.1
 BATCH_SIZE = 500
 MAX_BATCHES_AHEAD = 2
+Epochs = dict[TopicPartition, int]  # the assignment epoch of each partition (see KafkaSource._epochs)
 __all__ = ["Committed", "KafkaSource", "SourceHandler"]
 
 
@@ -131,12 +132,10 @@ class KafkaSource:
         if tps:
             self._commands.put(_Command("resume", tps, self._tag(tps)))
 
-    def _tag(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    def _tag(self, tps: Iterable[TopicPartition]) -> Epochs:
         return {tp: self._loop_epoch.get(tp, 0) for tp in tps}
 
-    def _assigned(
-        self, tps: list[TopicPartition], epochs: dict[TopicPartition, int], committed: Committed
-    ) -> None:
+    def _assigned(self, tps: list[TopicPartition], epochs: Epochs, committed: Committed) -> None:
         """On the loop: learn the new assignment's epochs, then tell the handler."""
         self._loop_epoch.update(epochs)
         self._handler.on_assigned(tps, committed)
@@ -275,23 +274,21 @@ class KafkaSource:
         """The end of a revoke on the poll thread: commit what the loop answered in time, then forget."""
         if offsets:
             commit_sync(consumer, offsets, "revoke_commit")
-        self.assignment.difference_update(tps)
-        self._stuck.forget(tps)
-        for tp in tps:
-            self._epoch.pop(tp, None)
-        for t, p in tps:
-            forget_partition_metrics(t, p)
+        self._forget(tps)
 
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaTP]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         log.warning("partitions_lost", partitions=fmt(tps))
+        self._forget(tps)
+        self._call_loop(lambda: self._handler.on_lost(tps))
+
+    def _forget(self, tps: list[TopicPartition]) -> None:
+        """Partitions no longer ours (thread side): their epochs, broken batches and gauges go."""
         self.assignment.difference_update(tps)
         self._stuck.forget(tps)
         for tp in tps:
             self._epoch.pop(tp, None)
-        self._call_loop(lambda: self._handler.on_lost(tps))
-        for t, p in tps:
-            forget_partition_metrics(t, p)
+            forget_partition_metrics(*tp)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

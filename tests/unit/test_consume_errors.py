@@ -138,7 +138,7 @@ async def test_a_record_dropped_between_fetch_and_tracker_is_never_named_done() 
     app, dispatcher = app_with_partition()
     app.tracker.map_max_bytes = 4096
     app.on_messages([good(0)])
-    app._fetched[(TOPIC, 0)] = 4  # 1-4 fetched, never tracked (what the old _take did on an exception)
+    app.intake.fetched[(TOPIC, 0)] = 4  # 1-4 fetched, never tracked (what the old _take did on an exception)
     app.on_messages([good(o) for o in range(5, 8)])
     for r in dispatcher.submitted:
         app.tracker.done(r.tp, r.offset, r.generation)
