@@ -156,8 +156,9 @@ class Unpark:
         return self._accounts.held_reason(entry.account) is None  # makes no Account for an evicted id
 
     def _expired(self, entry: Entry, now: float) -> bool:
-        """Its oldest record is older than PARK_MAX_AGE_S: read it (held as it is) to dead-letter those."""
-        return entry.oldest_s is not None and now - entry.oldest_s > self._max_age
+        """Its oldest record is older than PARK_MAX_AGE_S, or its age is not known (a commit written
+        without it): read it (held as it is) to dead-letter those; the first young one stops it."""
+        return entry.oldest_s is None or now - entry.oldest_s > self._max_age
 
     def _read_at(self, partition: int) -> int | None:
         park = self._writer.park_partition
@@ -230,15 +231,14 @@ class Unpark:
                 entry.reading = entry.expiring = False
                 entry.oldest_s = since
                 continue
-            if mine and not entry.skips(offset):  # not done before the last owner's commit: take it
+            if mine and offset not in entry.pending and not entry.skips(offset):  # not done yet: take it
                 generation = self._tracker.generation(tp)
                 if generation is None:
                     entry.reading = entry.expiring = False  # not ours now: never passed over unread
                     continue
                 self._take(partition, m, tp, entry, (source_offset, generation, since, now))
             elif tp == origin and entry.census is not None:
-                seen = entry.census.setdefault(account, [offset, 0])
-                seen[1] += 1
+                entry.counted(account, offset, since)
             entry.upto = offset + 1
 
     def _take(

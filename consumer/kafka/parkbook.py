@@ -13,6 +13,8 @@ not read the commit at all, so it reads the whole retained park partition back f
 partition (from its position: 0, or the lowest position of a park part cut down to fit), and until it
 has reached its end every account counts as parked for it (order first; duplicates, never a loss).
 Its position stays where the census began: a commit during the census names that, not how far it read.
+The census keeps, per account, its first park offset, a count and the oldest park time (`Seen`): the
+entries it makes expire like any other.
 
 The park part must fit the broker's `offset.metadata.max.bytes` beside the offset map; `cap` cuts it
 down saying less, never more (`fit` does the same for a whole commit's metadata).
@@ -39,6 +41,15 @@ MAP_MAX_BYTES = 400  # an entry's own map: which park offsets above its position
 
 
 @dataclass(slots=True)
+class Seen:
+    """What a census found of one account: its first park offset, how many records, the oldest park time."""
+
+    first: int
+    count: int = 0
+    oldest_s: float | None = None
+
+
+@dataclass(slots=True)
 class Entry:
     """One account parked for one source partition."""
 
@@ -52,8 +63,8 @@ class Entry:
     last_written: int = -1  # highest acknowledged park offset of its records
     count: int = 0  # parked records not done (a gauge: after a takeover, what the commit said)
     oldest_s: float | None = None  # park time of the oldest parked record (epoch seconds)
-    census: dict[str, list[int]] | None = None  # ANY: per account seen, [first park offset, count]
-    skip: deque[Run] | None = None  # done above the position, as the previous owner's map says
+    census: dict[str, Seen] | None = None  # ANY: what it found per account
+    skip: deque[Run] | None = None  # done or not its own above `upto` (the previous owner's map, a census)
 
     def skips(self, offset: int) -> bool:
         """True if the previous owner's map names this park offset done (then it is passed over)."""
@@ -65,29 +76,42 @@ class Entry:
         return bool(runs) and runs[0][0] <= offset
 
     def done_runs(self, base: int) -> Iterator[Run]:
-        """Park offsets above `base` (the position) already done or not this entry's, as runs."""
+        """Park offsets from `base` (the position) done or not this entry's, as runs: those below `upto`
+        and those `skip` names, except the ones read back and not done (in any order: a census can
+        move `upto` back below them)."""
+        known = [(base, self.upto)] if self.upto > base else []
+        known += [(max(start, base), end) for start, end in self.skip or () if end > base]
         prev = base
-        for offset in self.pending:
-            if offset > prev:
-                yield (prev, offset)
-            prev = offset + 1
-        if self.upto > prev:
-            yield (prev, self.upto)
-            prev = self.upto
-        for start, end in self.skip or ():
-            if end > prev:
-                yield (max(start, prev), end)
-                prev = end
+        holes = iter(sorted(self.pending))
+        hole = next(holes, None)
+        for start, end in _merged(known):
+            start = max(start, prev)
+            while hole is not None and hole < end:
+                if hole >= start:
+                    if hole > start:
+                        yield (start, hole)
+                    start = hole + 1
+                hole = next(holes, None)
+            if end > start:
+                yield (start, end)
+            prev = end
 
     def committed(self) -> int | None:
-        """The park position to store with the source partition's commit."""
+        """The park position to store with the source partition's commit: its first record not done."""
         if self.census is not None:
             return self.position  # where the census began: a next owner must count from there too
-        if self.pending:
-            return next(iter(self.pending))
         if self.position is None:
             return None
-        return max(self.position, self.upto)
+        low = max(self.position, self.upto)
+        return min(low, min(self.pending)) if self.pending else low
+
+    def counted(self, account: str, offset: int, since_s: float) -> None:
+        """The census (of an ANY entry) found a park record of `account` at `offset`, parked at `since_s`."""
+        assert self.census is not None
+        seen = self.census.setdefault(account, Seen(offset))
+        seen.count += 1
+        seen.oldest_s = since_s if seen.oldest_s is None else min(seen.oldest_s, since_s)
+        self.oldest_s = since_s if self.oldest_s is None else min(self.oldest_s, since_s)
 
     def settled(self) -> bool:
         """Nothing of it in flight: every record written is acknowledged and every one read is done."""
@@ -159,13 +183,24 @@ class ParkBook:
             self._bump(tp)
 
     def resolve(self, tp: TopicPartition, any_entry: Entry) -> list[Entry]:
-        """The census of an ANY entry is complete: one entry per account it found; ANY leaves."""
+        """The census of an ANY entry is complete: one entry per account it found; ANY leaves.
+
+        An entry found lower than its position is moved back to read from there, what it has read
+        already named done (`skip`): its records read back and not done are never taken again.
+        """
         made = []
-        for account, (first, count) in (any_entry.census or {}).items():
+        for account, seen in (any_entry.census or {}).items():
             entry = self.enter(tp, account)
-            if entry.position is None or first < entry.position:
-                entry.position = entry.upto = first
-            entry.count = max(entry.count, count)  # the census also saw what we parked since
+            if entry.position is None:
+                entry.position = entry.upto = seen.first
+            elif seen.first < entry.position:
+                read = (entry.position, max(entry.position, entry.upto))
+                entry.skip = deque(_merged([read, *(entry.skip or ())]))
+                entry.position = entry.upto = seen.first
+                entry.reading = entry.expiring = False  # it starts again from its new position
+            entry.count = max(entry.count, seen.count)  # the census also saw what we parked since
+            if seen.oldest_s is not None and (entry.oldest_s is None or seen.oldest_s < entry.oldest_s):
+                entry.oldest_s = seen.oldest_s
             made.append(entry)
         self.leave(tp, any_entry)
         return made
@@ -278,8 +313,10 @@ def cap(text: str, max_bytes: int) -> tuple[str, Kept]:
             if len(shrunk) <= max_bytes:
                 return shrunk, Kept.MAPS_SHRUNK
         return bare, Kept.POSITIONS
-    census = _census(entries)
-    return (census, Kept.CENSUS) if len(census) <= max_bytes else ("", Kept.PLAIN)
+    for census in (_census(entries), _census(entries, oldest=False)):
+        if len(census) <= max_bytes:
+            return census, Kept.CENSUS
+    return "", Kept.PLAIN
 
 
 def fit(offset: int, metadata: str, max_bytes: int) -> str:
@@ -306,7 +343,8 @@ def shorter(offset: int, metadata: str) -> str:
     if rest:
         return fit(offset, metadata, len(park or "") + len(rest) // 2)
     entries = decode(park)
-    for step in (_positions(entries), _census(entries)) if entries else ():
+    steps = (_positions(entries), _census(entries), _census(entries, oldest=False)) if entries else ()
+    for step in steps:
         if len(step) < len(metadata):
             return step
     return ""
@@ -317,13 +355,26 @@ def _positions(entries: list[Entry]) -> str:
     return encode([_stored(e, "") for e in entries])
 
 
-def _census(entries: list[Entry]) -> str:
+def _census(entries: list[Entry], oldest: bool = True) -> str:
     """The park part naming one ANY entry at the lowest position of `entries` (the next owner's census).
 
-    No count and no oldest time (the census counts again): shorter than any entry that has them.
+    No count (the census counts again); the oldest park time of them all unless `oldest` is False
+    (then shorter than any entry that has one): the census finds it again, the gauge shows it meanwhile.
     """
     low = min(e.position for e in entries if e.position is not None)
-    return encode([(ANY, low, 0, None, "")])
+    times = [e.oldest_s for e in entries if e.oldest_s is not None]
+    return encode([(ANY, low, 0, min(times) if oldest and times else None, "")])
+
+
+def _merged(runs: list[Run]) -> list[Run]:
+    """Runs sorted and joined where they touch or overlap."""
+    out: list[Run] = []
+    for start, end in sorted(runs):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        elif end > start:
+            out.append((start, end))
+    return out
 
 
 def _stored(entry: Entry, done: str) -> Stored:

@@ -4,7 +4,7 @@ import pytest
 
 from consumer.kafka import offsetmap, parkbook
 from consumer.kafka.offsets import OffsetTracker
-from consumer.kafka.parkbook import ANY, ParkBook
+from consumer.kafka.parkbook import ANY, ParkBook, Seen
 
 pytestmark = pytest.mark.timeout(10)
 TP = ("leads", 1)
@@ -58,7 +58,7 @@ def test_a_commit_without_park_positions_makes_every_account_parked_until_the_ce
     assert book.parked(TP, "anyone")
     entry = book.get(TP, "anyone")
     assert entry is not None and entry.account == ANY and entry.census == {}
-    entry.census = {"1": [5, 3], "2": [9, 1]}
+    entry.census = {"1": Seen(5, 3), "2": Seen(9, 1)}
     made = {e.account: e for e in book.resolve(TP, entry)}
     assert made["1"].position == 5 and made["1"].count == 3 and made["2"].position == 9
     assert book.parked(TP, "1") and not book.parked(TP, "3")
@@ -134,7 +134,7 @@ def test_a_commit_during_a_census_names_where_the_census_began_not_how_far_it_re
     entry = book.get(TP, "1")
     assert entry is not None and entry.account == ANY and entry.position == 30
     entry.upto = 75  # the census read 30..74 and found account 1 at 40
-    entry.census = {"1": [40, 3]}
+    entry.census = {"1": Seen(40, 3)}
     other = ParkBook()
     other.assign(TP, 100, book.metadata(TP))
     taken = other.get(TP, "2")
