@@ -12,6 +12,10 @@ An entry's read position (`upto`) never passes a record of it that it did not ta
 stops at the first record not expired (the position stays there), an entry that cannot take a poll's
 records (held again meanwhile) stops and reads them again when it can, and every entry starting to
 read re-positions the reader, so the end of a poll is an end every entry being read has read up to.
+
+The read-ahead (`ReadAhead`) counts records read back and not done, except those waiting in their
+lanes for an account held again: they cannot move before it can send and must not stop the park
+partition's other reads (a census, an expiry, other accounts).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("consumer.delivery.unpark")
 
 READ_AHEAD = 1000  # records read back and not yet done, per park partition, before its reading pauses
+Handed = tuple[int, int]  # (park partition, park offset) of a record read back
 
 
 class Unpark:
@@ -63,9 +68,8 @@ class Unpark:
         self._expire = expire
         self._max_age = max_age_s
         self._clock = clock = clock or time.time  # read when made: a test may have replaced the clock
-        self._handed: dict[tuple[int, int], tuple[TopicPartition, Entry]] = {}  # (park p, offset)
-        self._ahead: Counter[int] = Counter()  # records read back not done, per park partition
-        self._paused: set[int] = set()
+        self._handed: dict[Handed, tuple[TopicPartition, Entry]] = {}
+        self._ahead = ReadAhead(reader, lambda account: accounts.held_reason(account) is None)
         self._end: dict[int, int] = {}  # end offset of a park partition the reader last reached
         self._gauges = Gauges(book, accounts.labelled, clock)
 
@@ -77,15 +81,14 @@ class Unpark:
     def drop(self, tps: list[TopicPartition]) -> None:
         """Forget what was read back for these source partitions (revoked or lost); free their read-ahead."""
         gone = set(tps)
-        kept: dict[tuple[int, int], tuple[TopicPartition, Entry]] = {}
+        kept: dict[Handed, tuple[TopicPartition, Entry]] = {}
         for key, got in self._handed.items():
             if got[0] in gone:
-                self._ahead[key[0]] -= 1
+                self._ahead.freed(key, got[1].account)
             else:
                 kept[key] = got
         self._handed = kept
-        for partition in list(self._paused):
-            self._resume_if_free(partition)
+        self._ahead.check(list(self._ahead.paused))
 
     def end_of(self, tp: TopicPartition) -> int | None:
         """The end of the park partition of a source partition, as last reached (for logs)."""
@@ -100,14 +103,9 @@ class Unpark:
             return
         tp, entry = got
         self.book.done(tp, entry, offset)
-        self._ahead[partition] -= 1
-        self._resume_if_free(partition)
+        self._ahead.freed((partition, offset), entry.account)
+        self._ahead.check([partition])
         self._leave(partition)
-
-    def _resume_if_free(self, partition: int) -> None:
-        if partition in self._paused and self._ahead[partition] <= READ_AHEAD // 2:
-            self._paused.discard(partition)
-            self._reader.resume(partition)
 
     # ---- reading back ------------------------------------------------------------------------
     def tick(self) -> None:
@@ -138,13 +136,14 @@ class Unpark:
             start = start if at is None else min(start, at)
             self._end.pop(partition, None)
             self._reader.read(partition, start)
-            if partition in self._paused:  # the read-ahead is still full: the new read waits too
+            if partition in self._ahead.paused:  # the read-ahead is still full: the new read waits too
                 self._reader.pause(partition)
             log.info("unpark_started", park_topic=self._writer.topic, park_partition=partition, offset=start)
         for partition in list(self._reader.reading):
             if partition not in wanted:
                 self._reader.stop_reading(partition)
                 self._end.pop(partition, None)
+        self._ahead.check(list(self._reader.reading | self._ahead.paused))  # accounts held or freed since
         self._gauges.update()
 
     def _readable(self, tp: TopicPartition, entry: Entry) -> bool:
@@ -192,9 +191,7 @@ class Unpark:
                                 parked=made.count,
                             )
                 self._leave(partition)
-            if self._ahead[partition] >= READ_AHEAD and partition not in self._paused:
-                self._paused.add(partition)
-                self._reader.pause(partition)
+            self._ahead.check([partition])
 
     def _readers(self, partition: int) -> list[tuple[TopicPartition, Entry]]:
         """The entries that take a poll of this park partition; one held since its read began stops
@@ -250,7 +247,7 @@ class Unpark:
         assert offset is not None
         entry.pending[offset] = None
         self._handed[(partition, offset)] = (tp, entry)
-        self._ahead[partition] += 1
+        self._ahead.took((partition, offset), entry.account, entry.expiring)
         headers: list[tuple[str, str | bytes | None]] = [
             (h[0], h[1]) for h in _headers(m) if not h[0].startswith("park.")
         ]
@@ -282,6 +279,55 @@ class Unpark:
     def labelled(self, account: str) -> bool:
         """True when an account id may be a metric label value (it has credentials of its own)."""
         return self._accounts.labelled(account)
+
+
+class ReadAhead:
+    """Records read back and not done, per park partition: the reader pauses at READ_AHEAD, resumes at half.
+
+    Counted: every record being dead-lettered, and every record of an account that can send. Those
+    waiting in their lanes for an account held again are not (they cannot move before it can send):
+    they never stop the park partition's other reads, a census or an expiry. They stay bounded: an
+    account takes records only while the count, its own included, is under READ_AHEAD.
+    """
+
+    def __init__(self, reader: ParkReader, can_send: Callable[[str], bool]) -> None:
+        self._reader = reader
+        self._can_send = can_send
+        self._by: dict[int, Counter[str | None]] = {}  # per park partition, by account (None: dead letters)
+        self._dead: set[Handed] = set()  # records handed to be dead-lettered
+        self.paused: set[int] = set()
+
+    def took(self, key: Handed, account: str, dead: bool) -> None:
+        """A record was handed to its lane (or to be dead-lettered, `dead`)."""
+        if dead:
+            self._dead.add(key)
+        self._by.setdefault(key[0], Counter())[None if dead else account] += 1
+
+    def freed(self, key: Handed, account: str) -> None:
+        """A record handed is done or forgotten."""
+        by = self._by.get(key[0])
+        who = None if key in self._dead else account
+        self._dead.discard(key)
+        if by is not None and by[who] > 0:
+            by[who] -= 1
+            if not by[who]:
+                del by[who]
+
+    def counted(self, partition: int) -> int:
+        """Records of the park partition that hold its read-ahead."""
+        by = self._by.get(partition, Counter())
+        return sum(n for who, n in by.items() if who is None or self._can_send(who))
+
+    def check(self, partitions: list[int]) -> None:
+        """Pause each park partition whose count reached READ_AHEAD, resume each paused one at half."""
+        for partition in partitions:
+            n = self.counted(partition)
+            if partition not in self.paused and n >= READ_AHEAD:
+                self.paused.add(partition)
+                self._reader.pause(partition)
+            elif partition in self.paused and n <= READ_AHEAD // 2:
+                self.paused.discard(partition)
+                self._reader.resume(partition)
 
 
 class Gauges:

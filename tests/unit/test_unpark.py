@@ -228,3 +228,36 @@ def test_a_revoke_frees_the_read_ahead_of_the_records_it_forgets(
     assert park.reader.paused == {0}
     park.finish(park.submitted[2:3])
     assert park.reader.paused == set(), "2 read ahead: it reads on"
+
+
+# ---- an account held again does not stop its park partition ---------------------------------------
+def test_records_waiting_for_an_account_held_again_do_not_stop_the_park_partitions_other_reads(
+    park: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-ahead 4. B's four records read back fill it, then B is halted again: they wait in their
+    lanes and no longer count, so the park partition reads on and D (held, of another source
+    partition on the same park partition) has its expired records dead-lettered; once B can send
+    again its four count again and the reader waits for them. Before, the park partition stayed
+    paused as long as B was halted: D's records never expired (retention could delete them)."""
+    monkeypatch.setattr(unpark_module, "READ_AHEAD", 4)
+    tp2: TopicPartition = (TOPIC, 2)
+    park.tracker.assign(tp2, 0)
+    b = park.park("B", [NOW - 1] * 6)
+    d = park.park("D", [NOW - 2 * MAX_AGE_S] * 2, tp=tp2)  # past PARK_MAX_AGE_S
+    park.hold("D")
+    park.unpark.tick()
+    assert park.reader.reads == [(0, 0)], "B can send, D expired: both read from 0"
+    park.fetch(b[:4])
+    assert offsets(park.submitted) == [0, 1, 2, 3] and park.reader.paused == {0}
+    park.hold("B")  # a 401: its four wait in their lanes (never parked again)
+    park.unpark.tick()
+    assert park.reader.paused == set(), "B's records cannot move: they do not hold the read-ahead"
+    park.fetch(b[4:] + d, end=8)
+    assert offsets(park.expired) == [6, 7] and offsets(park.submitted) == [0, 1, 2, 3]
+    park.finish(park.expired)
+    assert park.book.get(tp2, "D") is None, "D's records dead-lettered: it leaves the park"
+    park.release("B")
+    park.unpark.tick()
+    assert park.reader.paused == {0}, "B can send: its four count again, the read-ahead is full"
+    park.finish(park.submitted[:2])
+    assert park.reader.paused == set()
