@@ -321,13 +321,11 @@ class SourceConsumer:
         self.broker = broker
         self.position: dict[tuple[str, int], int] = {}
         self.paused: set[tuple[str, int]] = set()
-        self.read_mode = "ok"  # ok | timeout | partition_error (then `read_failures` reads answer so)
-        self.read_failures = 0
+        self.read_mode = "ok"  # ok | timeout | partition_error: the next committed() answers so
         self.on_commit: Callable[[KafkaError | None, list[Any]], None] | None = None
 
     def committed(self, tps: list[KafkaTP], timeout: float = -1) -> list[CommittedTP]:
-        mode = self.read_mode if self.read_failures > 0 else "ok"
-        self.read_failures -= 1
+        mode, self.read_mode = self.read_mode, "ok"
         if mode == "timeout":
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         out = []
