@@ -84,6 +84,8 @@ class Writes:
     writer: ParkWriter
     producer: StubProducer
     acked: list[bytes] = field(default_factory=list)
+    acked_at: set[int] = field(default_factory=set)  # park offsets acknowledged as parked
+    passed: set[int] = field(default_factory=set)  # park offsets of copies to pass over (out of order)
     ours: set[tuple[str, int]] = field(default_factory=lambda: {("leads", 0), ("leads", 2), ("leads", 1)})
 
 
@@ -96,6 +98,7 @@ def make(monkeypatch: pytest.MonkeyPatch) -> Writes:
     def acked(record: Record, offset: int, since: float) -> None:
         assert record.value is not None
         out.acked.append(record.value)
+        out.acked_at.add(offset)
 
     out.writer = ParkWriter({}, "park", asyncio.get_running_loop(), acked, lambda r: r.tp in out.ours)
     out.writer.partitions = 2  # source partitions 0 and 2 share park partition 0
@@ -247,3 +250,23 @@ async def test_writes_made_while_the_park_partitions_are_unknown_land_in_order(
     w.writer.send(rec("r3", offset=3), "acct", 1.0)
     await until(lambda: len(w.acked) == 3)
     assert w.producer.log[0] == [b"r1", b"r2", b"r3"]
+
+
+async def test_a_write_that_overtook_an_earlier_failed_one_is_read_back_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 27 finding 5, its last case: r2 was on the wire when r1 (same visit, produced first) failed,
+    and r2 lands first. What is read back (the park records acknowledged as parked, in park order, the
+    copies passed over left out) must be r1 then r2: r2's early copy passed over, r2 written again
+    after r1, and r2's source record pending until that copy is acknowledged."""
+    w = make(monkeypatch)
+    w.producer.hold = True
+    w.producer.fail[b"r1"] = [TIMED_OUT]
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    w.producer.report()  # r1 fails, r2 lands at park offset 0
+    w.producer.hold = False
+    await until(lambda: len(w.acked) == 2)
+    read_back = [v for at, v in enumerate(w.producer.log[0]) if at in w.acked_at and at not in w.passed]
+    assert read_back == [b"r1", b"r2"], f"the park reads back {read_back}: the visit's order is lost"
+    assert w.acked == [b"r1", b"r2"] and w.writer.pending == 0
