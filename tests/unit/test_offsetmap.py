@@ -155,9 +155,9 @@ def test_encoding_is_bounded_for_huge_done_sets() -> None:
 
 
 def test_runs_that_touch_are_encoded_as_one() -> None:
-    """A park entry's done runs can touch (its read position's run, then a run of park offsets passed
-    over that it has partly read): sparse enough for run-length encoding, the map must still read back,
-    not be thrown away as corrupt (a takeover would read those park records back out of order)."""
+    """Runs handed to `encode` can touch (a park entry's read run, then a park copy passed over next to
+    it): sparse enough for run-length encoding, the map must still read back, not be thrown away as
+    corrupt (a takeover would read the copies passed over back, out of order)."""
     runs = [(5, 1000), (1000, 1001), (5000, 5001)]
     text, outcome = encode(5, runs, 400)
     assert outcome is Outcome.FULL
