@@ -106,6 +106,7 @@ async def open_park(
         lambda record, offset, since: park.acked(record, offset, since),
         dispatcher.is_current,
         dispatcher.settled,
+        on_overtaken=lambda record, offset: park.overtaken(record, offset),
     )
     reader = ParkReader(s.park_reader_config(), s.park_topic, loop, lambda got: park.fetched(got))
     park = Park(

@@ -178,6 +178,13 @@ class Park:
         else:
             self._source_done(record)
 
+    def overtaken(self, record: Record, park_offset: int) -> None:
+        """A park copy landed before an earlier write of its source partition (that one failed): it is not
+        parked (read back never, named done from the next commit on); the record is written again."""
+        entry = self._writing.get(id(record))
+        if entry is not None and self._tracker.owns(record.tp, record.generation):
+            self.book.passed(record.tp, entry, park_offset)
+
     def complete(self, record: Record) -> bool:
         """A record is done: True when it was read back from the park (the park settles it)."""
         if record.parked is None:

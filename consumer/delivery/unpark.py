@@ -230,8 +230,9 @@ class Unpark:
                 continue
             if mine and offset not in entry.pending and not entry.skips(offset):  # not done yet: take it
                 generation = self._tracker.generation(tp)
-                if generation is None:
-                    entry.reading = entry.expiring = False  # not ours now: never passed over unread
+                if generation is None or self._writer.unreported(tp, source_offset):
+                    # not ours now, or its write not reported (maybe out of order): read again, never skipped
+                    entry.reading = entry.expiring = False
                     continue
                 self._take(partition, m, tp, entry, (source_offset, generation, since, now))
             elif tp == origin and entry.census is not None:

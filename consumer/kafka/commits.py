@@ -10,11 +10,15 @@ from confluent_kafka import TopicPartition as KafkaTP
 
 from consumer.kafka import parkbook
 from consumer.kafka.offsets import CommitPoint, TopicPartition
+from consumer.kafka.partition_metrics import fmt
 from consumer.ops import metrics
 
 log = structlog.get_logger("consumer.kafka.source")
 
 TOO_LARGE = KafkaError.OFFSET_METADATA_TOO_LARGE
+# Errors a broker gives one partition of a commit (the others may be stored): which one failed, the
+# client does not say when it raises, so the partitions are committed again one by one.
+PER_PARTITION = {TOO_LARGE, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED}
 STEPS = 6  # steps down the metadata ladder (consumer.kafka.parkbook.shorter) before it is plain
 
 
@@ -31,42 +35,66 @@ def commit_sync(
 ) -> bool:
     """Commit synchronously; retry a retriable failure (coordinator moving, request timed out) briefly.
 
-    Metadata the broker refuses as too large is stepped down partition by partition (the others keep
-    theirs): a synchronous commit's error does not say which partition it was.
+    The broker answers each partition on its own. A partition refused (its metadata too large, its
+    topic unknown) is committed again alone, its metadata a step shorter each time it is refused as too
+    large (the others keep theirs): the client raises the error of the *last* partition that failed and
+    does not say which one, or returns the partitions with their errors (as confluent-kafka documents).
     """
     for attempt in range(1, attempts + 1):
         try:
-            consumer.commit(offsets=kafka_tps(offsets), asynchronous=False)
-            return True
+            failed = _commit(consumer, offsets)
         except KafkaException as exc:
             err = _error(exc)
-            if err is not None and err.code() == TOO_LARGE:
-                return all([_commit_stepping_down(consumer, tp, c, what) for tp, c in offsets.items()])
+            if err is not None and err.code() in PER_PARTITION:
+                return _one_by_one(consumer, offsets, what, err)
             if not (err is not None and err.retriable() and attempt < attempts):
                 log.error("commit_failed", phase=what, error=str(exc), attempt=attempt)
                 return False
             log.warning("commit_retry", phase=what, error=str(exc), attempt=attempt)
             time.sleep(0.2 * attempt)
+            continue
+        if not failed:
+            return True
+        return _one_by_one(consumer, {tp: offsets[tp] for tp in failed}, what, next(iter(failed.values())))
     return False
+
+
+def _commit(
+    consumer: Consumer, offsets: dict[TopicPartition, CommitPoint]
+) -> dict[TopicPartition, KafkaError]:
+    """One synchronous commit: the partitions it returned with an error (a failed request raises)."""
+    answered = consumer.commit(offsets=kafka_tps(offsets), asynchronous=False) or []
+    return {(p.topic, p.partition): p.error for p in answered if p.error is not None}
+
+
+def _one_by_one(
+    consumer: Consumer, offsets: dict[TopicPartition, CommitPoint], what: str, err: KafkaError
+) -> bool:
+    """Some partitions of a commit were refused (which, the answer may not say): commit each alone."""
+    log.warning("commit_partly_refused", phase=what, error=err.name(), partitions=fmt(list(offsets)))
+    return all([_commit_stepping_down(consumer, tp, c, what) for tp, c in offsets.items()])
 
 
 def _commit_stepping_down(consumer: Consumer, tp: TopicPartition, point: CommitPoint, what: str) -> bool:
     """Commit one partition, its metadata a step shorter each time the broker refuses it as too large."""
     for step in range(STEPS + 1):
         try:
-            consumer.commit(offsets=kafka_tps({tp: point}), asynchronous=False)
-            return True
+            err = _commit(consumer, {tp: point}).get(tp)
         except KafkaException as exc:
-            err = _error(exc)
-            if err is None or err.code() != TOO_LARGE or not point.metadata:
-                log.error("commit_failed", phase=what, error=str(exc), topic=tp[0], partition=tp[1])
-                return False
-            shorter = parkbook.shorter(*point) if step < STEPS - 1 else ""
-            metrics.COMMIT_METADATA_REFUSED.inc()
+            err = _error(exc) or KafkaError(KafkaError._FAIL, str(exc))
+        if err is None:
+            return True
+        if err.code() != TOO_LARGE or not point.metadata:
             log.error(
-                "commit_metadata_refused", phase=what, topic=tp[0], partition=tp[1], limit_bytes=len(shorter)
+                "commit_failed", phase=what, error=err.str(), code=err.name(), topic=tp[0], partition=tp[1]
             )
-            point = CommitPoint(point.offset, shorter)
+            return False
+        shorter = parkbook.shorter(*point) if step < STEPS - 1 else ""
+        metrics.COMMIT_METADATA_REFUSED.inc()
+        log.error(
+            "commit_metadata_refused", phase=what, topic=tp[0], partition=tp[1], limit_bytes=len(shorter)
+        )
+        point = CommitPoint(point.offset, shorter)
     return False
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import Enum
 from itertools import islice
 
@@ -75,7 +75,7 @@ def encode(base: int, runs: Iterable[Run], max_bytes: int) -> tuple[str, Outcome
         return "", Outcome.PLAIN
     # Bounded work: a body beyond 16x the room cannot fit even compressed; runs past that are dropped.
     cap = 8 * room
-    taken = list(islice(runs, cap + 1))
+    taken = list(islice(_joined(runs), cap + 1))
     if not taken:
         return "", Outcome.EMPTY
     capped = len(taken) > cap
@@ -144,6 +144,20 @@ def _varint(n: int) -> bytes:
     if n < 0:
         raise ValueError(f"negative value in an offset map: {n}")
     return write_varint(n)
+
+
+def _joined(runs: Iterable[Run]) -> Iterator[Run]:
+    """The runs, those that touch joined into one (a later run's gap must be at least 1)."""
+    held: Run | None = None
+    for start, end in runs:
+        if held is not None and start <= held[1]:
+            held = (held[0], max(held[1], end))
+            continue
+        if held is not None:
+            yield held
+        held = (start, end)
+    if held is not None:
+        yield held
 
 
 def _rle_values(base: int, runs: list[Run]) -> list[int]:

@@ -9,7 +9,9 @@ so the records of one park partition are written in the order they were produced
 A failed write keeps its place: while it is retried, later writes of its park partition are held
 behind it (a FIFO per park partition) and produced in order once it landed; a revoke lets go of held
 writes of its partitions. A write already on the wire when an earlier one failed may still land
-first: that cannot be undone here and is logged (`park_write_overtook`).
+first (`park_write_overtook`): that copy does not count as parked (`on_overtaken`: the park passes
+over it when reading back, and its commits name it done), and the record is held again in its place,
+written again after the earlier one; its source record stays pending until that copy is acknowledged.
 
 A failed write is told apart like a dead letter's (consumer.kafka.deadletter): transient or
 operator-fixable (topic missing, broker down) retried with backoff; permanent ones retried every
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +44,7 @@ UNKNOWN = -1  # the queue of writes held while the park topic's partitions are n
 FREE = -2  # the queue of a write not held
 Headers = list[tuple[str, str | bytes | None]]
 Acked = Callable[[Record, int, float], None]  # record, park offset, park time (epoch s)
+Overtaken = Callable[[Record, int], None]  # record, park offset of its copy out of order
 
 
 def park_headers(record: Record, account: str, since_s: float) -> Headers:
@@ -83,12 +87,15 @@ class ParkWriter(Outbox):
         on_acked: Acked,
         is_current: Callable[[Record], bool],
         on_settled: Callable[[], None] = lambda: None,
+        *,
+        on_overtaken: Overtaken,
     ) -> None:
         conf = {**config, "enable.idempotence": True}
         blocked = metrics.PARK_BLOCKED
         super().__init__(conf, loop, "park-producer", "park_producer_error", blocked, is_current, on_settled)
         self.topic = topic
         self._on_acked = on_acked
+        self._on_overtaken = on_overtaken
         self.partitions = 0  # of the park topic (0: not known yet, writes wait)
         self._learning: asyncio.Task[int] | None = None
         self._seq = 0  # produce order of first writes
@@ -97,6 +104,10 @@ class ParkWriter(Outbox):
         self._held: dict[int, list[Write]] = {}
         self._retrying: dict[int, Write] = {}  # the held write on the wire again, per queue
         self._timers: dict[int, asyncio.TimerHandle] = {}  # the next retry, per queue
+        self._flying: Counter[tuple[TopicPartition, int]] = Counter()  # produced, not reported (source)
+        # Per source partition: produce orders (low, high] of its writes made before a held one of it was
+        # let go (a revoke): one of them landing now is out of order as if the one let go were still held.
+        self._let_go: dict[TopicPartition, tuple[int, int]] = {}
 
     async def learn_partitions(self) -> int:
         """The park topic's partition count from the broker's metadata (0 when missing: logged)."""
@@ -119,6 +130,10 @@ class ParkWriter(Outbox):
         """The park partition of a source partition."""
         return tp[1] % self.partitions
 
+    def unreported(self, tp: TopicPartition, offset: int) -> bool:
+        """True while a park write of this source record is produced and its delivery report not in."""
+        return self._flying[(tp, offset)] > 0
+
     def send(self, record: Record, account: str, since_s: float) -> None:
         """Park one record; `on_acked` runs on the loop once the broker has it."""
         self._admit(record, 0)
@@ -133,7 +148,7 @@ class ParkWriter(Outbox):
                 if w is retried or self._is_current(w.record):
                     keep.append(w)
                 else:
-                    self._settle(w.record)
+                    self._drop(w)
             held[:] = keep
             if not held:
                 self._forget(queue)
@@ -171,6 +186,7 @@ class ParkWriter(Outbox):
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             self._failed(w, err, f"{type(exc).__name__}: {exc}")
             return False
+        self._flying[(record.tp, record.offset)] += 1
         return True
 
     def _reported(self, w: Write, err: KafkaError | None, msg: Message) -> None:
@@ -178,24 +194,47 @@ class ParkWriter(Outbox):
         retried = self._retrying.get(queue) is w
         if retried:
             del self._retrying[queue]
+        key = (w.record.tp, w.record.offset)
+        self._flying[key] -= 1
+        if self._flying[key] <= 0:
+            del self._flying[key]
         if err is not None:
             self._failed(w, err, err.str())
             return
         if retried:
             self._held[queue].remove(w)
-        held = self._held.get(self._queue(w.record.tp))
-        if held and held[0].seq < w.seq:  # produced before an earlier one's failure was known
-            log.error(
-                "park_write_overtook",
-                **w.record.where(),
-                park_topic=self.topic,
-                note="an earlier write of its park partition failed: it is retried after this one",
-            )
-        self._settle(w.record)
         offset = msg.offset()
-        self._on_acked(w.record, offset if offset is not None else -1, w.since_s)
+        offset = offset if offset is not None else -1
+        if self._overtook(w):
+            self._again(w, offset)  # (a retried write too: the write before it is retried first)
+            return
+        self._settle(w.record)
+        self._on_acked(w.record, offset, w.since_s)
         if retried:
             self._drain(queue)
+
+    def _overtook(self, w: Write) -> bool:
+        """True if an earlier write of its source partition has not landed (held for a retry, or let go)."""
+        tp = w.record.tp
+        low, high = self._let_go.get(tp, (0, 0))
+        held = self._held.get(self._queue(tp), ())
+        return low < w.seq <= high or any(h.seq < w.seq and h.record.tp == tp for h in held)
+
+    def _again(self, w: Write, offset: int) -> None:
+        """A copy landed out of order: not parked (passed over when read back); written again in its place."""
+        log.warning(
+            "park_write_overtook",
+            **w.record.where(),
+            park_topic=self.topic,
+            park_offset=offset,
+            note="an earlier write of its source partition failed: this copy is passed over, written again",
+        )
+        self._on_overtaken(w.record, offset)
+        if self._is_current(w.record):
+            w.queue = FREE
+            self._hold(w, RETRY_INITIAL_S)
+        else:
+            self._settle(w.record)
 
     def _failed(self, w: Write, err: KafkaError | None, error: str) -> None:
         record = w.record
@@ -248,7 +287,7 @@ class ParkWriter(Outbox):
         self._timers.pop(queue, None)
         held = self._held.get(queue, [])
         while held and not self._is_current(held[0].record):
-            self._settle(held.pop(0).record)
+            self._drop(held.pop(0))
         if not held:
             self._forget(queue)
             return
@@ -266,7 +305,13 @@ class ParkWriter(Outbox):
             if self._is_current(w.record):
                 self._write(w)
             else:
-                self._settle(w.record)
+                self._drop(w)
+
+    def _drop(self, w: Write) -> None:
+        """Let go of a held write no longer ours (its new owner parks the record again)."""
+        self._settle(w.record)
+        low, _ = self._let_go.get(w.record.tp, (w.seq, 0))
+        self._let_go[w.record.tp] = (min(low, w.seq), self._seq)
 
     def _forget(self, queue: int) -> None:
         self._held.pop(queue, None)

@@ -22,6 +22,7 @@ down saying less, never more (`fit` does the same for a whole commit's metadata)
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -165,6 +166,14 @@ class ParkBook:
         entry.last_written = max(entry.last_written, park_offset)
         if entry.oldest_s is None or parked_s < entry.oldest_s:
             entry.oldest_s = parked_s
+        self._bump(tp)
+
+    def passed(self, tp: TopicPartition, entry: Entry, park_offset: int) -> None:
+        """A park copy of this entry's that landed out of order: never read back, named done in commits."""
+        runs = entry.skip if entry.skip is not None else deque()
+        at = bisect.bisect(runs, (park_offset, park_offset + 1))
+        runs.insert(at, (park_offset, park_offset + 1))
+        entry.skip = runs
         self._bump(tp)
 
     def done(self, tp: TopicPartition, entry: Entry, park_offset: int) -> None:

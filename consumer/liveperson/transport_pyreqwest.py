@@ -29,6 +29,8 @@ def build_client(max_in_flight: int, timeout_s: float, ca_file: str | None) -> C
     builder = (
         ClientBuilder()
         .default_headers({**SESSION_HEADERS, **EVENTS_HEADERS})
+        # A total deadline from send(): a wait for one of the pool's connections counts against it
+        # (pyreqwest shortens the request's timeout by that wait), so a request ends within timeout_s.
         .timeout(timedelta(seconds=timeout_s))
         .pool_timeout(timedelta(seconds=timeout_s))
         .pool_idle_timeout(timedelta(seconds=KEEPALIVE_S))

@@ -297,3 +297,38 @@ async def test_a_connect_or_pool_wait_that_outlasts_the_timeout_is_a_timeout(
     finally:
         await c.close()
     assert [(r.status, r.error) for r in replies] == [(None, "timeout")] * 6, [r.detail for r in replies]
+
+
+async def test_a_request_that_waited_for_a_pooled_connection_still_ends_within_the_timeout(
+    sandbox: SandboxAPI, transport: str
+) -> None:
+    """The shutdown drain and the revoke wait outlast HTTP_TIMEOUT_S, counted from when a request
+    starts: a request that first waits for a connection (the pool is full) must end within that too,
+    its wait included, never be written and answered up to twice as late. Five requests hold every
+    connection of the pool (MAX_IN_FLIGHT 1 + 4) until their timeout; a sixth starts then, waits for a
+    connection, gets one when they time out, and would be answered 0.9 x HTTP_TIMEOUT_S later.
+    pyreqwest (0.15) takes the wait for a connection off the request's timeout (its `timeout` is a total
+    deadline from `send()`): measured, the sixth written 1.99 s after it started, timed out at 2.00 s."""
+    timeout_s = 2.0
+    settings = settings_for(sandbox.base_url, transport, MAX_IN_FLIGHT="1", HTTP_TIMEOUT_S=str(timeout_s))
+    sandbox.latency = 0.9 * timeout_s
+    c = EngagementClient(settings)
+    await c.start()
+    account = account_of(settings)
+    try:
+        for i in range(5):
+            sandbox.hang_visitor(f"held{i}")
+        holders = [
+            asyncio.create_task(c.send(Visit("1234", f"held{i}", "s"), BODY, account)) for i in range(5)
+        ]
+        await sandbox.wait_for(lambda api: sum(api.in_flight.values()) == 5, timeout=timeout_s / 2)
+        started = time.monotonic()
+        late = await c.send(Visit("1234", "late", "s"), BODY, account)
+        ended = time.monotonic() - started
+        await asyncio.gather(*holders)
+    finally:
+        await c.close()
+    arrived = [r.time - started for r in sandbox.received if r.visitor == "late"]
+    assert (late.status, late.error) == (None, "timeout"), (late.status, ended, arrived, late.detail)
+    assert ended < timeout_s * 1.25, f"{ended:.2f} s: the wait for a connection came on top of the timeout"
+    assert all(a < timeout_s for a in arrived), f"written {arrived} s after it started"

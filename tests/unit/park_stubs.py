@@ -30,9 +30,13 @@ class Writer:
 
     def __init__(self, partitions: int = 1) -> None:
         self.partitions = partitions
+        self.flying: set[tuple[TopicPartition, int]] = set()  # (source partition, offset) not reported
 
     def park_partition(self, tp: TopicPartition) -> int:
         return tp[1] % self.partitions
+
+    def unreported(self, tp: TopicPartition, offset: int) -> bool:
+        return (tp, offset) in self.flying
 
 
 class Reader:
@@ -96,6 +100,7 @@ class Rig:
     """The real Unpark and book, the stubs, and what it submitted or dead-lettered."""
 
     unpark: Unpark
+    writer: Writer
     book: ParkBook
     tracker: OffsetTracker
     reader: Reader
@@ -159,13 +164,13 @@ def message(
 
 def make_rig() -> Rig:
     """A fresh Unpark with its book, the tracker owning TP, and the stubs."""
-    book, tracker, reader, accounts = ParkBook(), OffsetTracker(), Reader(), Accounts()
+    book, tracker, reader, accounts, writer = ParkBook(), OffsetTracker(), Reader(), Accounts(), Writer()
     clock = [NOW]
     tracker.assign(TP, 0)
     rig: Rig
     unpark = Unpark(
         book,
-        Writer(),  # type: ignore[arg-type]
+        writer,  # type: ignore[arg-type]
         reader,  # type: ignore[arg-type]
         accounts,  # type: ignore[arg-type]
         tracker,
@@ -174,7 +179,7 @@ def make_rig() -> Rig:
         MAX_AGE_S,
         clock=lambda: clock[0],
     )
-    rig = Rig(unpark, book, tracker, reader, accounts, clock)
+    rig = Rig(unpark, writer, book, tracker, reader, accounts, clock)
     return rig
 
 

@@ -152,3 +152,13 @@ def test_encoding_is_bounded_for_huge_done_sets() -> None:
     runs = ((2 * i + 1, 2 * i + 2) for i in range(10**7))  # a generator: only what can fit is read
     text, outcome = encode(0, runs, 4096)
     assert outcome is Outcome.TRUNCATED and 0 < len(text) <= 4096
+
+
+def test_runs_that_touch_are_encoded_as_one() -> None:
+    """Runs handed to `encode` can touch (a park entry's read run, then a park copy passed over next to
+    it): sparse enough for run-length encoding, the map must still read back, not be thrown away as
+    corrupt (a takeover would read the copies passed over back, out of order)."""
+    runs = [(5, 1000), (1000, 1001), (5000, 5001)]
+    text, outcome = encode(5, runs, 400)
+    assert outcome is Outcome.FULL
+    assert decode(text, 5) == ([(5, 1001), (5000, 5001)], None)

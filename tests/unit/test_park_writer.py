@@ -84,6 +84,8 @@ class Writes:
     writer: ParkWriter
     producer: StubProducer
     acked: list[bytes] = field(default_factory=list)
+    acked_at: set[int] = field(default_factory=set)  # park offsets acknowledged as parked
+    passed: set[int] = field(default_factory=set)  # park offsets of copies to pass over (out of order)
     ours: set[tuple[str, int]] = field(default_factory=lambda: {("leads", 0), ("leads", 2), ("leads", 1)})
 
 
@@ -96,8 +98,13 @@ def make(monkeypatch: pytest.MonkeyPatch) -> Writes:
     def acked(record: Record, offset: int, since: float) -> None:
         assert record.value is not None
         out.acked.append(record.value)
+        out.acked_at.add(offset)
 
-    out.writer = ParkWriter({}, "park", asyncio.get_running_loop(), acked, lambda r: r.tp in out.ours)
+    def overtaken(record: Record, offset: int) -> None:
+        out.passed.add(offset)
+
+    loop = asyncio.get_running_loop()
+    out.writer = ParkWriter({}, "park", loop, acked, lambda r: r.tp in out.ours, on_overtaken=overtaken)
     out.writer.partitions = 2  # source partitions 0 and 2 share park partition 0
     out.producer = out.writer._producer  # type: ignore[assignment]
     return out
@@ -218,7 +225,7 @@ async def test_a_write_that_lands_before_an_earlier_failed_one_is_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Writes already in flight when an earlier one fails may still land before its retry (the broker
-    has them): that cannot be undone here, so it is never silent."""
+    has them): that copy is passed over and written again, never silently (a warning naming it)."""
     w = make(monkeypatch)
     w.producer.hold = True
     w.producer.fail[b"r1"] = [TIMED_OUT]
@@ -229,7 +236,8 @@ async def test_a_write_that_lands_before_an_earlier_failed_one_is_reported(
         w.producer.hold = False
         await until(lambda: len(w.acked) == 2)
     overtook = [e for e in logs if e["event"] == "park_write_overtook"]
-    assert len(overtook) == 1 and overtook[0]["offset"] == 2 and overtook[0]["log_level"] == "error"
+    assert len(overtook) == 1 and overtook[0]["offset"] == 2 and overtook[0]["log_level"] == "warning"
+    assert overtook[0]["park_offset"] == 0 and w.passed == {0}
 
 
 async def test_writes_made_while_the_park_partitions_are_unknown_land_in_order(
@@ -247,3 +255,59 @@ async def test_writes_made_while_the_park_partitions_are_unknown_land_in_order(
     w.writer.send(rec("r3", offset=3), "acct", 1.0)
     await until(lambda: len(w.acked) == 3)
     assert w.producer.log[0] == [b"r1", b"r2", b"r3"]
+
+
+async def test_a_write_that_overtook_an_earlier_failed_one_is_read_back_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 27 finding 5, its last case: r2 was on the wire when r1 (same visit, produced first) failed,
+    and r2 lands first. What is read back (the park records acknowledged as parked, in park order, the
+    copies passed over left out) must be r1 then r2: r2's early copy passed over, r2 written again
+    after r1, and r2's source record pending until that copy is acknowledged."""
+    w = make(monkeypatch)
+    w.producer.hold = True
+    w.producer.fail[b"r1"] = [TIMED_OUT]
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    w.producer.report()  # r1 fails, r2 lands at park offset 0
+    w.producer.hold = False
+    await until(lambda: len(w.acked) == 2)
+    read_back = [v for at, v in enumerate(w.producer.log[0]) if at in w.acked_at and at not in w.passed]
+    assert read_back == [b"r1", b"r2"], f"the park reads back {read_back}: the visit's order is lost"
+    assert w.acked == [b"r1", b"r2"] and w.writer.pending == 0
+
+
+async def test_a_copy_landing_after_its_earlier_failed_write_was_let_go_is_still_passed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A revoke lets go of r1 (failed, held) while r2 of the same source partition is on the wire: r2
+    landing is as out of order as before, so it is passed over (the revoke's commit names it done), and
+    not written again (the partition is no longer ours). Another partition's write landing meanwhile, in
+    the same park partition, counts as parked: its order is its own."""
+    w = make(monkeypatch)
+    w.producer.hold = True
+    w.producer.fail[b"r1"] = [TOO_LARGE]
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    w.writer.send(rec("r2", offset=2), "acct", 1.0)
+    w.writer.send(rec("x1", partition=2, offset=7), "acct", 1.0)
+    w.producer.unreported, r2_and_x1 = w.producer.unreported[:1], w.producer.unreported[1:]
+    w.producer.report()  # r1 is refused
+    await until(lambda: w.writer._held)
+    w.ours.discard(("leads", 0))
+    w.writer.release()
+    w.producer.unreported = r2_and_x1
+    w.producer.report()
+    await until(lambda: w.writer.pending == 0)
+    assert w.producer.log[0] == [b"r2", b"x1"] and w.passed == {0} and w.acked == [b"x1"]
+    assert w.producer.produced.count(b"r2") == 1, "a copy of a partition no longer ours was written again"
+
+
+async def test_the_writer_says_which_writes_are_not_reported_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The park reader must not take a copy whose report is not in (it may be out of order)."""
+    w = make(monkeypatch)
+    w.producer.hold = True
+    w.writer.send(rec("r1", offset=1), "acct", 1.0)
+    assert w.writer.unreported(("leads", 0), 1) and not w.writer.unreported(("leads", 0), 2)
+    w.producer.report()
+    await until(lambda: w.acked == [b"r1"])
+    assert not w.writer.unreported(("leads", 0), 1)

@@ -15,7 +15,7 @@ import pytest
 from consumer.delivery.parking import Park
 from consumer.formats.events import parse_event
 from consumer.kafka.offsets import OffsetTracker
-from consumer.kafka.parkbook import ANY
+from consumer.kafka.parkbook import ANY, ParkBook
 from consumer.values.records import Record, TopicPartition
 
 pytestmark = pytest.mark.timeout(10)
@@ -342,3 +342,29 @@ def test_records_of_a_partition_no_longer_ours_do_not_count_for_a_share() -> Non
     p.tracker.assign(TP)  # a newer assignment: r belongs to the old one
     p.park.takes(r, p.accounts.get("a"), lane_busy=False)
     assert fresh(p) == {}
+
+
+def test_a_copy_that_overtook_an_earlier_write_is_passed_over_and_its_record_waits_for_the_next() -> None:
+    """r2's park write landed (at 41) before r1's, which failed and is retried: that copy does not count
+    as parked. Every commit from then on names park offset 41 done (a takeover passes over it, before
+    r2's source offset is ever named done), and r2 stays pending until its copy in order is acknowledged."""
+    p = make()
+    a = p.accounts.get("a")
+    a.held = "halted"
+    r0, r1, r2 = consumed(p, "a"), consumed(p, "a"), consumed(p, "a")
+    for r in (r0, r1, r2):
+        p.park.takes(r, a, lane_busy=False)
+    ack(p, 1, at=40)  # r0 parked at 40
+    p.park.overtaken(r2, 41)
+    entry = p.park.book.get(TP, "a")
+    assert entry is not None and entry.count == 1 and entry.writes == 2 and p.done == [r0]
+    taken_over = ParkBook()
+    taken_over.assign(TP, 1, p.park.metadata(TP)[1])  # a crash now: the next owner's book
+    (after,) = [e for _, e in taken_over.entries(TP)]
+    assert after.position == 40 and after.skips(41) and not after.skips(42), "41 would be read back"
+    p.park.acked(r1, 42, 1.0)
+    p.park.acked(r2, 43, 1.0)
+    assert p.done == [r0, r1, r2] and entry.count == 3 and entry.writes == 0
+    taken_over.assign(TP, 3, p.park.metadata(TP)[1])
+    (after,) = [e for _, e in taken_over.entries(TP)]
+    assert [o for o in range(40, 44) if not after.skips(o)] == [40, 42, 43]

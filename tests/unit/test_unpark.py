@@ -191,6 +191,27 @@ def test_an_entry_held_while_a_batch_arrives_reads_that_batch_again_once_it_can_
     assert offsets(park.submitted) == [0, 1, 2, 3, 4]
 
 
+def test_a_record_whose_park_write_is_not_reported_yet_is_read_again_once_it_is(park: Rig) -> None:
+    """The reader can fetch a park record before its write's delivery report reaches the loop. Such a
+    copy may have overtaken an earlier write that failed (then it is passed over): the entry stops at it
+    and reads it again once the report is in; here the report says it overtook, so it is never taken."""
+    msgs = park.park("1", [NOW] * 3)  # park offsets 0-2, source offsets 100-102
+    entry = park.book.get(TP, "1")
+    assert entry is not None
+    entry.writes += 1
+    park.writer.flying.add((TP, 103))  # produced, landed at park offset 3, its report not in yet
+    early = message(3, "1", 103, NOW)
+    park.unpark.tick()
+    park.fetch([*msgs, early], end=4)
+    assert offsets(park.submitted) == [0, 1, 2], "a copy whose write is not reported was taken"
+    park.writer.flying.clear()
+    park.book.passed(TP, entry, 3)  # the report: it landed ahead of an earlier write that failed
+    park.unpark.tick()
+    assert park.reader.reads[-1] == (0, 3), "read again from the record it stopped at"
+    park.fetch([early], end=4)
+    assert offsets(park.submitted) == [0, 1, 2] and entry.upto == 4
+
+
 # ---- finding 7: a revoke frees the read-ahead of what it forgets ---------------------------------
 def revoke(park: Rig, tp: TopicPartition = TP) -> None:
     """What the park does when a source partition is revoked (consumer.delivery.parking.Park.drop)."""
