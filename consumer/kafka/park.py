@@ -105,9 +105,11 @@ class ParkWriter(Outbox):
         self._retrying: dict[int, Write] = {}  # the held write on the wire again, per queue
         self._timers: dict[int, asyncio.TimerHandle] = {}  # the next retry, per queue
         self._flying: Counter[tuple[TopicPartition, int]] = Counter()  # produced, not reported (source)
-        # Per source partition: produce orders (low, high] of its writes made before a held one of it was
-        # let go (a revoke): one of them landing now is out of order as if the one let go were still held.
-        self._let_go: dict[TopicPartition, tuple[int, int]] = {}
+        # Per source partition: the assignment generation and produce orders (low, high] of its writes
+        # made before a held one of that assignment was let go (a revoke): one of them landing now is out
+        # of order as if the one let go were still held. A newer assignment's writes are not: the record
+        # let go comes again in its offset order, consumed anew.
+        self._let_go: dict[TopicPartition, tuple[int, int, int]] = {}
 
     async def learn_partitions(self) -> int:
         """The park topic's partition count from the broker's metadata (0 when missing: logged)."""
@@ -216,9 +218,10 @@ class ParkWriter(Outbox):
     def _overtook(self, w: Write) -> bool:
         """True if an earlier write of its source partition has not landed (held for a retry, or let go)."""
         tp = w.record.tp
-        low, high = self._let_go.get(tp, (0, 0))
+        generation, low, high = self._let_go.get(tp, (0, 0, 0))
         held = self._held.get(self._queue(tp), ())
-        return low < w.seq <= high or any(h.seq < w.seq and h.record.tp == tp for h in held)
+        let_go = generation == w.record.generation and low < w.seq <= high
+        return let_go or any(h.seq < w.seq and h.record.tp == tp for h in held)
 
     def _again(self, w: Write, offset: int) -> None:
         """A copy landed out of order: not parked (passed over when read back); written again in its place."""
@@ -310,8 +313,11 @@ class ParkWriter(Outbox):
     def _drop(self, w: Write) -> None:
         """Let go of a held write no longer ours (its new owner parks the record again)."""
         self._settle(w.record)
-        low, _ = self._let_go.get(w.record.tp, (w.seq, 0))
-        self._let_go[w.record.tp] = (min(low, w.seq), self._seq)
+        record = w.record
+        generation, low, _ = self._let_go.get(record.tp, (record.generation, w.seq, 0))
+        if generation != record.generation:  # an older assignment's window: this one replaces it
+            low = w.seq
+        self._let_go[record.tp] = (record.generation, min(low, w.seq), self._seq)
 
     def _forget(self, queue: int) -> None:
         self._held.pop(queue, None)
