@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from consumer.kafka.deadletter import RETRY_INITIAL_S, RETRY_MAX_S, produce_failure_kind
 from consumer.kafka.outbox import Outbox
@@ -72,6 +72,25 @@ class Write:
     queue: int = FREE  # the queue it is held in
 
 
+def partition_count(producer: Producer, topic: str) -> int:
+    """A topic's partition count from the broker's metadata, 0 when it is missing (logged); blocks."""
+    count = 0
+    try:
+        meta = producer.list_topics(topic, METADATA_TIMEOUT_S)
+        found = meta.topics.get(topic)
+        if found is not None and found.error is None and found.partitions:
+            count = len(found.partitions)
+    except KafkaException as exc:
+        log.error("park_topic_unknown", park_topic=topic, error=str(exc))
+    if not count:
+        log.error(
+            "park_topic_missing",
+            park_topic=topic,
+            note="create it like the dead-letter topic; held accounts' records stay pending meanwhile",
+        )
+    return count
+
+
 def _seq(w: Write) -> int:
     return w.seq
 
@@ -105,27 +124,14 @@ class ParkWriter(Outbox):
         self._retrying: dict[int, Write] = {}  # the held write on the wire again, per queue
         self._timers: dict[int, asyncio.TimerHandle] = {}  # the next retry, per queue
         self._flying: Counter[tuple[TopicPartition, int]] = Counter()  # produced, not reported (source)
-        # Per source partition: the assignment generation and produce orders (low, high] of its writes
-        # made before a held one of that assignment was let go (a revoke): one of them landing now is out
-        # of order as if the one let go were still held. A newer assignment's writes are not: the record
-        # let go comes again in its offset order, consumed anew.
+        # Per source partition: (assignment, low, high]: its writes made before a held one of that assignment
+        # was let go (a revoke) land out of order as if it were still held; a newer assignment's do not.
         self._let_go: dict[TopicPartition, tuple[int, int, int]] = {}
 
     async def learn_partitions(self) -> int:
         """The park topic's partition count from the broker's metadata (0 when missing: logged)."""
-        try:
-            meta = await asyncio.to_thread(self._producer.list_topics, self.topic, METADATA_TIMEOUT_S)
-            topic = meta.topics.get(self.topic)
-            if topic is not None and topic.error is None and topic.partitions:
-                self.partitions = len(topic.partitions)
-        except KafkaException as exc:
-            log.error("park_topic_unknown", park_topic=self.topic, error=str(exc))
-        if not self.partitions:
-            log.error(
-                "park_topic_missing",
-                park_topic=self.topic,
-                note="create it like the dead-letter topic; held accounts' records stay pending meanwhile",
-            )
+        count = await asyncio.to_thread(partition_count, self._producer, self.topic)
+        self.partitions = count or self.partitions
         return self.partitions
 
     def park_partition(self, tp: TopicPartition) -> int:
@@ -163,7 +169,9 @@ class ParkWriter(Outbox):
         """Produce, or hold the write behind a failed one of its park partition (they land in order)."""
         queue = self._queue(w.record.tp)
         held = self._held.get(queue)
-        if held is None:
+        if held is not None and queue not in self._retrying:
+            held = self._current_head(queue)  # an ended assignment's writes hold nothing back
+        if not held:
             self._produce(w)
         else:
             w.queue = queue
@@ -220,8 +228,9 @@ class ParkWriter(Outbox):
         tp = w.record.tp
         generation, low, high = self._let_go.get(tp, (0, 0, 0))
         held = self._held.get(self._queue(tp), ())
-        let_go = generation == w.record.generation and low < w.seq <= high
-        return let_go or any(h.seq < w.seq and h.record.tp == tp for h in held)
+        mine = w.record.generation  # an earlier assignment's writes: their records come again, in order
+        let_go = generation == mine and low < w.seq <= high
+        return let_go or any(h.seq < w.seq and (h.record.tp, h.record.generation) == (tp, mine) for h in held)
 
     def _again(self, w: Write, offset: int) -> None:
         """A copy landed out of order: not parked (passed over when read back); written again in its place."""
@@ -288,11 +297,8 @@ class ParkWriter(Outbox):
     def _retry(self, queue: int) -> None:
         """Produce the first held write of a queue again (those no longer ours are let go)."""
         self._timers.pop(queue, None)
-        held = self._held.get(queue, [])
-        while held and not self._is_current(held[0].record):
-            self._drop(held.pop(0))
+        held = self._current_head(queue)
         if not held:
-            self._forget(queue)
             return
         w = held[0]
         w.attempt += 1
@@ -309,6 +315,15 @@ class ParkWriter(Outbox):
                 self._write(w)
             else:
                 self._drop(w)
+
+    def _current_head(self, queue: int) -> list[Write]:
+        """The queue's held writes once those no longer ours at its head are let go (empty: forgotten)."""
+        held = self._held.get(queue, [])
+        while held and not self._is_current(held[0].record):
+            self._drop(held.pop(0))
+        if not held:
+            self._forget(queue)
+        return held
 
     def _drop(self, w: Write) -> None:
         """Let go of a held write no longer ours (its new owner parks the record again)."""

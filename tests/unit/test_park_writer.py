@@ -331,3 +331,25 @@ async def test_a_write_of_a_newer_assignment_lands_once_after_an_older_ones_writ
     await until(lambda: w.acked == [b"new"] and w.writer.pending == 0)
     assert w.producer.produced.count(b"new") == 1, w.producer.produced
     assert not w.passed
+
+
+async def test_a_held_write_of_an_ended_assignment_does_not_hold_back_the_newer_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the model-based test: a write refused for good waits RETRY_MAX_S (30 s) for its next
+    try; once its assignment ended (a partition lost and assigned again), the newer assignment's writes
+    of the park partition waited behind it for those 30 s, and landing meanwhile counted as overtaking
+    it, so held records were parked (and expired) late. They go at once now, in their own order."""
+    w = make(monkeypatch)
+    monkeypatch.setattr(park_module, "RETRY_MAX_S", 30.0)
+    assignment = {("leads", 0): 1, ("leads", 2): 1}
+    w.writer._is_current = lambda r: assignment.get(r.tp) == r.generation
+    w.producer.fail[b"old"] = [TOO_LARGE]
+    retries = retried()
+    w.writer.send(Record("leads", 0, 0, 1, b"v", b"old", None, None), "A", 0.0)
+    await until(lambda: retried() == retries + 1)  # refused: its next try in 30 s
+    assignment[("leads", 0)] = 2  # lost and assigned again
+    w.writer.send(Record("leads", 0, 0, 2, b"v", b"new", None, None), "A", 0.0)
+    w.writer.send(Record("leads", 2, 5, 1, b"v", b"other", None, None), "A", 0.0)
+    await until(lambda: w.acked == [b"new", b"other"], timeout=2.0)
+    assert not w.passed and w.producer.produced.count(b"new") == 1
