@@ -239,7 +239,10 @@ class Courier:
             return Gate.AGAIN
         if account.halt.halted:
             lane.release_slot()
-            if await lane.wait(account.halt.wait(self.stop)) is False:
+            halt = account.halt.wait(self.stop)
+            if self.park is not None:  # records read back wait no longer than they may stay parked
+                halt = self.park.until_expiry(halt, batch)
+            if await lane.wait(halt) is False:
                 return Gate.DONE  # stopping: the batch stays pending
             return Gate.AGAIN  # re-check ownership after waiting
         if not lane.slot:

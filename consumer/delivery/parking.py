@@ -20,9 +20,11 @@ written or read back is done.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -73,6 +75,8 @@ class Park:
     ) -> None:
         self.book = ParkBook()
         self._waiting = waiting
+        self._expire = expire
+        self._max_age = max_age_s
         self._writer = writer
         self._reader = reader
         self._accounts = accounts
@@ -113,17 +117,30 @@ class Park:
         return keep
 
     def park_held(self, batch: list[Record], account: Account) -> list[Record]:
-        """A lane's batch: when its account cannot send, park its consumed records; what is left to send."""
+        """A lane's batch: when its account cannot send, park its consumed records and dead-letter those
+        read back that are older than PARK_MAX_AGE_S, as in the park (park_expired); what is left."""
         if account.held is None:
             return batch
-        keep = []
+        keep, now = [], time.time()
         for record in batch:
             if record.parked is None:
                 self._count(record, -1)
                 self._park(record)
+            elif now - record.parked[2] > self._max_age:
+                age = round(now - record.parked[2])
+                self._expire(record, f"parked {age} s ago (account held again after it was read back)")
             else:
                 keep.append(record)
         return keep
+
+    async def until_expiry(self, wait: Awaitable[bool], batch: list[Record]) -> bool:
+        """A held lane's wait, ended (True: look again) when a record of `batch` read back would expire."""
+        ages = [record.parked[2] for record in batch if record.parked is not None]
+        if not ages:
+            return await wait
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(wait, max(0.0, min(ages) + self._max_age - time.time()) + 0.01)
+        return True
 
     def revoking(self) -> None:
         """A revoke began: park writes held behind a failed one for its partitions are let go."""

@@ -5,6 +5,8 @@ The real OffsetTracker and ParkBook; the producer, the reader and the accounts a
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,12 +164,18 @@ def ack(p: Parked, n: int | None = None, at: int | None = None) -> None:
 
 
 def read_back(
-    p: Parked, account: str, park_offset: int, visitor: str = "v", tp: TopicPartition = TP
+    p: Parked,
+    account: str,
+    park_offset: int,
+    visitor: str = "v",
+    tp: TopicPartition = TP,
+    since: float | None = None,
 ) -> Record:
-    """A record of `account` read back from the park at `park_offset` (its source offset done long ago)."""
+    """A record of `account` read back from the park at `park_offset` (its source offset done long ago),
+    first parked at `since` (default: just now)."""
     record = consumed(p, account, "v", tp)
     p.tracker.done(tp, record.offset, record.generation)
-    record.parked = (p.writer.park_partition(tp), park_offset, 1000.0)
+    record.parked = (p.writer.park_partition(tp), park_offset, time.time() if since is None else since)
     return record
 
 
@@ -285,6 +293,40 @@ def test_park_held_parks_a_batch_only_while_its_account_cannot_send() -> None:
     a.held = "token_unavailable"
     assert p.park.park_held(batch, a) == [batch[1]]
     assert [r for r, _, _ in p.writer.sent] == [batch[0], batch[2]] and fresh(p) == {}
+
+
+def test_a_record_read_back_waiting_for_its_held_account_expires_like_one_still_in_the_park() -> None:
+    """Found by the model-based test: records read back, then held again in their lane (an account
+    halted or paused again), never expired: their park copies stay needed while retention runs on.
+    Past PARK_MAX_AGE_S they are dead-lettered (park_expired) as they would have been in the park."""
+    p = make()
+    a = p.accounts.get("a")
+    old = read_back(p, "a", 11, since=time.time() - 3600 - 60)  # first parked longer ago than the limit
+    young = read_back(p, "a", 12)
+    a.held = "halted"
+    assert p.park.park_held([old, young], a) == [young]
+    assert p.expired == [old]
+    a.held = None
+    assert p.park.park_held([young], a) == [young] and p.expired == [old]
+
+
+async def test_a_halted_lanes_wait_ends_when_a_record_it_holds_read_back_would_expire() -> None:
+    """The halt's wait of a lane holding records read back ends once the oldest would expire (the lane
+    looks again and dead-letters it); with no such record it is the halt's wait as it was."""
+    p = make()
+    ended = asyncio.Event()
+
+    async def halt_wait() -> bool:
+        await ended.wait()
+        return True
+
+    due = read_back(p, "a", 11, since=time.time() - 3600 + 0.05)  # expires in 50 ms
+    assert await asyncio.wait_for(p.park.until_expiry(halt_wait(), [due]), 2.0) is True
+    pending = asyncio.ensure_future(p.park.until_expiry(halt_wait(), [consumed(p, "a")]))
+    await asyncio.sleep(0.1)  # longer than the first wait took: this one only ends with the halt
+    assert not pending.done()
+    ended.set()
+    assert await asyncio.wait_for(pending, 2.0) is True
 
 
 # ---- outcomes ---------------------------------------------------------------------------------------
