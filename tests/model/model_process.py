@@ -133,9 +133,10 @@ class Process:
     def assigned(self) -> set[int]:
         return {p for (_, p) in self.consumer.position}
 
-    def assign(self, partition: int, read_mode: str) -> None:
-        """librdkafka assigns a partition: the source reads the group's commit, the loop takes it over."""
-        self.consumer.read_mode = read_mode
+    def assign(self, partition: int, read_mode: str, failures: int = 1) -> None:
+        """librdkafka assigns a partition: the source reads the group's commit (the first `failures`
+        reads answering `read_mode`), the loop takes it over."""
+        self.consumer.read_mode, self.consumer.read_failures = read_mode, failures
         self.source._on_assign(self.consumer, [KafkaTP(TOPIC, partition)])
         self.consumer.assign((TOPIC, partition))
         self.loop.settle()

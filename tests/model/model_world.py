@@ -284,6 +284,7 @@ class Broker:
         self.partitions = {TOPIC: source_partitions, PARK: park_partitions, DLQ: 1}
         self.committed: dict[tuple[str, int], tuple[int, str]] = {}
         self.metadata_cap = metadata_cap
+        self.clock: Callable[[], float] | None = None  # the wall clock records are stamped with
         self.refused: set[tuple[str, int]] = set()  # partitions whose metadata the broker refused
         self.plain_after_refusal: list[tuple[str, int]] = []
         self.plain_unrefused: list[tuple[str, int]] = []  # a plain commit of a partition never refused
@@ -292,7 +293,8 @@ class Broker:
         self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Any
     ) -> Stored:
         log = self.logs[(topic, partition)]
-        stored = Stored(topic, partition, len(log), key, value, list(headers or []), 0)
+        now_ms = int(self.clock() * 1000) if self.clock is not None else 0
+        stored = Stored(topic, partition, len(log), key, value, list(headers or []), now_ms)
         log.append(stored)
         return stored
 
@@ -321,11 +323,13 @@ class SourceConsumer:
         self.broker = broker
         self.position: dict[tuple[str, int], int] = {}
         self.paused: set[tuple[str, int]] = set()
-        self.read_mode = "ok"  # ok | timeout | partition_error: the next committed() answers so
+        self.read_mode = "ok"  # ok | timeout | partition_error (then `read_failures` reads answer so)
+        self.read_failures = 0
         self.on_commit: Callable[[KafkaError | None, list[Any]], None] | None = None
 
     def committed(self, tps: list[KafkaTP], timeout: float = -1) -> list[CommittedTP]:
-        mode, self.read_mode = self.read_mode, "ok"
+        mode = self.read_mode if self.read_failures > 0 else "ok"
+        self.read_failures -= 1
         if mode == "timeout":
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         out = []

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from model_process import Process
@@ -53,15 +53,17 @@ from model_world import (
 ACCOUNTS = ["A", "B"]
 VISITORS = ["v0", "v1", "v2", "v3"]
 SOURCE_PARTITIONS = 2
+EXPIRY_SLACK_S = 10  # to read an expired record back, dead-letter it and have that acknowledged
 PARK_PARTITIONS = 1  # both source partitions park into one: their entries share a reader
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
 BUDGETS = {  # examples, steps per example
     "default": (600, 60),  # derandomized: the same examples every run, about a minute here
     "long": (5000, 100),  # fresh random examples each run (a nightly job), failures kept in .hypothesis
+    "explore": (1500, 60),  # fresh random examples, no shrinking: a quick look for new failures
 }
 EXAMPLES, STEPS = BUDGETS.get(PROFILE, BUDGETS["default"])
-DERANDOMIZE = PROFILE != "long"
+DERANDOMIZE = PROFILE == "default"
 
 
 def _rid(stored_value: bytes) -> tuple[str, str]:
@@ -84,6 +86,7 @@ class DeliveryModel(RuleBasedStateMachine):
         self.creds = credentials_dir(self._tmp, ACCOUNTS)
         self.api = API()
         self.broker = Broker(SOURCE_PARTITIONS, PARK_PARTITIONS, metadata_cap=4096)
+        self.broker.clock = self.clock.time
         self.producers = Producers(self.broker)
         self._saved = (outbox.Producer, outbox.Outbox.start, parkread.ParkReader.start)
         self._saved_learn = park.ParkWriter.learn_partitions
@@ -201,10 +204,15 @@ class DeliveryModel(RuleBasedStateMachine):
         self.p.finish_revoke(give_up)
 
     @precondition(lambda self: self.proc is not None and self._unassigned())
-    @rule(data=st.data(), mode=st.sampled_from(["ok", "ok", "timeout", "partition_error"]))
-    def assign(self, data: st.DataObject, mode: str) -> None:
-        """A partition is assigned (back): the group's commit read, or that read failing."""
-        self.p.assign(data.draw(st.sampled_from(self._unassigned())), mode)
+    @rule(
+        data=st.data(),
+        mode=st.sampled_from(["ok", "ok", "timeout", "partition_error"]),
+        failures=st.sampled_from([1, 99]),
+    )
+    def assign(self, data: st.DataObject, mode: str, failures: int) -> None:
+        """A partition is assigned (back): the group's commit read, or that read failing once (then
+        asked again) or every time (the commit is not known)."""
+        self.p.assign(data.draw(st.sampled_from(self._unassigned())), mode, failures)
 
     def _unassigned(self) -> list[int]:
         busy = {self.p.revoking["tp"][1]} if self.p.revoking is not None else set()
@@ -304,6 +312,7 @@ class DeliveryModel(RuleBasedStateMachine):
 
         try:
             if self.proc is not None and self.ok_so_far():
+                self._held_records_expire()
                 self._everything_arrives()
         finally:
             self.loop.cancel_everything()
@@ -320,6 +329,80 @@ class DeliveryModel(RuleBasedStateMachine):
         except AssertionError:
             return False
         return True
+
+    def _held_records_expire(self) -> None:
+        """The faults kept (accounts stay halted or paused): a parked record is dead-lettered
+        (park_expired) once older than PARK_MAX_AGE_S, within a few seconds to read and dead-letter it
+        (counted from now for those already older), before the park topic's retention could drop it."""
+        max_age = self.p.settings.park_max_age_s
+        if self.p.revoking is not None:
+            self.p.finish_revoke(give_up=False)
+        for partition in self._unassigned():
+            self.p.assign(partition, "ok")
+        began = self.clock.time()
+        for _ in range(int(max_age * 2) + EXPIRY_SLACK_S):
+            self._drive(1)
+            now, resolved = self.clock.time(), self._resolved() | self._writing()
+            late = [
+                f"{rid} parked {round(now - since)} s ago"
+                for rid, (since, landed) in self._first_parked().items()
+                if rid not in resolved and now > max(since + max_age, landed, began) + EXPIRY_SLACK_S
+            ]
+            assert not late, (
+                f"parked past PARK_MAX_AGE_S, not dead-lettered: {late[:10]} ({self._where(late[0])})"
+            )
+
+    def _where(self, what: str) -> str:
+        """Where the daemon holds a record now (a lane, park entries, its copies, the writer), to say why."""
+        rid = what.split()[0]
+        tp = (TOPIC, int(rid.split(":")[0]))
+        lanes = [
+            f"lane of {lane.visit.account}/{lane.visit.visitor} (held: {lane.account.held}, task: "
+            f"{lane.task is not None}, waiting: {lane.waiting}, backoff until {lane.backoff_until})"
+            for lane in self.p.app.dispatcher.lanes
+            for r in [*lane.queue, *lane.held]
+            if r.event is not None and r.event.attribute["lead"]["leadId"] == rid
+        ]
+        entries = [
+            f"entry {e.account} at {e.position} upto {e.upto} reading {e.reading} expiring {e.expiring} "
+            f"oldest {e.oldest_s} pending {list(e.pending)[:5]}"
+            for t, e in self.p.park.book.entries()
+            if t == tp
+        ]
+        writer = self.p.park._writer
+        held = {q: [(w.record.tp, w.record.offset, w.seq) for w in ws] for q, ws in writer._held.items()}
+        return "; ".join(
+            [
+                *lanes,
+                *entries,
+                f"park copies at {[po for _, po, _, _ in self._park_copies().get(rid, [])]}",
+                f"park reader at {self.p.park_consumer.position}, writes held {held}",
+                f"source at {self.p.consumer.position}, commit {self.broker.committed.get(tp)}",
+                f"accounts held {[(a.name, a.held) for a in self.p.app.accounts or ()]}",
+            ]
+        )
+
+    def _writing(self) -> set[str]:
+        """Records the park writer holds for another try (the park refused an earlier write): their
+        source offsets stay pending, nothing of them is parked yet (a copy that landed out of order
+        meanwhile is passed over)."""
+        held = self.p.park._writer._held.values()
+        return {f"{w.record.partition}:{w.record.offset}" for writes in held for w in writes}
+
+    def _first_parked(self) -> dict[str, tuple[float, float]]:
+        """When each parked record was first parked and when its copy landed, by source id: the
+        `park.since` of its newest copy (a copy parked again from the park keeps its first time; one
+        consumed again after a crash and parked anew starts afresh, and only that copy is still needed)
+        and the copy's time in the park topic (a write retried for long lands late: retention runs from
+        then)."""
+        out: dict[str, float] = {}
+        for pp in range(PARK_PARTITIONS):
+            for stored in self.broker.logs[(PARK, pp)]:
+                head = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in stored.headers or []}
+                rid = f"{head['park.partition']}:{head['park.offset']}"
+                since = int(head["park.since"]) / 1000
+                out[rid] = (since, stored.timestamp_ms / 1000)  # in offset order: the newest copy wins
+        return out
 
     def _everything_arrives(self, seconds: int = 120) -> None:
         """Every fault cleared: within `seconds` of virtual time, everything produced is delivered or
@@ -341,7 +424,8 @@ class DeliveryModel(RuleBasedStateMachine):
         raise AssertionError(f"{what}: {len(missing)} never delivered nor dead-lettered: {missing[:10]}")
 
     def _drive(self, seconds: int) -> list[str]:
-        """Answer every request 200, acknowledge every write, fetch everything, let time pass."""
+        """Answer every request 200, acknowledge every write, fetch everything, let time pass; what
+        was produced and is still neither delivered nor dead-lettered, early when nothing is."""
         wanted = {rid for *_, rid in self.produced}
         for _ in range(seconds):
             while self.p.client.requests:
@@ -403,6 +487,8 @@ DeliveryModel.TestCase.settings = settings(
     stateful_step_count=STEPS,
     deadline=None,
     derandomize=DERANDOMIZE,
+    print_blob=True,
+    phases=tuple(Phase) if PROFILE != "explore" else (Phase.explicit, Phase.reuse, Phase.generate),
     database=None if PROFILE != "long" else settings.default.database,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
