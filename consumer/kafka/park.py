@@ -91,6 +91,34 @@ def partition_count(producer: Producer, topic: str) -> int:
     return count
 
 
+def _log_failure(
+    record: Record, topic: str, err: KafkaError | None, error: str, delay: float, permanent: bool
+) -> None:
+    """The error line of a failed park write: refused (held until the cause is fixed) or retried."""
+    if permanent:
+        note = "the park topic refuses this record: its partition's commit is held here"
+        code = err.name() if err is not None else None
+        log.error(
+            "park_refused",
+            **record.where(),
+            park_topic=topic,
+            error=error,
+            code=code,
+            retry_in_s=delay,
+            note=note,
+        )
+    else:
+        note = "offset stays uncommitted until the park record is acknowledged"
+        log.error(
+            "park_produce_failed",
+            **record.where(),
+            park_topic=topic,
+            error=error,
+            retry_in_s=delay,
+            note=note,
+        )
+
+
 def _seq(w: Write) -> int:
     return w.seq
 
@@ -208,20 +236,28 @@ class ParkWriter(Outbox):
         self._flying[key] -= 1
         if self._flying[key] <= 0:
             del self._flying[key]
+        offset = msg.offset() if err is None else None
         if err is not None:
             self._failed(w, err, err.str())
+        elif self._overtook(w):
+            if retried:
+                self._held[queue].remove(w)
+            self._again(w, -1 if offset is None else offset)  # (retried too: the earlier one goes first)
+        else:
+            if retried:
+                self._held[queue].remove(w)
+            self._settle(w.record)
+            self._on_acked(w.record, -1 if offset is None else offset, w.since_s)
+            if retried:
+                self._drain(queue)
             return
-        if retried:
-            self._held[queue].remove(w)
-        offset = msg.offset()
-        offset = offset if offset is not None else -1
-        if self._overtook(w):
-            self._again(w, offset)  # (a retried write too: the write before it is retried first)
-            return
-        self._settle(w.record)
-        self._on_acked(w.record, offset, w.since_s)
-        if retried:
-            self._drain(queue)
+        if retried:  # nothing of the queue on the wire now: its next try must be due
+            self._rearm(queue)
+
+    def _rearm(self, queue: int) -> None:
+        """A queue holding writes, with none on the wire and no retry due, is tried again now."""
+        if self._held.get(queue) and queue not in self._retrying and queue not in self._timers:
+            self._timers[queue] = self._loop.call_at(self._loop.time(), self._retry, queue)
 
     def _overtook(self, w: Write) -> bool:
         """True if an earlier write of its source partition has not landed (held for a retry, or let go)."""
@@ -249,34 +285,21 @@ class ParkWriter(Outbox):
             self._settle(w.record)
 
     def _failed(self, w: Write, err: KafkaError | None, error: str) -> None:
-        record = w.record
-        kind = produce_failure_kind(err)
         metrics.RETRIES.labels("park_produce").inc()
-        if kind != "transient":
-            delay = RETRY_MAX_S
-            self._block(record)
-            log.error(
-                "park_refused",
-                **record.where(),
-                park_topic=self.topic,
-                error=error,
-                code=err.name() if err is not None else None,
-                retry_in_s=delay,
-                note="the park topic refuses this record: its partition's commit is held here",
-            )
-        else:
-            delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2**w.attempt)
-            if w.attempt == 0 or self._repeats.admit(f"park:{error}") is not None:
-                log.error(
-                    "park_produce_failed",
-                    **record.where(),
-                    park_topic=self.topic,
-                    error=error,
-                    retry_in_s=delay,
-                    note="offset stays uncommitted until the park record is acknowledged",
-                )
-            if not self.partitions and (self._learning is None or self._learning.done()):
-                self._learning = self._loop.create_task(self.learn_partitions())
+        if not self._is_current(w.record):  # no longer ours: let go (its new owner parks it again)
+            held = self._held.get(w.queue, [])
+            if w in held:
+                held.remove(w)
+            self._drop(w)
+            return
+        permanent = produce_failure_kind(err) != "transient"
+        delay = RETRY_MAX_S if permanent else min(RETRY_MAX_S, RETRY_INITIAL_S * 2**w.attempt)
+        if permanent:
+            self._block(w.record)
+        if permanent or w.attempt == 0 or self._repeats.admit(f"park:{error}") is not None:
+            _log_failure(w.record, self.topic, err, error, delay, permanent)
+        if not permanent and not self.partitions and (self._learning is None or self._learning.done()):
+            self._learning = self._loop.create_task(self.learn_partitions())
         self._hold(w, delay)
 
     def _hold(self, w: Write, delay: float) -> None:

@@ -353,3 +353,39 @@ async def test_a_held_write_of_an_ended_assignment_does_not_hold_back_the_newer_
     w.writer.send(Record("leads", 2, 5, 1, b"v", b"other", None, None), "A", 0.0)
     await until(lambda: w.acked == [b"new", b"other"], timeout=2.0)
     assert not w.passed and w.producer.produced.count(b"new") == 1
+
+
+async def test_a_retried_write_passed_over_once_no_longer_ours_still_lets_its_queue_drain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a review: a retried write landing out of order after its partition was revoked was
+    settled and nothing more: the queue kept its other held writes with no retry timer and nothing on
+    the wire, so the park partition (every source partition on it) stalled for good."""
+    w = make(monkeypatch)
+    p = w.producer
+    p.hold = True
+    w.writer.send(rec("f", offset=1), "acct", 1.0)  # on the wire (a slow broker)
+    real, calls = p.produce, {"n": 0}
+
+    def full_once(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise BufferError("Local: Queue full")
+        real(*args, **kwargs)
+
+    p.produce = full_once  # type: ignore[method-assign]
+    retries = retried()
+    w.writer.send(rec("w", offset=2), "acct", 1.0)  # refused up front: held, retried soon
+    w.writer.send(rec("y", partition=2, offset=5), "acct", 1.0)  # another source partition, same queue
+    await until(lambda: 0 in w.writer._retrying)  # w on the wire again
+    p.fail[b"f"] = [TIMED_OUT]
+    p.unreported, rest = [u for u in p.unreported if u[1] == b"f"], [u for u in p.unreported if u[1] != b"f"]
+    p.report()  # f timed out: held ahead of w
+    await until(lambda: retried() >= retries + 2)
+    w.ours.discard(("leads", 0))  # a revoke of source partition 0
+    w.writer.release()
+    p.unreported, p.hold = rest, False
+    p.report()  # w lands, out of order and no longer ours
+    w.writer.send(rec("z", partition=2, offset=6), "acct", 1.0)
+    await until(lambda: b"y" in w.acked and b"z" in w.acked, timeout=3.0)
+    assert w.acked.index(b"y") < w.acked.index(b"z")
