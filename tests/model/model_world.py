@@ -436,7 +436,7 @@ class Producers:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.queues: dict[tuple[str, int], deque[Produce]] = defaultdict(deque)
-        self.refuse_up_front = False
+        self.refuse_up_front = False  # produce() raises (a full local queue) while set
 
     def factory(self) -> type:
         owner = self
@@ -454,6 +454,8 @@ class Producers:
                 headers: Any = None,
                 on_delivery: Any = None,
             ) -> None:
+                if owner.refuse_up_front:  # librdkafka's local queue is full: refused before it is sent
+                    raise BufferError("Local: Queue full")
                 owner.queues[(topic, max(0, partition))].append(
                     Produce(topic, max(0, partition), key, value, headers, on_delivery)
                 )

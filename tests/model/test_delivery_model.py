@@ -171,6 +171,11 @@ class DeliveryModel(RuleBasedStateMachine):
         outcome = data.draw(st.sampled_from(["ok", "ok", "ok", "transient", "permanent"]))
         self.loop.call(self.producers.report, key, outcome)
 
+    @rule(full=st.booleans())
+    def queue_full(self, full: bool) -> None:
+        """The producers' local queue fills (produce() raises at once) or drains."""
+        self.producers.refuse_up_front = full
+
     @rule(seconds=st.sampled_from([0.1, 1.0, 5.0, 25.0]))
     def advance(self, seconds: float) -> None:
         """Time passes (25 s is past PARK_MAX_AGE_S): backoffs, probes, commits, expiry."""
@@ -335,6 +340,7 @@ class DeliveryModel(RuleBasedStateMachine):
         (park_expired) once older than PARK_MAX_AGE_S, within a few seconds to read and dead-letter it
         (counted from now for those already older), before the park topic's retention could drop it."""
         max_age = self.p.settings.park_max_age_s
+        self.producers.refuse_up_front = False
         if self.p.revoking is not None:
             self.p.finish_revoke(give_up=False)
         for partition in self._unassigned():
