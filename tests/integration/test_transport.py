@@ -171,7 +171,10 @@ async def test_connections_are_kept_alive_and_bounded(sandbox: SandboxAPI, trans
             assert {r.status for r in replies} == {200}
     finally:
         await c.close()
-    assert 1 <= len(sandbox.peers) <= 4 + 4  # MAX_IN_FLIGHT + 4 connections at most, reused over 96 requests
+    # At most MAX_IN_FLIGHT + 4 connections at once (one request each: HTTP/1.1), kept alive over the
+    # 96 requests: a few connections in all (on a loaded machine pyreqwest was seen replacing one, 9).
+    assert 1 <= sandbox.max_in_flight <= 4 + 4
+    assert 1 <= len(sandbox.peers) <= 2 * (4 + 4)
 
 
 async def test_proxy_variables_of_the_environment_are_not_used(

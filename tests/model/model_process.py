@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import orjson
 from confluent_kafka import TopicPartition as KafkaTP
 from model_world import (
     DLQ,
@@ -82,6 +83,7 @@ class Process:
         self.settings = s = load_settings(settings_env(creds, overrides))
         self.app = app = App(s)
         self.client = StubAPI(api)
+        self.dead_lettering: set[str] = set()  # records handed to the dead-letter producer
 
         async def no_token(*_: Any) -> tuple[str, float]:
             raise AssertionError("the model's accounts use OAuth 1.0")
@@ -100,6 +102,14 @@ class Process:
                 app.dispatcher.settled,
             )
             app.dispatcher.dead_letters = app.dead_letters
+            send = app.dead_letters.send
+
+            def dead_letter(record: Any, *args: Any) -> None:  # what is being dead-lettered (retries too)
+                if record.value:
+                    self.dead_lettering.add(orjson.loads(record.value)["leadId"])
+                send(record, *args)
+
+            app.dead_letters.send = dead_letter
             app.park = await open_park(s, loop, app.dispatcher, app.accounts, app.tracker, app.reader)
             app.source = KafkaSource(s.consumer_config(), list(s.topics), app, loop, s.revoke_drain_s, True)
             app.source._revoke_timeout_s = 0.0  # the thread's waits for the loop end at once

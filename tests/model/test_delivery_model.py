@@ -348,7 +348,8 @@ class DeliveryModel(RuleBasedStateMachine):
         began = self.clock.time()
         for _ in range(int(max_age * 2) + EXPIRY_SLACK_S):
             self._drive(1)
-            now, resolved = self.clock.time(), self._resolved() | self._writing()
+            now = self.clock.time()  # a dead letter on its way (its retries back off up to 30 s) is in time
+            resolved = self._resolved() | self._writing() | self.p.dead_lettering
             late = [
                 f"{rid} parked {round(now - since)} s ago"
                 for rid, (since, landed) in self._first_parked().items()
