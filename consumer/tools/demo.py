@@ -156,13 +156,13 @@ class Demo:
                 await asyncio.to_thread(broker.stop)
                 self.registry.stop()
                 self.accounts.close()
+        self.console.print("[bold]engagement-consumer top --once[/] at the end:", self.top_frame or "-")
         self.console.print(summary_table(summary))
-        self.console.print(
+        self.console.print(  # the last line: what an operator reads first
             "[bold green]OK[/]: every produced event was delivered or dead-lettered, and committed"
             if summary.ok
             else "[bold red]FAILED[/]: not every produced event is accounted for"
         )
-        self.console.print("[bold]engagement-consumer top --once[/] at the end:", self.top_frame or "-")
         return 0 if summary.ok else 1
 
     @staticmethod
