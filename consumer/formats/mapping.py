@@ -6,13 +6,13 @@ parsed path is looked up in a decoded message, and a flat contract object is bui
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from itertools import pairwise
 from typing import Any
 
 from consumer.config.fieldmap import CE, HEADER, FieldMap, Path
+from consumer.formats.fields import plain_decimal
 from consumer.formats.message import Decoded, Headers, find_header
 from consumer.values.attributes import TYPES
 
@@ -96,24 +96,15 @@ def plain_object(obj: Any) -> Any:
     return {k: _plain(v) for k, v in obj.items()}
 
 
-MAX_INT_DIGITS = 40  # an integral Decimal with more digits stays a Decimal (int() of 1E+999999 is costly)
-
-
 def _plain(value: Any) -> Any:
     """Registry decoders give Decimal for Avro decimals: as a JSON number, like a JSON producer sends.
 
     An integral decimal becomes an int, another a float; one that is not finite, has more than
     MAX_INT_DIGITS integer digits or overflows a double stays a Decimal, which the validator refuses
-    naming the field (as it refuses an int beyond 64 bits).
+    naming the field (as it refuses an int beyond 64 bits): `consumer.formats.fields.plain_decimal`,
+    the same conversion the validator gives a nested decimal.
     """
-    if type(value) is Decimal and value.is_finite():
-        if value.adjusted() >= MAX_INT_DIGITS:
-            return value
-        if value == value.to_integral_value():
-            return int(value)
-        as_float = float(value)
-        return as_float if math.isfinite(as_float) else value
-    return value
+    return plain_decimal(value) if type(value) is Decimal else value
 
 
 def mapped_source(field: str, paths: dict[str, Path]) -> Path | None:

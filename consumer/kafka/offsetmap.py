@@ -75,7 +75,7 @@ def encode(base: int, runs: Iterable[Run], max_bytes: int) -> tuple[str, Outcome
         return "", Outcome.PLAIN
     # Bounded work: a body beyond 16x the room cannot fit even compressed; runs past that are dropped.
     cap = 8 * room
-    taken = list(islice(_joined(runs), cap + 1))
+    taken = list(islice(joined(runs), cap + 1))
     if not taken:
         return "", Outcome.EMPTY
     capped = len(taken) > cap
@@ -146,8 +146,8 @@ def _varint(n: int) -> bytes:
     return write_varint(n)
 
 
-def _joined(runs: Iterable[Run]) -> Iterator[Run]:
-    """The runs, those that touch joined into one (a later run's gap must be at least 1)."""
+def joined(runs: Iterable[Run]) -> Iterator[Run]:
+    """The runs in order, those that touch or overlap joined into one (so each gap after is at least 1)."""
     held: Run | None = None
     for start, end in runs:
         if held is not None and start <= held[1]:

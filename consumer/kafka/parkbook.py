@@ -376,14 +376,8 @@ def _census(entries: list[Entry], oldest: bool = True) -> str:
 
 
 def _merged(runs: list[Run]) -> list[Run]:
-    """Runs sorted and joined where they touch or overlap."""
-    out: list[Run] = []
-    for start, end in sorted(runs):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        elif end > start:
-            out.append((start, end))
-    return out
+    """Runs sorted and joined where they touch or overlap (empty ones dropped)."""
+    return [(start, end) for start, end in offsetmap.joined(sorted(runs)) if end > start]
 
 
 def _stored(entry: Entry, done: str) -> Stored:

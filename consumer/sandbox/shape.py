@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from consumer.formats.fields import json_type
 from consumer.values.attributes import ATTRIBUTES, TYPES
 from consumer.values.schema import (
     ARRAY,
@@ -47,7 +48,7 @@ _WHAT |= {OBJECT: "an object", ARRAY: "an array"}
 def attribute_problem(attribute: object) -> str:
     """What is wrong with one received attribute ("" if it has exactly a documented shape)."""
     if type(attribute) is not dict:
-        return f"expected an object, got {_json_type(attribute)}"
+        return f"expected an object, got {json_type(attribute)}"
     kind = attribute.get("type")
     schema = ATTRIBUTES.get(kind) if type(kind) is str else None
     if schema is None:
@@ -58,7 +59,7 @@ def attribute_problem(attribute: object) -> str:
     if schema.nest not in attribute:
         return f"{schema.nest}: missing (a {kind} attribute carries its fields in it)"
     if type(nested) is not dict:
-        return f"{schema.nest}: expected an object, got {_json_type(nested)}"
+        return f"{schema.nest}: expected an object, got {json_type(nested)}"
     extra = [key for key in attribute if key not in ("type", schema.nest)]
     if extra:
         return f"{extra[0]}: not a field of {kind}"
@@ -92,9 +93,9 @@ def _value_problem(value: object, field: Field, path: str) -> str:
             return ""
         documented = ", ".join(repr(c.value) for c in field.choices)
         undocumented = "an undocumented " if any(type(value) is type(c.value) for c in field.choices) else ""
-        return f"{path}: expected one of {documented}, got {undocumented}{_json_type(value)}"
+        return f"{path}: expected one of {documented}, got {undocumented}{json_type(value)}"
     if not _is_kind(value, field.kind):
-        return f"{path}: expected {_WHAT[field.kind]}, got {_json_type(value)}"
+        return f"{path}: expected {_WHAT[field.kind]}, got {json_type(value)}"
     if isinstance(value, str):
         return _bounds(len(value), field.min_length, field.max_length or MAX_STRING_CHARS, path, "characters")
     if isinstance(value, bool):
@@ -135,13 +136,6 @@ def _bounds(count: int, least: int, most: int | None, path: str, unit: str) -> s
     if count < least or (most is not None and count > most):
         return f"{path}: {count} {unit}, expected {least}..{most if most is not None else ''}"
     return ""
-
-
-def _json_type(value: object) -> str:
-    """A decoded JSON value's type as a producer would name it."""
-    names: dict[type, str] = {type(None): "null", bool: "boolean", int: "number", float: "number"}
-    names |= {str: "string", list: "array", dict: "object"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _shown(value: object) -> str:
