@@ -236,21 +236,20 @@ class ParkWriter(Outbox):
         self._flying[key] -= 1
         if self._flying[key] <= 0:
             del self._flying[key]
-        offset = msg.offset() if err is None else None
         if err is not None:
             self._failed(w, err, err.str())
-        elif self._overtook(w):
-            if retried:
-                self._held[queue].remove(w)
-            self._again(w, -1 if offset is None else offset)  # (retried too: the earlier one goes first)
         else:
             if retried:
                 self._held[queue].remove(w)
-            self._settle(w.record)
-            self._on_acked(w.record, -1 if offset is None else offset, w.since_s)
-            if retried:
-                self._drain(queue)
-            return
+            offset = msg.offset()
+            offset = -1 if offset is None else offset
+            if not self._overtook(w):
+                self._settle(w.record)
+                self._on_acked(w.record, offset, w.since_s)
+                if retried:
+                    self._drain(queue)
+                return
+            self._again(w, offset)  # (retried too: the earlier one goes first)
         if retried:  # nothing of the queue on the wire now: its next try must be due
             self._rearm(queue)
 
