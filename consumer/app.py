@@ -112,22 +112,14 @@ class App:
             directory=s.lp_credentials_dir,
         )
         self.dispatcher = Dispatcher(s, self.client, accounts, self.tracker, tracing=self.tracing)
-        self.dead_letters = DeadLetters(
-            s.producer_config(),
-            s.dlq_topic,
-            loop,
-            self._dead_lettered,
-            self.dispatcher.is_current,
-            self.dispatcher.settled,
-        )
-        self.dispatcher.dead_letters = self.dead_letters
+        dead_letters = self.open_dead_letters(loop)
         if s.park_topic:  # the park's producer, reader and book (DESIGN.md *Park*)
             self.park = await open_park(s, loop, self.dispatcher, accounts, self.tracker, self.reader)
         await self.client.start()
         accounts.start()
         self.health = HealthServer(s.http_port, self.liveness, self.readiness, accounts=self.accounts_view)
         await self.health.start()
-        self.dead_letters.start()
+        dead_letters.start()
         self.source = KafkaSource(
             s.consumer_config(),
             list(self._topics),
@@ -138,6 +130,21 @@ class App:
         )
         self.source.start()
         log.info("started", topics=list(self._topics), dlq_topic=s.dlq_topic, http_port=self.health.port)
+
+    def open_dead_letters(self, loop: asyncio.AbstractEventLoop) -> DeadLetters:
+        """The dead-letter producer (not started), wired both ways to the dispatcher."""
+        assert self.dispatcher is not None
+        dispatcher, s = self.dispatcher, self.settings
+        self.dead_letters = DeadLetters(
+            s.producer_config(),
+            s.dlq_topic,
+            loop,
+            self._dead_lettered,
+            dispatcher.is_current,
+            dispatcher.settled,
+        )
+        dispatcher.dead_letters = self.dead_letters
+        return self.dead_letters
 
     async def shutdown(self) -> int:
         """Stop fetching, drain within the deadline, commit, close the consumer, flush dead letters."""

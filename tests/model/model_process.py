@@ -74,7 +74,6 @@ class Process:
         from consumer.app import App
         from consumer.config import load_settings
         from consumer.delivery.dispatch import Dispatcher
-        from consumer.kafka.deadletter import DeadLetters
         from consumer.kafka.source import KafkaSource
         from consumer.park_wiring import open_park
 
@@ -93,23 +92,15 @@ class Process:
             app.dispatcher = Dispatcher(  # a seeded jitter: the same steps, the same run
                 s, self.client, app.accounts, app.tracker, rng=random.Random(7)
             )
-            app.dead_letters = DeadLetters(
-                s.producer_config(),
-                s.dlq_topic,
-                loop,
-                app._dead_lettered,
-                app.dispatcher.is_current,
-                app.dispatcher.settled,
-            )
-            app.dispatcher.dead_letters = app.dead_letters
-            send = app.dead_letters.send
+            dead_letters = app.open_dead_letters(loop)  # the daemon's own wiring
+            send = dead_letters.send
 
             def dead_letter(record: Any, *args: Any) -> None:  # what is being dead-lettered (retries too)
                 if record.value:
                     self.dead_lettering.add(orjson.loads(record.value)["leadId"])
                 send(record, *args)
 
-            app.dead_letters.send = dead_letter
+            dead_letters.send = dead_letter
             app.park = await open_park(s, loop, app.dispatcher, app.accounts, app.tracker, app.reader)
             app.source = KafkaSource(s.consumer_config(), list(s.topics), app, loop, s.revoke_drain_s, True)
             app.source._revoke_timeout_s = 0.0  # the thread's waits for the loop end at once
